@@ -1,0 +1,82 @@
+# gxp: see README.md.  make; make check; make install PREFIX=/usr
+PREFIX = /usr/local
+MANPREFIX = $(PREFIX)/share/man
+CC = cc
+CFLAGS = -O2 -g
+LDFLAGS =
+SANITIZE =
+
+WARN = -std=c11 -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wvla \
+	-Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wundef
+GXP_CPPFLAGS = -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Isrc
+LIBS = -Wl,--as-needed -lmosquitto -lcurl -lcjson -lcrypto -lpthread -lm
+SAN_1 = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+ALL_CFLAGS = $(WARN) $(GXP_CPPFLAGS) $(CFLAGS) $(SAN_$(SANITIZE))
+
+TOOLS = gxp-sub gxp-assemble gxp-upload gxp-pub
+SCRIPTS = gxp-supervise
+LIB_SRC = $(wildcard src/lib/*.c)
+LIB_OBJ = $(LIB_SRC:src/%.c=build/%.o)
+BINS = $(TOOLS:%=bin/%) $(SCRIPTS:%=bin/%)
+MANS = $(wildcard man/*.[157])
+
+# Debian packages for building, testing, the demo and the benchmarks.
+DEPS = gcc make pkg-config libmosquitto-dev libcurl4-openssl-dev \
+	libcjson-dev libssl-dev bats mosquitto mosquitto-clients openssl \
+	postgresql python3 python3-psycopg2 jq curl mandoc valgrind clang \
+	systemd procps
+
+all: $(BINS)
+
+# Rebuild everything when the compiler flags change (make SANITIZE=1).
+build/flags: FORCE
+	@mkdir -p build/lib
+	@echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS)' | cmp -s - $@ || \
+		echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS)' > $@
+
+build/%.o: src/%.c src/lib/gxp.h build/flags
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+build/libgxp.a: $(LIB_OBJ)
+	rm -f $@
+	ar rcs $@ $(LIB_OBJ)
+
+bin/gxp-%: build/gxp-%.o build/libgxp.a
+	@mkdir -p bin
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< build/libgxp.a $(LIBS)
+
+bin/gxp-supervise: src/gxp-supervise
+	@mkdir -p bin
+	cp src/gxp-supervise $@
+	chmod 755 $@
+
+check: all
+	bats tests
+
+deps:
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	missing=$$(for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		$$SUDO apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+lint:
+	mandoc -T lint -W warning $(MANS)
+
+install: all
+	mkdir -p $(DESTDIR)$(PREFIX)/bin
+	cp $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	for m in $(MANS); do s=$${m##*.}; mkdir -p $(DESTDIR)$(MANPREFIX)/man$$s; \
+		cp $$m $(DESTDIR)$(MANPREFIX)/man$$s/; done
+
+uninstall:
+	for b in $(TOOLS) $(SCRIPTS); do rm -f $(DESTDIR)$(PREFIX)/bin/$$b; done
+	for m in $(MANS); do s=$${m##*.}; rm -f $(DESTDIR)$(MANPREFIX)/man$$s/$${m##*/}; done
+
+clean:
+	rm -rf build bin
+
+FORCE:
+.PHONY: all check deps lint install uninstall clean FORCE
+.SECONDARY:

@@ -1,0 +1,257 @@
+/* config.c: settings come from flags, then the environment, then a .env
+ * file, then the defaults in settings.c.  An empty value counts as unset. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "gxp.h"
+
+struct kv {
+	char *name, *value, *where;
+	struct kv *next;
+};
+static struct kv *from_file, *from_flags;
+
+const struct gxp_setting *
+gxp_setting_find(const char *name)
+{
+	for (const struct gxp_setting *s = gxp_settings; s->name; s++)
+		if (strcmp(s->name, name) == 0)
+			return s;
+	return NULL;
+}
+
+static struct kv *
+kv_find(struct kv *l, const char *name)
+{
+	for (; l; l = l->next)
+		if (strcmp(l->name, name) == 0)
+			return l;
+	return NULL;
+}
+
+static void
+kv_put(struct kv **l, const char *name, const char *value, const char *where)
+{
+	struct kv *e = kv_find(*l, name);
+
+	if (e == NULL) {
+		e = xcalloc(1, sizeof *e);
+		e->name = xstrdup(name);
+		e->next = *l;
+		*l = e;
+	} else {
+		free(e->value);
+		free(e->where);
+	}
+	e->value = xstrdup(value);
+	e->where = xstrdup(where);
+}
+
+/* Parses one value of a .env line in place: 'single' is literal, "double"
+ * knows \n \" \\, a bare value ends at " #" and is trimmed. */
+static char *
+env_value(char *v, int *bad)
+{
+	char q = *v, *w, *r;
+
+	if (q == '\'' || q == '"') {
+		for (r = w = v + 1; *r && *r != q; r++) {
+			if (q == '"' && *r == '\\' && r[1]) {
+				r++;
+				*w++ = *r == 'n' ? '\n' : *r;
+			} else
+				*w++ = *r;
+		}
+		if (*r != q)
+			*bad = 1;
+		*w = '\0';
+		return v + 1;
+	}
+	for (r = v; *r; r++)
+		if (*r == '#' && r > v && isspace((unsigned char)r[-1]))
+			break;
+	*r = '\0';
+	while (r > v && isspace((unsigned char)r[-1]))
+		*--r = '\0';
+	return v;
+}
+
+static int
+env_line(char *line, const char *file, int lineno)
+{
+	char *eq, *name, *value, where[512];
+	int bad = 0;
+
+	while (isspace((unsigned char)*line))
+		line++;
+	if (*line == '\0' || *line == '#')
+		return 0;
+	if (strncmp(line, "export ", 7) == 0)
+		line += 7;
+	if ((eq = strchr(line, '=')) == NULL) {
+		gxp_log(LOG_ERROR, "%s:%d: expected NAME=value", file, lineno);
+		return -1;
+	}
+	*eq = '\0';
+	name = line;
+	for (char *e = eq; e > name && isspace((unsigned char)e[-1]); )
+		*--e = '\0';
+	for (value = eq + 1; *value == ' ' || *value == '\t'; value++)
+		;
+	value = env_value(value, &bad);
+	if (bad) {
+		gxp_log(LOG_ERROR, "%s:%d: %s: unterminated quote", file, lineno, name);
+		return -1;
+	}
+	snprintf(where, sizeof where, "%s line %d", file, lineno);
+	kv_put(&from_file, name, value, where);
+	return 0;
+}
+
+int
+gxp_config_load(const char *envfile, int must_exist)
+{
+	char *buf, *line, *next;
+	size_t len;
+	int lineno = 0, rc = 0;
+
+	if (gxp_read_file(envfile, &buf, &len, 1 << 20) == -1) {
+		if (errno == ENOENT && !must_exist)
+			return 0;
+		gxp_log(LOG_ERROR, "%s: %s", envfile, strerror(errno));
+		return -1;
+	}
+	for (line = buf; line && *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		lineno++;
+		if (env_line(line, envfile, lineno) == -1)
+			rc = -1;
+	}
+	free(buf);
+	return rc;
+}
+
+void
+gxp_config_set(const char *name, const char *value)
+{
+	kv_put(&from_flags, name, value, "command line");
+}
+
+static const char *
+lookup(const char *name, const char **where)
+{
+	const struct gxp_setting *s = gxp_setting_find(name);
+	const char *v;
+	struct kv *e;
+
+	if (s == NULL)
+		gxp_die(EXIT_PERM, "internal error: unknown setting %s", name);
+	if ((e = kv_find(from_flags, name)) && *e->value) {
+		*where = e->where;
+		return e->value;
+	}
+	if ((v = getenv(name)) && *v) {
+		*where = "environment";
+		return v;
+	}
+	if ((e = kv_find(from_file, name)) && *e->value) {
+		*where = e->where;
+		return e->value;
+	}
+	*where = "default";
+	return s->def;
+}
+
+const char *
+gxp_cfg(const char *name)
+{
+	const char *where;
+
+	return lookup(name, &where);
+}
+
+const char *
+gxp_cfg_source(const char *name)
+{
+	const char *where;
+
+	lookup(name, &where);
+	return where;
+}
+
+long long
+gxp_cfg_int(const char *name)
+{
+	const struct gxp_setting *s = gxp_setting_find(name);
+	const char *where, *v = lookup(name, &where);
+	char *end;
+	long long n;
+
+	if (v == NULL)
+		return 0;
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (errno || end == v || *end || n < s->min || n > s->max)
+		gxp_die(EXIT_PERM, "%s=%s (%s): expected an integer from %lld to %lld",
+		    name, s->secret ? "***" : v, where, s->min, s->max);
+	return n;
+}
+
+int
+gxp_cfg_bool(const char *name)
+{
+	static const char *const yes[] = { "1", "true", "yes", "on" };
+	static const char *const no[] = { "0", "false", "no", "off" };
+	const char *where, *v = lookup(name, &where);
+
+	if (v == NULL)
+		return 0;
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(v, yes[i]) == 0)
+			return 1;
+		if (strcasecmp(v, no[i]) == 0)
+			return 0;
+	}
+	gxp_die(EXIT_PERM, "%s=%s (%s): expected true or false", name, v, where);
+}
+
+static void
+kv_free(struct kv **l)
+{
+	while (*l) {
+		struct kv *e = *l;
+
+		*l = e->next;
+		free(e->name);
+		free(e->value);
+		free(e->where);
+		free(e);
+	}
+}
+
+void
+gxp_config_free(void)
+{
+	kv_free(&from_file);
+	kv_free(&from_flags);
+}
+
+/* What every tool does first: read the .env file (FILE from --env must
+ * exist; the default ./.env may not), then apply LOG_LEVEL. */
+void
+gxp_config_common(const char *envfile)
+{
+	int level;
+
+	if (gxp_config_load(envfile ? envfile : ".env", envfile != NULL) == -1)
+		exit(EXIT_PERM);
+	if ((level = gxp_log_level_parse(gxp_cfg("LOG_LEVEL"))) == -1)
+		gxp_die(EXIT_PERM, "LOG_LEVEL=%s (%s): expected DEBUG, INFO, WARN or ERROR",
+		    gxp_cfg("LOG_LEVEL"), gxp_cfg_source("LOG_LEVEL"));
+	gxp_log_level_set(level);
+}

@@ -1,0 +1,67 @@
+/* settings.c: every setting any gxp tool reads, with its default and limits.
+ * This table is the single source of truth; README.md and gxp(7) document it
+ * and tests/config.bats checks that they agree. */
+#include "gxp.h"
+
+#define STR(name, def, doc)		{ name, def, 1, 0, 0, doc }
+#define SECRET(name, doc)		{ name, NULL, 1, 0, 1, doc }
+#define INT(name, def, lo, hi, doc)	{ name, def, lo, hi, 0, doc }
+
+const struct gxp_setting gxp_settings[] = {
+	STR("MQTT_HOST", "localhost", "MQTT broker hostname"),
+	INT("MQTT_PORT", NULL, 1, 65535, "broker port; 1883, or 8883 with TLS"),
+	STR("MQTT_TLS", "false", "TLS with certificate verification"),
+	STR("MQTT_CAFILE", NULL, "CA certificate file (PEM); default: system store"),
+	STR("MQTT_CAPATH", NULL, "directory of CA certificates"),
+	STR("MQTT_USERNAME", NULL, "MQTT username"),
+	SECRET("MQTT_PASSWORD", "MQTT password (secret)"),
+	STR("MQTT_CLIENT_ID", NULL, "client id prefix; the tool's role is appended"),
+	INT("MQTT_KEEPALIVE", "30", 5, 3600, "keepalive interval, seconds"),
+	INT("MQTT_RECONNECT_MAX_S", "30", 1, 3600, "longest pause between reconnects, seconds"),
+	STR("TOPIC_PATTERN_DATA", "ESP32CAM/+/data", "data topic pattern"),
+	STR("TOPIC_PATTERN_STATUS", "ESP32CAM/+/status", "status topic pattern"),
+	STR("TOPIC_PATTERN_ACK", "ESP32CAM/+/ack", "ACK topic pattern; + is the device id"),
+	INT("SUB_BUFFER_BYTES", "67108864", 65536, 4294967296LL,
+	    "gxp-sub: output buffer; messages beyond it are dropped and counted"),
+	INT("PUB_DRAIN_TIMEOUT_MS", "30000", 0, 86400000,
+	    "gxp-pub: how long to wait at EOF for outstanding acknowledgements"),
+	INT("PUB_MAX_PENDING", "10000", 1, 1000000,
+	    "gxp-pub: unacknowledged messages before it stops reading stdin"),
+	STR("GXP_SPOOL", "./var/spool", "spool directory (gxp-spool(5))"),
+	INT("CAPTURE_TIMEOUT_MS", "60000", 1000, 86400000,
+	    "capture fails (2201) this long after it started"),
+	INT("RETRANSMIT_DELAY_MS", "3000", 100, 3600000,
+	    "NACK after this long without a new chunk"),
+	INT("RETRANSMIT_MAX", "3", 0, 100, "most NACK rounds per capture"),
+	INT("NACK_MAX_IDS", "100", 1, 10000,
+	    "most chunk ids in one NACK message; longer lists are split"),
+	INT("MAX_LINE_BYTES", "262144", 1024, 67108864, "longest NDJSON input line"),
+	INT("MAX_IMAGE_BYTES", "4194304", 4, 268435456, "largest image_size accepted"),
+	INT("MAX_CHUNKS", "8192", 1, 1048576, "largest total_chunk_count accepted"),
+	INT("MAX_CHUNK_BYTES", "65536", 1, 16777216, "largest chunk size accepted"),
+	INT("MAX_ASSEMBLIES", "20000", 1, 10000000, "photos in flight, all devices"),
+	INT("MAX_ASSEMBLIES_PER_DEVICE", "16", 1, 100000, "photos in flight per device"),
+	INT("STORED_RETENTION_DAYS", "7", 1, 3650,
+	    "how long the spool remembers stored photos, to re-ACK resent metadata"),
+	STR("SUPABASE_URL", NULL, "Supabase project URL; unset: local store"),
+	SECRET("SUPABASE_SERVICE_ROLE", "service role key (secret)"),
+	STR("SUPABASE_STORAGE_BUCKET", "gxp-captures", "storage bucket"),
+	STR("SUPABASE_STORAGE_URL", NULL, "Storage API base; default $SUPABASE_URL/storage/v1"),
+	STR("SUPABASE_REST_URL", NULL, "PostgREST base; default $SUPABASE_URL/rest/v1"),
+	STR("SUPABASE_CAFILE", NULL, "CA bundle for HTTPS; default: system store"),
+	STR("GXP_STORE", "./var/store", "local store directory when SUPABASE_URL is unset"),
+	INT("UPLOAD_CONCURRENCY", "4", 1, 256, "uploads in flight at once"),
+	INT("UPLOAD_TIMEOUT_MS", "30000", 1000, 3600000, "one HTTP request's time limit"),
+	INT("UPLOAD_RETRY_MAX_MS", "60000", 100, 3600000, "longest pause between retries"),
+	INT("ROW_BATCH_MAX", "500", 1, 100000, "rows per batched insert"),
+	INT("ROW_FLUSH_MS", "250", 1, 60000, "longest a row waits before its batch is sent"),
+	STR("PUBLISH_LOG", "all", "device_publish_log: all, no-chunks or off"),
+	STR("ACK_NEXT_WAKE_TIME", NULL, "next_wake_time sent in ACK_OK; unset: omitted"),
+	INT("DEVICE_SEEN_INTERVAL_S", "5", 0, 86400, "least time between last_seen_at updates"),
+	STR("GXP_METRICS_DIR", NULL, "directory for <tool>.prom counter files; unset: none"),
+	INT("METRICS_INTERVAL_S", "5", 1, 3600, "how often counters are written"),
+	INT("SUPERVISE_BACKOFF_MAX_S", "30", 1, 3600, "longest pause between restarts"),
+	INT("SUPERVISE_DRAIN_TIMEOUT_S", "30", 1, 3600, "longest a SIGTERM drain may take"),
+	STR("LOG_LEVEL", "INFO", "DEBUG, INFO, WARN or ERROR"),
+	{ NULL, NULL, 0, 0, 0, NULL }
+};
