@@ -73,6 +73,7 @@ wait_for(int (*fn)(void), int64_t deadline, int draining)
 		    (!draining && gxp_sig_term))
 			return -1;
 		gxp_sleep_ms(20);
+		gxp_metrics_tick(0);
 	}
 	return 0;
 }
@@ -245,7 +246,7 @@ main(int argc, char **argv)
 	};
 	struct gxp_mqtt_opts o = { 0 };
 	const char *envfile = NULL, *topic = NULL, *message = NULL;
-	int c, qos = 1, retain = 0, rc = EXIT_OK;
+	int c, qos = 1, qos_set = 0, retain = 0, rc = EXIT_OK;
 	pthread_t tid;
 	sigset_t all, old;
 
@@ -262,6 +263,7 @@ main(int argc, char **argv)
 			if (strlen(optarg) != 1 || optarg[0] < '0' || optarg[0] > '2')
 				usage(EXIT_PERM);
 			qos = optarg[0] - '0';
+			qos_set = 1;
 			break;
 		case 'r': retain = 1; break;
 		case 't': topic = optarg; break;
@@ -270,7 +272,7 @@ main(int argc, char **argv)
 		}
 	}
 	if (optind != argc || (topic == NULL) != (message == NULL) ||
-	    (topic == NULL && (retain || qos != 1)))
+	    (topic == NULL && (retain || qos_set)))
 		usage(EXIT_PERM);
 	if (topic && (*topic == '\0' || strpbrk(topic, "+#")))
 		gxp_die(EXIT_PERM, "%s: not a topic name one can publish to", topic);

@@ -113,7 +113,9 @@ write_broker_conf() {
 }
 
 run_broker() {
-	mosquitto -c "$BROKER_DIR/mosquitto.conf" > "$BROKER_DIR/stdout" 2>&1 &
+	# no inherited descriptors: bats' fd 3, or a test's fifo, must not stay open
+	mosquitto -c "$BROKER_DIR/mosquitto.conf" > "$BROKER_DIR/stdout" 2>&1 \
+		3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
 	BROKER_PID=$!
 	if wait_until 10 broker_ready; then
 		return 0
