@@ -13,7 +13,7 @@ LIBS = -Wl,--as-needed -lmosquitto -lcurl -lcjson -lcrypto -lpthread -lm
 SAN_1 = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 ALL_CFLAGS = $(WARN) $(GXP_CPPFLAGS) $(CFLAGS) $(SAN_$(SANITIZE))
 
-TOOLS = gxp-sub gxp-assemble gxp-upload gxp-pub
+TOOLS = gxp-sub gxp-assemble gxp-upload gxp-pub gxp-sim
 SCRIPTS = gxp-supervise
 LIB_SRC = $(wildcard src/lib/*.c)
 LIB_OBJ = $(LIB_SRC:src/%.c=build/%.o)
@@ -37,6 +37,9 @@ build/flags: FORCE
 build/%.o: src/%.c src/lib/gxp.h build/flags
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
+# gxp-upload's own header
+build/gxp-upload.o build/lib/http.o build/lib/rows.o build/lib/store.o build/lib/store_dir.o build/lib/store_supabase.o: src/lib/store.h
+
 build/libgxp.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJ)
@@ -50,13 +53,18 @@ bin/gxp-supervise: src/gxp-supervise
 	cp src/gxp-supervise $@
 	chmod 755 $@
 
-check: all
+# The README's two commands.  Both install missing Debian packages first.
+check: deps all
 	bats tests
+
+demo: deps all
+	examples/demo
 
 deps:
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	missing=$$(for p in $(DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
+		echo "make deps: installing" $$missing; \
 		$$SUDO apt-get update && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $$missing; \
 	fi
@@ -78,5 +86,5 @@ clean:
 	rm -rf build bin
 
 FORCE:
-.PHONY: all check deps lint install uninstall clean FORCE
+.PHONY: all check demo deps lint install uninstall clean FORCE
 .SECONDARY:

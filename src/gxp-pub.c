@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <mosquitto.h>
 
@@ -32,8 +33,9 @@ static void
 usage(int code)
 {
 	fprintf(code ? stderr : stdout,
-	    "usage: gxp-pub [--env file] [-h host] [-i id] [-p port]\n"
-	    "       gxp-pub [--env file] [-h host] [-i id] [-p port] [-q qos] [-r] -t topic -m message\n");
+	    "usage: gxp-pub [--check] [--env file] [-h host] [-i id] [-p port]\n"
+	    "       gxp-pub [--env file] [-h host] [-i id] [-p port] [-q qos] [-r]\n"
+	    "               -t topic -m message\n");
 	exit(code);
 }
 
@@ -240,13 +242,15 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
+		{ "check", no_argument, NULL, 'C' },
 		{ "env", required_argument, NULL, 'e' },
 		{ "help", no_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct gxp_mqtt_opts o = { 0 };
 	const char *envfile = NULL, *topic = NULL, *message = NULL;
-	int c, qos = 1, qos_set = 0, retain = 0, rc = EXIT_OK;
+	char *check_id = NULL;
+	int c, qos = 1, qos_set = 0, retain = 0, check = 0, rc = EXIT_OK;
 	pthread_t tid;
 	sigset_t all, old;
 
@@ -254,6 +258,7 @@ main(int argc, char **argv)
 	o.clean_session = 1;
 	while ((c = getopt_long(argc, argv, "e:h:i:m:p:q:rt:", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'C': check = 1; break;
 		case 'e': envfile = optarg; break;
 		case 'h': gxp_config_set("MQTT_HOST", optarg); break;
 		case 'i': o.client_id = optarg; break;
@@ -272,8 +277,12 @@ main(int argc, char **argv)
 		}
 	}
 	if (optind != argc || (topic == NULL) != (message == NULL) ||
-	    (topic == NULL && (retain || qos_set)))
+	    (topic == NULL && (retain || qos_set)) || (check && topic))
 		usage(EXIT_PERM);
+	if (check) {
+		/* a session of its own: never take over the worker's */
+		o.client_id = check_id = xasprintf("gxp-check-%ld", (long)getpid());
+	}
 	if (topic && (*topic == '\0' || strpbrk(topic, "+#")))
 		gxp_die(EXIT_PERM, "%s: not a topic name one can publish to", topic);
 	gxp_config_common(envfile);
@@ -282,6 +291,13 @@ main(int argc, char **argv)
 	gxp_metrics_init(counters, sizeof counters / sizeof counters[0]);
 	o.on_publish = on_publish;
 	m = gxp_mqtt_new(&o);
+	if (check) {
+		rc = gxp_mqtt_check(m, NULL, 10000);
+		gxp_mqtt_free(m);
+		free(check_id);
+		gxp_config_free();
+		return rc;
+	}
 
 	sigfillset(&all);	/* signals go to the main thread only */
 	pthread_sigmask(SIG_BLOCK, &all, &old);

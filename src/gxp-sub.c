@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <mosquitto.h>
 
@@ -30,7 +31,9 @@ static struct {
 } q = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, &q.head, 0, 0, 0 };
 
 static char **topics;
-static int ntopics;
+static int ntopics, subscribed;
+
+enum { CHECK_TIMEOUT_MS = 10000 };
 
 static struct gxp_counter counters[] = {
 	{ "messages_total", "MQTT messages received", 0, 0 },
@@ -44,7 +47,8 @@ static void
 usage(int code)
 {
 	fprintf(code ? stderr : stdout,
-	    "usage: gxp-sub [-c] [--env file] [-h host] [-i id] [-p port] [-t topic ...]\n");
+	    "usage: gxp-sub [-c] [--check] [--env file] [-h host] [-i id] [-p port]\n"
+	    "               [-t topic ...]\n");
 	exit(code);
 }
 
@@ -125,6 +129,7 @@ on_subscribe(struct mosquitto *mosq, void *arg, int mid, int n, const int *grant
 	static int announced;
 
 	(void)mosq, (void)arg, (void)mid;
+	subscribed = 1;
 	for (int i = 0; i < n && i < ntopics; i++)
 		if (granted[i] > 2)
 			gxp_log(LOG_ERROR, "the broker refused the subscription to %s", topics[i]);
@@ -186,6 +191,12 @@ writer(void *arg)
 	return NULL;
 }
 
+static int
+subscribe_granted(void)
+{
+	return subscribed;
+}
+
 static void
 subscribe_defaults(void)
 {
@@ -204,6 +215,7 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
+		{ "check", no_argument, NULL, 'C' },
 		{ "env", required_argument, NULL, 'e' },
 		{ "help", no_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 }
@@ -214,13 +226,15 @@ main(int argc, char **argv)
 	struct gxp_mqtt *m;
 	pthread_t tid;
 	sigset_t all, old;
-	int c, rc = EXIT_OK;
+	int c, check = 0, rc = EXIT_OK;
+	char *check_id = NULL;
 
 	gxp_init(argv[0]);
 	o.clean_session = 1;
 	while ((c = getopt_long(argc, argv, "ce:h:i:p:t:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c': o.clean_session = 0; break;
+		case 'C': check = 1; break;
 		case 'e': envfile = optarg; break;
 		case 'h': gxp_config_set("MQTT_HOST", optarg); break;
 		case 'i': o.client_id = optarg; break;
@@ -235,6 +249,11 @@ main(int argc, char **argv)
 	}
 	if (optind != argc)
 		usage(EXIT_PERM);
+	if (check) {
+		/* a session of its own: never take over or wipe the worker's */
+		o.client_id = check_id = xasprintf("gxp-check-%ld", (long)getpid());
+		o.clean_session = 1;
+	}
 	gxp_config_common(envfile);
 	q.max = (size_t)gxp_cfg_int("SUB_BUFFER_BYTES");
 	subscribe_defaults();
@@ -246,6 +265,13 @@ main(int argc, char **argv)
 	o.userdata = &line;
 	m = gxp_mqtt_new(&o);
 	mosquitto_subscribe_callback_set(gxp_mqtt_handle(m), on_subscribe);
+	if (check) {
+		rc = gxp_mqtt_check(m, subscribe_granted, CHECK_TIMEOUT_MS);
+		gxp_mqtt_free(m);
+		free(check_id);
+		gxp_config_free();
+		return rc;
+	}
 	gxp_mqtt_banner();
 
 	sigfillset(&all);	/* signals go to the main thread only */

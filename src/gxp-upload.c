@@ -1,18 +1,1201 @@
-/* gxp-upload: placeholder until its issue lands; prints usage. */
-#include <stdio.h>
+/* gxp-upload: stores the photos gxp-assemble left in the spool's ready/
+ * (object, then its captures row, then the ACK_OK publish event), and turns
+ * the events it reads on stdin into rows; passes every other line through.
+ *
+ * One thread.  The loop waits on stdin and on the store's connections
+ * together, so reading never waits for an upload; photos wait in the spool,
+ * not in memory.  A photo is claimed by renaming ready/E to work/E; each
+ * step after that is safe to repeat, and on start work/ goes back to
+ * ready/, so a crash anywhere repeats what was left without duplicates. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "lib/gxp.h"
+#include "lib/store.h"
+
+struct photo {
+	struct photo *next;
+	char entry[GXP_ENTRY_MAX + 1];
+	char dev[GXP_DEVICE_MAX + 1], cap[GXP_CAPTURE_NAME_MAX + 1];
+	char image_name[GXP_NAME_MAX + 1], sha[65], path[256];
+	long long bytes;
+	cJSON *meta;
+	int uploading, rows_left, code;
+	char *reason;
+};
+
+struct name {
+	struct name *next;
+	char *s;
+};
+
+static const char *spool;
+static struct store *st;
+static struct rows *rows;
+static struct photo *photos;
+static struct name *todo, **todo_tail = &todo;
+static int uploading, concurrency, once, eof, fatal, gaveup, publog;
+static int64_t next_rescan, rescan_ms;
+
+static struct gxp_counter counters[] = {
+	{ "uploads_total", "photos stored (object and captures row)", 0, 0 },
+	{ "upload_bytes_total", "bytes of the photos stored", 0, 0 },
+	{ "failed_total", "photos moved to failed/", 0, 0 },
+	{ "retries_total", "HTTP requests retried", 0, 0 },
+	{ "http_requests_total", "HTTP requests sent, retries included", 0, 0 },
+	{ "rows_total", "rows written", 0, 0 },
+	{ "rows_failed_total", "rows the store refused or could not take", 0, 0 },
+	{ "rows_dropped_total", "rows dropped because ROW_QUEUE_MAX rows waited", 0, 0 },
+	{ "events_total", "events consumed", 0, 0 },
+	{ "passed_total", "lines passed through", 0, 0 },
+	{ "backlog", "photos in ready/ and work/ at the last look", 1, 0 },
+};
+enum {
+	C_UPLOADS, C_BYTES, C_FAILED, C_RETRIES, C_REQUESTS, C_ROWS, C_ROWS_FAILED,
+	C_ROWS_DROPPED, C_EVENTS, C_PASSED, C_BACKLOG
+};
+enum { PUBLOG_OFF, PUBLOG_NO_CHUNKS, PUBLOG_ALL };
+
+static void
+usage(int code)
+{
+	fprintf(code ? stderr : stdout, "usage: gxp-upload [--once] [--env file]\n");
+	exit(code);
+}
+
+static char *
+spool_path(const char *area, const char *entry, const char *file)
+{
+	return xasprintf("%s/%s%s%s%s%s", spool, area, entry ? "/" : "",
+	    entry ? entry : "", file ? "/" : "", file ? file : "");
+}
+
+static void
+now_utc(char buf[32])
+{
+	gxp_fmt_utc(buf, gxp_wall_us());
+}
+
+static cJSON *
+event_new(const char *type)
+{
+	cJSON *e = gxp_event_new(type);
+	char ts[32];
+
+	now_utc(ts);
+	cJSON_AddStringToObject(e, "ts", ts);
+	return e;
+}
+
+static void
+emit(cJSON *e)
+{
+	gxp_out_json(e);
+	cJSON_Delete(e);
+}
+
+/* --- rows from events and photos --- */
+
+static cJSON *
+dup_or_null(const cJSON *obj, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+	return v ? cJSON_Duplicate(v, 1) : cJSON_CreateNull();
+}
+
+static void
+copy_num(cJSON *row, const char *col, const cJSON *src, const char *key)
+{
+	double d;
+
+	if (gxp_json_num(src, key, &d) == 1)
+		cJSON_AddNumberToObject(row, col, d);
+	else
+		cJSON_AddNullToObject(row, col);
+}
+
+/* A captures row from a capture_started event or a sidecar (the same
+ * fields, except image_size there and image_bytes here). */
+static cJSON *
+capture_row(const cJSON *src, const char *cap, const char *status,
+    const char *error, const char *path, const char *sha)
+{
+	cJSON *row = cJSON_CreateObject(), *meta = cJSON_CreateObject();
+	const char *at = gxp_json_str(src, "captured_at");
+	static const char *const meta_keys[] = {
+		"image_name", "captured_at_raw", "location", "image_id", "meta", "timings"
+	};
+
+	cJSON_AddStringToObject(row, "device_capture_id", cap);
+	cJSON_AddItemToObject(row, "captured_at", at ? cJSON_CreateString(at) :
+	    cJSON_CreateNull());
+	copy_num(row, "image_bytes", src, cJSON_HasObjectItem(src, "image_bytes") ?
+	    "image_bytes" : "image_size");
+	copy_num(row, "chunk_size_bytes", src, "chunk_size");
+	copy_num(row, "total_chunks", src, "total_chunks");
+	cJSON_AddStringToObject(row, "img_format", "jpeg");
+	cJSON_AddStringToObject(row, "ingest_status", status);
+	for (size_t i = 0; i < sizeof meta_keys / sizeof meta_keys[0]; i++)
+		if (cJSON_HasObjectItem(src, meta_keys[i]))
+			cJSON_AddItemToObject(meta, meta_keys[i], dup_or_null(src, meta_keys[i]));
+	cJSON_AddItemToObject(row, "ingest_meta", meta);
+	cJSON_AddItemToObject(row, "ingest_error", error ? cJSON_CreateString(error) :
+	    cJSON_CreateNull());
+	cJSON_AddItemToObject(row, "storage_path", path ? cJSON_CreateString(path) :
+	    cJSON_CreateNull());
+	cJSON_AddItemToObject(row, "image_sha256", sha ? cJSON_CreateString(sha) :
+	    cJSON_CreateNull());
+	cJSON_AddItemToObject(row, "sensor_data", dup_or_null(src, "sensor"));
+	return row;
+}
+
+static cJSON *
+error_row(long long code, const char *severity, const char *message,
+    cJSON *details, const char *when)
+{
+	cJSON *row = cJSON_CreateObject();
+
+	cJSON_AddNumberToObject(row, "error_code", (double)code);
+	cJSON_AddStringToObject(row, "severity", severity ? severity : "error");
+	cJSON_AddStringToObject(row, "message", message ? message : "");
+	cJSON_AddItemToObject(row, "details", details ? details : cJSON_CreateObject());
+	cJSON_AddStringToObject(row, "occurred_at", when);
+	return row;
+}
+
+static void
+publog_row(const char *dev, const char *topic, const char *dir, cJSON *payload,
+    const char *when)
+{
+	cJSON *row;
+
+	if (publog == PUBLOG_OFF || dev == NULL || topic == NULL) {
+		cJSON_Delete(payload);
+		return;
+	}
+	row = cJSON_CreateObject();
+	cJSON_AddStringToObject(row, "topic", topic);
+	cJSON_AddStringToObject(row, "direction", dir);
+	cJSON_AddItemToObject(row, "payload", payload ? payload : cJSON_CreateNull());
+	cJSON_AddStringToObject(row, "received_at", when);
+	rows_add(rows, T_PUBLOG, row, dev, NULL, CAP_NONE, NULL, NULL);
+}
+
+static int
+is_stored(const char *dev, const char *cap)
+{
+	char *p = spool_path("stored", dev, NULL), *f = xasprintf("%s/%s.json", p, cap);
+	int rc = access(f, F_OK) == 0;
+
+	free(p);
+	free(f);
+	return rc;
+}
+
+static int
+entry_exists(const char *area, const char *dev, const char *cap)
+{
+	char *e = xasprintf("%s@%s", dev, cap), *p = spool_path(area, e, NULL);
+	int rc = access(p, F_OK) == 0;
+
+	free(e);
+	free(p);
+	return rc;
+}
+
+/* --- photos --- */
+
+static void
+entry_remove(const char *area, const char *entry)
+{
+	char *dir = spool_path(area, NULL, NULL);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd == -1 || gxp_rmtree_at(fd, entry) == -1 || fsync(fd) == -1)
+		gxp_log(LOG_ERROR, "%s/%s: cannot remove: %s", dir, entry, strerror(errno));
+	if (fd != -1)
+		close(fd);
+	free(dir);
+}
+
+static void
+photo_free(struct photo *p)
+{
+	struct photo **pp = &photos;
+
+	while (*pp && *pp != p)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = p->next;
+	cJSON_Delete(p->meta);
+	free(p->reason);
+	free(p);
+}
+
+/* work/E back to ready/E, for the next run or the next rescan. */
+static void
+put_back(struct photo *p)
+{
+	char *from = spool_path("work", p->entry, NULL), *to = spool_path("ready", p->entry, NULL);
+
+	if (rename(from, to) == -1)
+		gxp_log(LOG_ERROR, "%s: cannot move back to ready/: %s", from, strerror(errno));
+	free(from);
+	free(to);
+	photo_free(p);
+}
+
+static void
+set_fatal(const char *msg)
+{
+	if (!fatal)
+		gxp_log(LOG_ERROR, "stopping: %s", msg);
+	fatal = 1;
+}
+
+static void
+write_reason(struct photo *p)
+{
+	cJSON *r = cJSON_CreateObject();
+	char *path = spool_path("work", p->entry, "reason.json"), *text, now[32];
+
+	now_utc(now);
+	cJSON_AddNumberToObject(r, "code", p->code);
+	cJSON_AddStringToObject(r, "reason", p->reason);
+	cJSON_AddStringToObject(r, "failed_at", now);
+	text = gxp_json_print(r);
+	if (gxp_write_atomic(path, text, strlen(text)) == -1)
+		gxp_log(LOG_ERROR, "%s: %s", path, strerror(errno));
+	free(text);
+	free(path);
+	cJSON_Delete(r);
+}
+
+/* reason.json into work/E, then work/E to failed/E.<seconds>. */
+static void
+finish_failed(struct photo *p)
+{
+	char *from = spool_path("work", p->entry, NULL), *name = NULL, *to = NULL;
+	long long secs = (long long)(gxp_wall_us() / 1000000);
+	cJSON *e;
+
+	write_reason(p);
+	for (int i = 0; i < 100; i++) {
+		free(name);
+		free(to);
+		name = xasprintf("%s.%lld", p->entry, secs + i);
+		to = spool_path("failed", name, NULL);
+		if (access(to, F_OK) == -1)
+			break;
+	}
+	if (rename(from, to) == -1)
+		gxp_log(LOG_ERROR, "%s: cannot move to failed/: %s", from, strerror(errno));
+	e = event_new("capture_failed");
+	cJSON_AddStringToObject(e, "device", p->dev);
+	cJSON_AddStringToObject(e, "image_name", p->image_name);
+	cJSON_AddStringToObject(e, "capture_name", p->cap);
+	cJSON_AddNumberToObject(e, "code", p->code);
+	cJSON_AddStringToObject(e, "severity", "error");
+	cJSON_AddStringToObject(e, "reason", p->reason);
+	cJSON_AddStringToObject(e, "entry", to + strlen(spool) + 1);
+	emit(e);
+	counters[C_FAILED].v++;
+	free(from);
+	free(name);
+	free(to);
+	photo_free(p);
+}
+
+static void
+failed_row_done(void *arg, int rc, const char *msg)
+{
+	struct photo *p = arg;
+
+	if (rc == ST_FATAL)
+		set_fatal(msg);
+	if (--p->rows_left == 0)
+		finish_failed(p);
+}
+
+/* A photo the store refused: its captures row says so, device_errors gets
+ * the reason, and the entry goes to failed/ once both rows are settled. */
+static void
+photo_failed(struct photo *p, int code, const char *what, const char *msg)
+{
+	char now[32];
+	cJSON *details = cJSON_CreateObject(), *row;
+
+	p->code = code;
+	p->reason = xasprintf("%s: %s", what, msg);
+	gxp_log(LOG_ERROR, "device %s image %s: %s", p->dev, p->cap, p->reason);
+	now_utc(now);
+	if (p->meta)
+		row = capture_row(p->meta, p->cap, "failed", p->reason, NULL, NULL);
+	else {
+		row = cJSON_CreateObject();
+		cJSON_AddStringToObject(row, "device_capture_id", p->cap);
+		cJSON_AddStringToObject(row, "ingest_status", "failed");
+		cJSON_AddStringToObject(row, "ingest_error", p->reason);
+	}
+	p->rows_left = 2;
+	rows_add(rows, T_CAPTURES, row, p->dev, p->cap, CAP_NONE, failed_row_done, p);
+	cJSON_AddStringToObject(details, "image_name", p->image_name);
+	cJSON_AddStringToObject(details, "capture_name", p->cap);
+	cJSON_AddStringToObject(details, "storage_path", p->path);
+	rows_add(rows, T_ERRORS, error_row(code, "error", p->reason, details, now),
+	    p->dev, p->cap, CAP_IF_KNOWN, failed_row_done, p);
+}
+
+/* Object and row are durable: tell the device, remember, retire. */
+static void
+finish_stored(struct photo *p)
+{
+	cJSON *e = event_new("stored"), *rec;
+	char *dir, *path, *text, now[32];
+
+	cJSON_AddStringToObject(e, "device", p->dev);
+	cJSON_AddStringToObject(e, "image_name", p->image_name);
+	cJSON_AddStringToObject(e, "capture_name", p->cap);
+	cJSON_AddStringToObject(e, "storage_path", p->path);
+	cJSON_AddStringToObject(e, "sha256", p->sha);
+	cJSON_AddNumberToObject(e, "image_bytes", (double)p->bytes);
+	emit(e);
+	e = gxp_ack_ok_event(p->dev, p->image_name);
+	now_utc(now);
+	cJSON_AddStringToObject(e, "ts", now);
+	gxp_out_json(e);
+	publog_row(p->dev, gxp_json_str(e, "topic"), "out",
+	    cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(e, "payload"), 1), now);
+	cJSON_Delete(e);
+
+	rec = cJSON_Duplicate(p->meta, 1);
+	cJSON_AddStringToObject(rec, "bucket", st->bucket);
+	cJSON_AddStringToObject(rec, "storage_path", p->path);
+	cJSON_AddStringToObject(rec, "stored_at", now);
+	text = gxp_json_print(rec);
+	dir = spool_path("stored", p->dev, NULL);
+	path = xasprintf("%s/%s.json", dir, p->cap);
+	if (gxp_mkdirs(dir, 0755) == -1 || gxp_write_atomic(path, text, strlen(text)) == -1)
+		gxp_log(LOG_ERROR, "%s: %s", path, strerror(errno));
+	entry_remove("work", p->entry);
+	counters[C_UPLOADS].v++;
+	counters[C_BYTES].v += (unsigned long long)p->bytes;
+	gxp_log(LOG_INFO, "device %s image %s: stored as %s/%s (%lld bytes)", p->dev,
+	    p->cap, st->bucket, p->path, p->bytes);
+	free(text);
+	free(dir);
+	free(path);
+	cJSON_Delete(rec);
+	photo_free(p);
+}
+
+static void
+stored_row_done(void *arg, int rc, const char *msg)
+{
+	struct photo *p = arg;
+
+	switch (rc) {
+	case ST_OK:
+		finish_stored(p);
+		break;
+	case ST_PERM:
+		photo_failed(p, 2205, "capture DB update failed", msg);
+		break;
+	case ST_FATAL:
+		set_fatal(msg);
+		put_back(p);
+		break;
+	default:
+		gaveup = 1;
+		gxp_log(LOG_WARN, "device %s image %s: captures row not written (%s); "
+		    "left in the spool", p->dev, p->cap, msg);
+		put_back(p);
+	}
+}
+
+/* The local store's line for this photo, if an earlier run wrote it. */
+static int
+row_written(struct photo *p, long long mark)
+{
+	char dev_id[37];
+	char *n[5];
+	int rc;
+
+	gxp_uuid_of(dev_id, "gxp-device", p->dev, NULL);
+	n[0] = xasprintf("\"device_id\":\"%s\"", dev_id);
+	n[1] = xasprintf("\"device_capture_id\":\"%s\"", p->cap);
+	n[2] = xasprintf("\"ingest_status\":\"stored\"");
+	n[3] = xasprintf("\"image_sha256\":\"%s\"", p->sha);
+	n[4] = NULL;
+	rc = store_seen(st, "captures", mark, (const char *const *)n);
+	for (int i = 0; i < 4; i++)
+		free(n[i]);
+	return rc;
+}
+
+/* Where the captures table ended before this photo's row: a run after a
+ * crash looks from there for the row instead of writing it twice. */
+static void
+remember_mark(struct photo *p)
+{
+	long long mark = store_mark(st, "captures");
+	char *path, buf[32];
+
+	if (mark < 0)
+		return;
+	path = spool_path("work", p->entry, "rows.at");
+	snprintf(buf, sizeof buf, "%lld\n", mark);
+	if (gxp_write_atomic(path, buf, strlen(buf)) == -1)
+		gxp_log(LOG_WARN, "%s: %s", path, strerror(errno));
+	free(path);
+}
+
+static long long
+recall_mark(struct photo *p)
+{
+	char *path = spool_path("work", p->entry, "rows.at"), *text;
+	size_t len;
+	long long mark = -1;
+
+	if (gxp_read_file(path, &text, &len, 64) == 0) {
+		mark = strtoll(text, NULL, 10);
+		free(text);
+	}
+	free(path);
+	return mark;
+}
+
+static void
+queue_stored_row(struct photo *p)
+{
+	remember_mark(p);
+	rows_add(rows, T_CAPTURES, capture_row(p->meta, p->cap, "stored", NULL,
+	    p->path, p->sha), p->dev, p->cap, CAP_NONE, stored_row_done, p);
+}
+
+static void
+uploaded(void *arg, const struct st_result *r)
+{
+	struct photo *p = arg;
+
+	uploading--;
+	p->uploading = 0;
+	switch (r->rc) {
+	case ST_OK:
+		queue_stored_row(p);
+		break;
+	case ST_PERM:
+		photo_failed(p, 2204, "storage upload failed", r->msg);
+		break;
+	case ST_FATAL:
+		set_fatal(r->msg);
+		put_back(p);
+		break;
+	default:
+		gaveup = 1;
+		gxp_log(LOG_WARN, "device %s image %s: upload failed (%s); left in the "
+		    "spool", p->dev, p->cap, r->msg);
+		put_back(p);
+	}
+}
+
+/* The sidecar and the bytes agree with the entry's name and each other. */
+static const char *
+check_entry(struct photo *p, const char *img, size_t len)
+{
+	const char *dev = gxp_json_str(p->meta, "device");
+	const char *cap = gxp_json_str(p->meta, "capture_name");
+	const char *name = gxp_json_str(p->meta, "image_name");
+	const char *sha = gxp_json_str(p->meta, "sha256"), *at;
+	int64_t us;
+	char day[32];
+
+	if (dev == NULL || strcmp(dev, p->dev) != 0 || cap == NULL || strcmp(cap, p->cap) != 0)
+		return "meta.json names another device or capture";
+	if (name == NULL || !gxp_image_name_valid(name))
+		return "meta.json has no valid image_name";
+	snprintf(p->image_name, sizeof p->image_name, "%s", name);
+	if (gxp_json_int(p->meta, "image_bytes", &p->bytes) != 1 || p->bytes != (long long)len)
+		return "image.jpg does not have the size meta.json gives";
+	gxp_sha256_hex(p->sha, img, len);
+	if (sha == NULL || strcmp(sha, p->sha) != 0)
+		return "image.jpg does not have the SHA-256 meta.json gives";
+	if ((at = gxp_json_str(p->meta, "captured_at")) == NULL || gxp_parse_time(at, &us) == -1)
+		return "meta.json has no valid captured_at";
+	gxp_fmt_utc(day, us);
+	snprintf(p->path, sizeof p->path, "captures/%s/%.4s/%.2s/%.2s/%s", p->dev,
+	    day, day + 5, day + 8, p->cap);
+	return NULL;
+}
+
+static void
+seen_from_sidecar(struct photo *p)
+{
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(p->meta, "timings");
+	const char *when = gxp_json_str(t, "completed_at");
+	char now[32];
+	int64_t us;
+
+	if (when == NULL || gxp_parse_time(when, &us) == -1) {
+		now_utc(now);
+		when = now;
+	}
+	rows_device_seen(rows, p->dev, when);
+}
+
+static void
+start_photo(struct photo *p)
+{
+	char *path = spool_path("work", p->entry, "image.jpg"), *img = NULL;
+	const char *bad = NULL;
+	long long mark;
+	size_t len = 0;
+
+	if (gxp_read_file(path, &img, &len, (size_t)gxp_cfg_int("MAX_IMAGE_BYTES")) == -1)
+		bad = errno == EFBIG ? "image.jpg is larger than MAX_IMAGE_BYTES" :
+		    "image.jpg cannot be read";
+	else
+		bad = check_entry(p, img, len);
+	free(path);
+	if (bad) {
+		free(img);
+		photo_failed(p, 2204, "bad spool entry", bad);
+		return;
+	}
+	seen_from_sidecar(p);
+	if ((mark = recall_mark(p)) >= 0 && row_written(p, mark)) {
+		free(img);
+		gxp_log(LOG_INFO, "device %s image %s: already stored before a restart",
+		    p->dev, p->cap);
+		finish_stored(p);
+		return;
+	}
+	uploading++;
+	p->uploading = 1;
+	store_put(st, p->path, img, len, uploaded, p);
+}
+
+static void
+not_an_entry(const char *name, const char *why)
+{
+	char *from = spool_path("ready", name, NULL), *n, *to;
+
+	n = xasprintf("%s.%lld", name, (long long)(gxp_wall_us() / 1000000));
+	to = spool_path("failed", n, NULL);
+	gxp_log(LOG_ERROR, "ready/%s: %s; moved to failed/", name, why);
+	if (rename(from, to) == -1)
+		gxp_log(LOG_ERROR, "%s: %s", from, strerror(errno));
+	free(from);
+	free(n);
+	free(to);
+}
+
+static void
+claim(const char *name)
+{
+	struct photo *p = xcalloc(1, sizeof *p);
+	char *from, *to, *meta;
+
+	if (gxp_spool_entry_parse(name, p->dev, p->cap) == -1) {
+		free(p);
+		not_an_entry(name, "not a spool entry name");
+		return;
+	}
+	snprintf(p->entry, sizeof p->entry, "%s", name);
+	snprintf(p->image_name, sizeof p->image_name, "%.*s", GXP_NAME_MAX, p->cap);
+	from = spool_path("ready", name, NULL);
+	to = spool_path("work", name, NULL);
+	if (rename(from, to) == -1) {
+		if (errno != ENOENT)
+			gxp_log(LOG_ERROR, "%s: cannot claim: %s", from, strerror(errno));
+		free(p);
+		free(from);
+		free(to);
+		return;
+	}
+	free(from);
+	free(to);
+	p->next = photos;
+	photos = p;
+	meta = spool_path("work", name, "meta.json");
+	if ((p->meta = gxp_sidecar_read(meta)) == NULL)
+		photo_failed(p, 2204, "bad spool entry", "meta.json is missing or not JSON");
+	else
+		start_photo(p);
+	free(meta);
+}
+
+/* --- the work list: event hints and rescans of ready/ --- */
+
+static void
+todo_add(const char *name)
+{
+	struct name *n = xcalloc(1, sizeof *n);
+
+	n->s = xstrdup(name);
+	*todo_tail = n;
+	todo_tail = &n->next;
+}
+
+struct aged {
+	char *name;
+	long long mtime;
+};
+
+static int
+by_age(const void *a, const void *b)
+{
+	const struct aged *x = a, *y = b;
+
+	if (x->mtime != y->mtime)
+		return x->mtime < y->mtime ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+/* Oldest first. */
+static void
+rescan(void)
+{
+	char *dir = spool_path("ready", NULL, NULL);
+	DIR *d = opendir(dir);
+	struct aged *list = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *e;
+	struct stat sb;
+
+	next_rescan = gxp_mono_ms() + rescan_ms;
+	if (d == NULL) {
+		gxp_log(LOG_ERROR, "%s: %s", dir, strerror(errno));
+		free(dir);
+		return;
+	}
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		if (n == cap)
+			list = xrealloc(list, (cap = cap ? cap * 2 : 64) * sizeof *list);
+		list[n].name = xstrdup(e->d_name);
+		list[n++].mtime = fstatat(dirfd(d), e->d_name, &sb, 0) == 0 ?
+		    (long long)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec : 0;
+	}
+	closedir(d);
+	if (n > 1)
+		qsort(list, n, sizeof *list, by_age);
+	for (size_t i = 0; i < n; i++) {
+		todo_add(list[i].name);
+		free(list[i].name);
+	}
+	counters[C_BACKLOG].v = n;
+	free(list);
+	free(dir);
+}
+
+static int
+stopping(void)
+{
+	return gxp_sig_term || fatal || gxp_out_closed;
+}
+
+static void
+claim_more(void)
+{
+	while (todo && uploading < concurrency && !stopping()) {
+		struct name *n = todo;
+
+		if ((todo = n->next) == NULL)
+			todo_tail = &todo;
+		claim(n->s);
+		free(n->s);
+		free(n);
+	}
+	if (todo == NULL && !once && !eof && !stopping() && gxp_mono_ms() >= next_rescan)
+		rescan();
+}
+
+/* Moves every work/ entry back to ready/ (a crash left them there). */
+static void
+recover(void)
+{
+	char *dir = spool_path("work", NULL, NULL), *from, *to;
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (d == NULL)
+		gxp_die_errno(EXIT_TEMP, "%s", dir);
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		from = spool_path("work", e->d_name, NULL);
+		to = spool_path("ready", e->d_name, NULL);
+		if (rename(from, to) == 0)
+			gxp_log(LOG_INFO, "work/%s: back to ready/", e->d_name);
+		else
+			gxp_log(LOG_ERROR, "%s: cannot move back to ready/: %s", from,
+			    strerror(errno));
+		free(from);
+		free(to);
+	}
+	closedir(d);
+	free(dir);
+}
+
+/* --- events --- */
+
+static void
+event_time(const cJSON *j, const char *key, char out[32])
+{
+	const char *s = gxp_json_str(j, key);
+	int64_t us;
+
+	if (s && gxp_parse_time(s, &us) == 0)
+		gxp_fmt_utc(out, us);
+	else
+		now_utc(out);
+}
+
+/* The event's device, or NULL (logged) when it has none or a bad one. */
+static const char *
+event_device(const cJSON *j, const char *type, int required)
+{
+	const char *dev = gxp_json_str(j, "device");
+
+	if (dev && gxp_device_valid(dev))
+		return dev;
+	if (dev || required)
+		gxp_log(LOG_ERROR, "%s event without a valid device; no row written", type);
+	return NULL;
+}
+
+static void
+ev_status(const cJSON *j, const char *ts)
+{
+	const char *dev = event_device(j, "status", 1);
+	cJSON *row;
+
+	if (dev == NULL)
+		return;
+	rows_device_seen(rows, dev, ts);
+	row = cJSON_CreateObject();
+	cJSON_AddItemToObject(row, "status", dup_or_null(j, "status"));
+	copy_num(row, "pending_count", j, "pending_count");
+	cJSON_AddItemToObject(row, "raw", dup_or_null(j, "raw"));
+	cJSON_AddStringToObject(row, "created_at", ts);
+	rows_add(rows, T_STATUS, row, dev, NULL, CAP_NONE, NULL, NULL);
+}
+
+static int
+has_reading(const cJSON *s)
+{
+	static const char *const keys[] = {
+		"temperature_c", "humidity_pct", "pressure_hpa", "gas_kohm"
+	};
+	double d;
+
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+		if (gxp_json_num(s, keys[i], &d) == 1)
+			return 1;
+	return 0;
+}
+
+static void
+ev_capture_started(const cJSON *j, const char *ts)
+{
+	const char *dev = event_device(j, "capture_started", 1);
+	const char *cap = gxp_json_str(j, "capture_name");
+	const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "sensor");
+	cJSON *row;
+
+	if (dev == NULL)
+		return;
+	if (cap == NULL || !gxp_capture_name_valid(cap)) {
+		gxp_log(LOG_ERROR, "device %s: capture_started without a valid "
+		    "capture_name; no row written", dev);
+		return;
+	}
+	rows_device_seen(rows, dev, ts);
+	if (is_stored(dev, cap) && !rows_capture_seen(rows, dev, cap))
+		return;		/* a replay: its rows were written before */
+	if (is_stored(dev, cap) || entry_exists("ready", dev, cap) ||
+	    entry_exists("work", dev, cap))
+		/* read after the photo was complete: "assembling" would undo
+		 * "stored"; the photo's own row gives the sensor row its id */
+		rows_capture_expect(rows, dev, cap);
+	else
+		rows_add(rows, T_CAPTURES, capture_row(j, cap, "assembling", NULL,
+		    NULL, NULL), dev, cap, CAP_NONE, NULL, NULL);
+	if (!cJSON_IsObject(s) || !has_reading(s))
+		return;
+	row = cJSON_CreateObject();
+	copy_num(row, "temperature_c", s, "temperature_c");
+	copy_num(row, "humidity_pct", s, "humidity_pct");
+	copy_num(row, "pressure_hpa", s, "pressure_hpa");
+	copy_num(row, "gas_kohm", s, "gas_kohm");
+	cJSON_AddStringToObject(row, "created_at", ts);
+	rows_add(rows, T_SENSOR, row, dev, cap, CAP_REQUIRED, NULL, NULL);
+}
+
+static void
+ev_photo_complete(const cJSON *j)
+{
+	const char *entry = gxp_json_str(j, "entry");
+
+	if (entry && strncmp(entry, "ready/", 6) == 0 && !strchr(entry + 6, '/') &&
+	    entry[6] != '.' && entry[6] != '\0')
+		todo_add(entry + 6);
+	else
+		gxp_log(LOG_WARN, "photo_complete event without a ready/ entry; the "
+		    "next rescan will find it");
+}
+
+static cJSON *
+error_details(const cJSON *j)
+{
+	static const char *const keys[] = {
+		"event", "image_name", "capture_name", "entry", "topic", "line"
+	};
+	cJSON *d = cJSON_CreateObject();
+
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+		if (cJSON_HasObjectItem(j, keys[i]))
+			cJSON_AddItemToObject(d, keys[i], dup_or_null(j, keys[i]));
+	return d;
+}
+
+static void
+ev_error(const cJSON *j, const char *ts, int capture_failed)
+{
+	const char *type = capture_failed ? "capture_failed" : "error";
+	const char *dev = event_device(j, type, capture_failed);
+	const char *cap = gxp_json_str(j, capture_failed ? "capture_name" : "image_name");
+	const char *reason = gxp_json_str(j, "reason");
+	long long code = 0;
+	cJSON *row;
+
+	if (capture_failed && dev == NULL)
+		return;
+	if (gxp_json_int(j, "code", &code) != 1)
+		gxp_log(LOG_WARN, "%s event without a numeric code", type);
+	if (cap && !gxp_capture_name_valid(cap))
+		cap = NULL;
+	if (dev)
+		rows_device_seen(rows, dev, ts);
+	if (capture_failed && cap && !is_stored(dev, cap)) {
+		row = cJSON_CreateObject();
+		cJSON_AddStringToObject(row, "device_capture_id", cap);
+		cJSON_AddStringToObject(row, "ingest_status", "failed");
+		cJSON_AddItemToObject(row, "ingest_error", dup_or_null(j, "reason"));
+		rows_add(rows, T_CAPTURES, row, dev, cap, CAP_NONE, NULL, NULL);
+	}
+	rows_add(rows, T_ERRORS, error_row(code, gxp_json_str(j, "severity"), reason,
+	    error_details(j), ts), dev, cap, cap ? CAP_IF_KNOWN : CAP_NONE, NULL, NULL);
+}
+
+/* A chunk's bytes stay out of the log: "payload" becomes "payload_bytes". */
+static cJSON *
+strip_chunk(const cJSON *payload)
+{
+	cJSON *p = cJSON_Duplicate(payload, 1);
+	const char *b64 = gxp_json_str(p, "payload");
+
+	if (b64) {
+		size_t n = strlen(b64), pad = (n && b64[n - 1] == '=') + (n > 1 && b64[n - 2] == '=');
+
+		cJSON_DeleteItemFromObjectCaseSensitive(p, "payload");
+		cJSON_AddNumberToObject(p, "payload_bytes", (double)(n / 4 * 3 - pad));
+	}
+	return p;
+}
+
+static void
+ev_inbound(const cJSON *j)
+{
+	const char *dev = event_device(j, "inbound", 1), *kind = gxp_json_str(j, "kind");
+	const cJSON *payload = cJSON_GetObjectItemCaseSensitive(j, "payload");
+	int chunk = kind && strcmp(kind, "chunk") == 0;
+	char when[32];
+
+	if (dev == NULL)
+		return;
+	event_time(j, cJSON_HasObjectItem(j, "received_at") ? "received_at" : "ts", when);
+	rows_device_seen(rows, dev, when);
+	if (publog == PUBLOG_OFF || (chunk && publog == PUBLOG_NO_CHUNKS))
+		return;
+	publog_row(dev, gxp_json_str(j, "topic"), "in", chunk ? strip_chunk(payload) :
+	    cJSON_Duplicate(payload, 1), when);
+}
+
+static void
+ev_publish(const cJSON *j, const char *ts)
+{
+	const char *dev = gxp_json_str(j, "device"), *topic = gxp_json_str(j, "topic");
+	const char *kind = gxp_json_str(j, "kind"), *img = gxp_json_str(j, "image_name");
+
+	gxp_log(LOG_INFO, "publish %s to %s (device %s image %s)", kind ? kind : "?",
+	    topic ? topic : "?", dev ? dev : "?", img ? img : "?");
+	if (dev && gxp_device_valid(dev))
+		publog_row(dev, topic, "out", dup_or_null(j, "payload"), ts);
+}
+
+/* Returns 1 when the line was an event this stage consumes. */
+static int
+event(const cJSON *j)
+{
+	const char *type = gxp_json_str(j, "event");
+	char ts[32];
+
+	if (type == NULL)
+		return 0;
+	event_time(j, "ts", ts);
+	if (strcmp(type, "publish") == 0)
+		ev_publish(j, ts);
+	else if (strcmp(type, "status") == 0)
+		ev_status(j, ts);
+	else if (strcmp(type, "capture_started") == 0)
+		ev_capture_started(j, ts);
+	else if (strcmp(type, "photo_complete") == 0)
+		ev_photo_complete(j);
+	else if (strcmp(type, "capture_failed") == 0)
+		ev_error(j, ts, 1);
+	else if (strcmp(type, "error") == 0)
+		ev_error(j, ts, 0);
+	else if (strcmp(type, "inbound") == 0)
+		ev_inbound(j);
+	else
+		return 0;
+	if (strcmp(type, "publish") == 0)
+		return 0;
+	counters[C_EVENTS].v++;
+	return 1;
+}
+
+static void
+line_in(char *line, size_t len)
+{
+	cJSON *j = gxp_json_parse(line, len);
+
+	if (j == NULL || !cJSON_IsObject(j) || !event(j)) {
+		counters[C_PASSED].v++;
+		gxp_out_line(line, len);
+	}
+	cJSON_Delete(j);
+}
+
+static void
+read_input(struct gxp_lines *in)
+{
+	char *line;
+	size_t len;
+	int rc;
+
+	if (gxp_lines_fill(in) == -1 && errno != EINTR) {
+		gxp_log(LOG_ERROR, "stdin: %s", strerror(errno));
+		eof = 1;
+		return;
+	}
+	while ((rc = gxp_lines_next(in, &line, &len)) != LINE_AGAIN) {
+		if (rc == LINE_EOF) {
+			eof = 1;
+			break;
+		}
+		if (rc == LINE_TOO_LONG)
+			gxp_log(LOG_ERROR, "line %lld: longer than MAX_LINE_BYTES; skipped",
+			    gxp_lines_number(in));
+		else
+			line_in(line, len);
+	}
+}
+
+/* --- the loop --- */
+
+static void
+update_counters(void)
+{
+	struct http_stats hs;
+	struct rows_stats rs;
+
+	store_stats(st, &hs);
+	rows_stats(rows, &rs);
+	counters[C_RETRIES].v = hs.retries;
+	counters[C_REQUESTS].v = hs.requests;
+	counters[C_ROWS].v = rs.written;
+	counters[C_ROWS_FAILED].v = rs.failed;
+	counters[C_ROWS_DROPPED].v = rs.dropped;
+}
+
+static int
+finishing(void)
+{
+	return once || eof || stopping();
+}
+
+static int
+settled(void)
+{
+	return finishing() && photos == NULL && rows_idle(rows) && !store_busy(st) &&
+	    (todo == NULL || stopping());
+}
+
+static int
+wait_ms(int64_t deadline)
+{
+	int64_t t = 1000, now = gxp_mono_ms(), d;
+
+	if (todo && uploading < concurrency && !stopping())
+		return 0;
+	if (!finishing() && next_rescan - now < t)
+		t = next_rescan - now;
+	if ((d = rows_due_ms(rows)) >= 0 && d < t)
+		t = d;
+	if (deadline && deadline - now < t)
+		t = deadline - now;
+	return t < 0 ? 0 : (int)t;
+}
+
+static void
+drain_deadline(int64_t *deadline)
+{
+	if (*deadline == 0 && stopping()) {
+		*deadline = gxp_mono_ms() + gxp_cfg_int("UPLOAD_DRAIN_MS");
+		if (gxp_sig_term)
+			gxp_log(LOG_INFO, "SIGTERM: finishing %d photo%s in flight",
+			    uploading, uploading == 1 ? "" : "s");
+	}
+}
+
+static void
+run(void)
+{
+	struct gxp_lines *in = once ? NULL : gxp_lines_open(0,
+	    (size_t)gxp_cfg_int("MAX_LINE_BYTES"));
+	int64_t deadline = 0;
+	int was_eof = 0;
+
+	rescan();
+	for (;;) {
+		short rev = 0;
+		int reading = in && !eof && !stopping();
+
+		claim_more();
+		/* at the end, nothing is gained by waiting for more rows */
+		rows_flush(rows, stopping() || (finishing() && !uploading && !todo));
+		drain_deadline(&deadline);
+		if (settled() || (deadline && gxp_mono_ms() >= deadline))
+			break;
+		store_wait(st, wait_ms(deadline), reading ? 0 : -1, &rev);
+		if (reading && (rev & (POLLIN | POLLHUP | POLLERR)))
+			read_input(in);
+		if (eof && !was_eof) {
+			/* end of input: finish what the spool holds, like --once */
+			was_eof = 1;
+			store_attempts(st, (int)gxp_cfg_int("UPLOAD_ONCE_ATTEMPTS"));
+			rescan();
+		}
+		update_counters();
+		gxp_metrics_tick(0);
+	}
+	gxp_lines_free(in);
+}
+
+/* What a drain cut short goes back to ready/. */
+static void
+leave(void)
+{
+	size_t lost = 0;
+	struct rows_stats rs;
+
+	while (photos)
+		put_back(photos);
+	rows_stats(rows, &rs);
+	lost = rs.queued;
+	if (lost)
+		gxp_log(LOG_WARN, "%zu row%s not written before exit", lost,
+		    lost == 1 ? "" : "s");
+	while (todo) {
+		struct name *n = todo;
+
+		todo = n->next;
+		free(n->s);
+		free(n);
+	}
+}
+
+static void
+configure(void)
+{
+	const char *pl = gxp_cfg("PUBLISH_LOG");
+	char *lock;
+
+	if (strcmp(pl, "all") == 0)
+		publog = PUBLOG_ALL;
+	else if (strcmp(pl, "no-chunks") == 0)
+		publog = PUBLOG_NO_CHUNKS;
+	else if (strcmp(pl, "off") == 0)
+		publog = PUBLOG_OFF;
+	else
+		gxp_die(EXIT_PERM, "PUBLISH_LOG=%s (%s): expected all, no-chunks or off",
+		    pl, gxp_cfg_source("PUBLISH_LOG"));
+	concurrency = (int)gxp_cfg_int("UPLOAD_CONCURRENCY");
+	rescan_ms = gxp_cfg_int("UPLOAD_RESCAN_MS");
+	spool = gxp_cfg("GXP_SPOOL");
+	if (gxp_spool_init(spool) == -1)
+		gxp_die_errno(EXIT_TEMP, "spool %s", spool);
+	lock = xasprintf("%s/upload.lock", spool);
+	if (gxp_lock_file(lock) == -1) {
+		if (errno == EWOULDBLOCK)
+			gxp_die(EXIT_PERM, "%s: another gxp-upload is using this spool", lock);
+		gxp_die_errno(EXIT_TEMP, "%s", lock);
+	}
+	free(lock);
+}
 
 int
 main(int argc, char **argv)
 {
+	static const struct option longopts[] = {
+		{ "env", required_argument, NULL, 'e' },
+		{ "once", no_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *envfile = NULL;
+	int c, rc;
+
 	gxp_init(argv[0]);
-	if (argc > 1 && strcmp(argv[1], "--help") == 0) {
-		printf("usage: gxp-upload [--env file]\n");
-		return EXIT_OK;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'e': envfile = optarg; break;
+		case 'o': once = 1; break;
+		case 'h': usage(EXIT_OK); break;
+		default: usage(EXIT_PERM);
+		}
 	}
-	fprintf(stderr, "usage: gxp-upload [--env file]\n");
-	fprintf(stderr, "gxp-upload: not yet implemented\n");
-	return EXIT_PERM;
+	if (optind != argc)
+		usage(EXIT_PERM);
+	gxp_config_common(envfile);
+	gxp_signals_init();
+	configure();
+	gxp_metrics_init(counters, sizeof counters / sizeof counters[0]);
+	recover();
+	st = store_open();
+	rows = rows_new(st);
+	if (once)
+		store_attempts(st, (int)gxp_cfg_int("UPLOAD_ONCE_ATTEMPTS"));
+	run();
+	leave();
+	update_counters();
+	gxp_metrics_tick(1);
+	rc = fatal ? EXIT_PERM : gaveup ? EXIT_TEMP : EXIT_OK;
+	rows_free(rows);
+	store_free(st);
+	gxp_config_free();
+	return rc;
 }

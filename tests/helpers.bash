@@ -1,14 +1,14 @@
 # helpers.bash: the test rig.  Real servers on 127.0.0.1, on free ports,
 # waited for by polling with a deadline and stopped by the test.
 
-GXP_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PATH="$GXP_TOP/bin:$PATH"
-export GXP_TOP PATH
-
 # No setting leaks in from the machine running the tests.
 for v in $(env | sed -n 's/^\(MQTT_[A-Z_]*\|TOPIC_PATTERN_[A-Z]*\|SUPABASE_[A-Z_]*\|GXP_[A-Z_]*\)=.*/\1/p'); do
 	unset "$v"
 done
+
+GXP_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PATH="$GXP_TOP/bin:$PATH"
+export GXP_TOP PATH
 export LOG_LEVEL=INFO
 
 # wait_until SECONDS COMMAND...: polls COMMAND every 50 ms until it succeeds.

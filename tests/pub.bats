@@ -180,7 +180,7 @@ teardown() {
 	[[ $output == *"a/#: not a topic name one can publish to"* ]]
 	run gxp-pub --help
 	[ "$status" = 0 ]
-	[[ ${lines[0]} == "usage: gxp-pub [--env file] [-h host] [-i id] [-p port]" ]]
+	[[ ${lines[0]} == "usage: gxp-pub [--check] [--env file] [-h host] [-i id] [-p port]" ]]
 }
 
 @test "pub: one-off with no broker gives up after PUB_DRAIN_TIMEOUT_MS with 111" {

@@ -63,7 +63,7 @@ teardown() {
 	export MQTT_TLS=true MQTT_CAFILE=$BATS_TEST_TMPDIR/missing.pem MQTT_PORT=1
 	run gxp-sub
 	[ "$status" = 100 ]
-	[[ $output == *"MQTT_CAFILE=$BATS_TEST_TMPDIR/missing.pem: No such file or directory"* ]]
+	[[ $output == *"configuration: MQTT_CAFILE=$BATS_TEST_TMPDIR/missing.pem (environment): No such file or directory"* ]]
 }
 
 @test "tls: with TLS on and no port the broker port is 8883" {

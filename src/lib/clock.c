@@ -148,3 +148,13 @@ gxp_parse_time(const char *s, int64_t *out)
 	    off) * 1000000) + frac;
 	return 0;
 }
+
+/* Monotonic microseconds, for latencies shorter than a millisecond. */
+int64_t
+gxp_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "gxp.h"
 
@@ -241,17 +242,105 @@ gxp_config_free(void)
 	kv_free(&from_flags);
 }
 
+static const char *
+check_enum(const char *v, const char *const *allowed)
+{
+	for (; *allowed; allowed++)
+		if (strcasecmp(v, *allowed) == 0)
+			return NULL;
+	return "not one of the values allowed";
+}
+
+static const char *
+check_value(const struct gxp_setting *s, const char *v)
+{
+	static const char *const bools[] = { "1", "0", "true", "false", "yes", "no",
+		"on", "off", NULL };
+	static const char *const levels[] = { "DEBUG", "INFO", "WARN", "WARNING",
+		"ERROR", "CRITICAL", "NONE", NULL };
+	static const char *const logs[] = { "all", "no-chunks", "off", NULL };
+	const char *n = s->name, *plus;
+	char *end;
+
+	if (s->min <= s->max) {
+		static char range[96];
+		long long x;
+
+		errno = 0;
+		x = strtoll(v, &end, 10);
+		snprintf(range, sizeof range, "expected an integer from %lld to %lld",
+		    s->min, s->max);
+		return errno || end == v || *end || x < s->min || x > s->max ? range : NULL;
+	}
+	if (strcmp(n, "MQTT_TLS") == 0)
+		return check_enum(v, bools) ? "expected true or false" : NULL;
+	if (strcmp(n, "LOG_LEVEL") == 0)
+		return check_enum(v, levels) ? "expected DEBUG, INFO, WARN or ERROR" : NULL;
+	if (strcmp(n, "PUBLISH_LOG") == 0)
+		return check_enum(v, logs) ? "expected all, no-chunks or off" : NULL;
+	if (strstr(n, "_URL"))
+		return (strncmp(v, "https://", 8) && strncmp(v, "http://", 7)) ||
+		    strpbrk(v, " \t\r\n") || strlen(strstr(v, "//") + 2) == 0 ||
+		    strstr(v, "//")[2] == '/' ? "expected an http:// or https:// URL" : NULL;
+	if (strstr(n, "_CAFILE"))
+		return access(v, R_OK) == -1 ? strerror(errno) : NULL;
+	if (strstr(n, "_CAPATH"))
+		return access(v, R_OK | X_OK) == -1 ? strerror(errno) : NULL;
+	if (strncmp(n, "TOPIC_PATTERN_", 14) == 0)
+		return (plus = strchr(v, '+')) == NULL || strchr(plus + 1, '+') ||
+		    strchr(v, '#') || (plus > v && plus[-1] != '/') ||
+		    (plus[1] != '/' && plus[1] != '\0') ?
+		    "expected a topic with one + level for the device id" : NULL;
+	return NULL;
+}
+
+static int
+problem(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	gxp_log(LOG_ERROR, "configuration: %s", msg);
+	return 1;
+}
+
+/* Every setting checked without dying; each problem is logged with where
+ * the value came from.  Returns the number of problems. */
+int
+gxp_config_problems(void)
+{
+	int n = 0;
+
+	for (const struct gxp_setting *s = gxp_settings; s->name; s++) {
+		const char *v = gxp_cfg(s->name), *why;
+
+		if (v && (why = check_value(s, v)) != NULL)
+			n += problem("%s=%s (%s): %s", s->name, s->secret ? "***" : v,
+			    gxp_cfg_source(s->name), why);
+	}
+	if (gxp_cfg("MQTT_PASSWORD") && !gxp_cfg("MQTT_USERNAME"))
+		n += problem("MQTT_PASSWORD is set but MQTT_USERNAME is not");
+	if (gxp_cfg("MQTT_USERNAME") && !gxp_cfg("MQTT_PASSWORD"))
+		n += problem("MQTT_USERNAME is set (%s) but MQTT_PASSWORD is missing",
+		    gxp_cfg_source("MQTT_USERNAME"));
+	if (gxp_cfg("SUPABASE_URL") && !gxp_cfg("SUPABASE_SERVICE_ROLE"))
+		n += problem("SUPABASE_URL is set (%s) but SUPABASE_SERVICE_ROLE is missing",
+		    gxp_cfg_source("SUPABASE_URL"));
+	return n;
+}
+
 /* What every tool does first: read the .env file (FILE from --env must
- * exist; the default ./.env may not), then apply LOG_LEVEL. */
+ * exist; the default ./.env may not), check every setting, and apply
+ * LOG_LEVEL.  A bad setting is a permanent failure. */
 void
 gxp_config_common(const char *envfile)
 {
-	int level;
-
 	if (gxp_config_load(envfile ? envfile : ".env", envfile != NULL) == -1)
 		exit(EXIT_PERM);
-	if ((level = gxp_log_level_parse(gxp_cfg("LOG_LEVEL"))) == -1)
-		gxp_die(EXIT_PERM, "LOG_LEVEL=%s (%s): expected DEBUG, INFO, WARN or ERROR",
-		    gxp_cfg("LOG_LEVEL"), gxp_cfg_source("LOG_LEVEL"));
-	gxp_log_level_set(level);
+	if (gxp_config_problems() > 0)
+		exit(EXIT_PERM);
+	gxp_log_level_set(gxp_log_level_parse(gxp_cfg("LOG_LEVEL")));
 }

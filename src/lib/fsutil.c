@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -121,4 +122,23 @@ gxp_read_file(const char *path, char **buf, size_t *len, size_t max)
 	*buf = b;
 	*len = got;
 	return 0;
+}
+
+/* An exclusive flock(2) on path, created if need be, held until exit.
+ * Returns the descriptor, or -1 (errno EWOULDBLOCK: another process has it). */
+int
+gxp_lock_file(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+
+	if (fd == -1)
+		return -1;
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
 }

@@ -61,10 +61,12 @@ int gxp_cfg_bool(const char *name);
 const char *gxp_cfg_source(const char *name);
 void gxp_config_free(void);
 void gxp_config_common(const char *envfile);
+int gxp_config_problems(void);
 
 /* clock.c: time. */
 int64_t gxp_mono_ms(void);
 int64_t gxp_wall_us(void);
+int64_t gxp_mono_us(void);
 void gxp_fmt_utc(char buf[32], int64_t wall_us);	/* 2026-11-27T05:04:21.627829Z */
 int gxp_parse_time(const char *s, int64_t *wall_us);
 void gxp_sleep_ms(int64_t ms);
@@ -121,6 +123,10 @@ int gxp_json_valid(const char *s, size_t len);
 int gxp_json_raw_member(const char *text, size_t len, const char *key,
     const char **val, size_t *vlen);
 size_t gxp_json_minify(char *s, size_t len);
+#define GXP_JSON_SHALLOW 1
+int gxp_json_next_member(const char *text, size_t len, size_t *pos, int flags,
+    const char **key, size_t *klen, const char **val, size_t *vlen);
+long gxp_json_unescape(const char *s, size_t n, char *out);
 
 /* b64.c: standard base64 (RFC 4648), strict decoding. */
 size_t gxp_b64_encoded_len(size_t n);
@@ -132,6 +138,12 @@ int gxp_mkdirs(const char *path, int mode);
 int gxp_fsync_dir(const char *dir);
 int gxp_write_atomic(const char *path, const void *buf, size_t len);
 int gxp_read_file(const char *path, char **buf, size_t *len, size_t max);
+int gxp_lock_file(const char *path);
+
+/* dir.c: sorted directory listings. */
+long gxp_dir_names(const char *dir, int (*keep)(const char *), int with_dir,
+    char ***names);
+void gxp_names_free(char **names, long n);
 
 /* wire.c: topics, ids and names, and the ACK_OK / NACK publish events. */
 #define GXP_DEVICE_MAX 64
@@ -141,6 +153,7 @@ int gxp_device_valid(const char *s);
 int gxp_image_name_valid(const char *s);
 int gxp_topic_parse(const char *topic, char dev[GXP_DEVICE_MAX + 1]);
 char *gxp_ack_topic(const char *dev);
+char *gxp_topic_for(const char *setting, const char *dev);
 cJSON *gxp_ack_ok_event(const char *dev, const char *image_name);
 cJSON *gxp_nack_event(const char *dev, const char *image_name,
     const uint32_t *ids, size_t n);
@@ -168,6 +181,79 @@ int gxp_mqtt_step(struct gxp_mqtt *m, int timeout_ms);
 int gxp_mqtt_connected(struct gxp_mqtt *m);
 void gxp_mqtt_disconnect(struct gxp_mqtt *m);
 void gxp_mqtt_banner(void);
+int gxp_mqtt_check(struct gxp_mqtt *m, int (*done)(void), int timeout_ms);
 void gxp_mqtt_free(struct gxp_mqtt *m);
+
+/* spool.c: the spool directory (gxp-spool(5)) that gxp-assemble fills and
+ * gxp-upload drains.  An entry is named "<dev>@<capture_name>". */
+#define GXP_CAPTURE_NAME_MAX (GXP_NAME_MAX + 9)	/* "-" and 8 hex digits */
+#define GXP_ENTRY_MAX (GXP_DEVICE_MAX + 1 + GXP_CAPTURE_NAME_MAX)
+enum { GXP_SPOOL_NEW, GXP_SPOOL_READY, GXP_SPOOL_WORK, GXP_SPOOL_STORED };
+/* Creates tmp/ partial/ ready/ work/ stored/ failed/ below spool. */
+int gxp_spool_init(const char *spool);
+/* [A-Za-z0-9._-], not starting with '.', at most GXP_CAPTURE_NAME_MAX. */
+int gxp_capture_name_valid(const char *s);
+/* "<dev>@<name>" into buf; -1 if it does not fit. */
+int gxp_spool_entry(char *buf, size_t cap, const char *dev, const char *name);
+/* Splits an entry name and validates both halves; -1 if it is not one. */
+int gxp_spool_entry_parse(const char *entry, char dev[GXP_DEVICE_MAX + 1],
+    char name[GXP_CAPTURE_NAME_MAX + 1]);
+/* A capture's identity is (device, image_name, image bytes, time key); the
+ * time key is captured_at (UTC, microseconds) when the device sent a usable
+ * time, else "" (a receive time would differ on every resend). */
+void gxp_capture_timekey(char buf[32], int has_time, int64_t us);
+/* First 8 hex digits of sha256("dev\0image_name\0bytes\0timekey"). */
+void gxp_capture_h8(char out[9], const char *dev, const char *image_name,
+    long long image_bytes, const char *timekey);
+/* "<stem>-<h8><ext>": image_123.jpg -> image_123-1a2b3c4d.jpg. */
+void gxp_capture_altname(char out[GXP_CAPTURE_NAME_MAX + 1],
+    const char *image_name, const char h8[9]);
+/* The capture_name a capture gets, and whether ready/, work/ or stored/
+ * already holds it (GXP_SPOOL_READY/WORK/STORED) or not (GXP_SPOOL_NEW).
+ * The name is image_name unless a record of another capture holds it,
+ * then the altname, so a resent capture always maps to the same name. */
+int gxp_spool_lookup(const char *spool, const char *dev, const char *image_name,
+    long long image_bytes, const char *timekey,
+    char capture_name[GXP_CAPTURE_NAME_MAX + 1]);
+/* A sidecar (or stored/ record) as a JSON object; NULL with errno. */
+cJSON *gxp_sidecar_read(const char *path);
+/* Its image_bytes and time key; -1 if they are missing or malformed. */
+int gxp_sidecar_identity(const cJSON *sc, long long *image_bytes, char timekey[32]);
+/* The capture time of a metadata payload (capture_timeStamp or timestamp:
+ * ISO 8601, Unix seconds, or milliseconds when > 1e11): 1 with *us and
+ * *raw (the value as sent), or 0 when absent or unusable. */
+int gxp_meta_captured_at(const cJSON *meta, int64_t *us, const cJSON **raw);
+/* Adds captured_at and captured_at_raw (null, and the receive time, when
+ * the device sent no usable time). */
+void gxp_meta_add_time(cJSON *obj, const cJSON *meta, int64_t received_us);
+/* Adds location, image_id and sensor{temperature_c, humidity_pct,
+ * pressure_hpa, gas_kohm} from flat or sensor_data fields (null if absent). */
+void gxp_meta_add_extra(cJSON *obj, const cJSON *meta);
+struct gxp_sidecar {
+	const char *device, *image_name, *capture_name;
+	const cJSON *meta;		/* the metadata payload */
+	const char *meta_raw;		/* ... as received, minified JSON text */
+	int64_t received_us, started_us, completed_us;
+	long long image_bytes, chunk_size, total_chunks, duplicates;
+	int nacks;
+	const char *sha256;		/* 64 hex digits */
+};
+/* The sidecar meta.json of a ready/ entry, as gxp-spool(5) describes it. */
+cJSON *gxp_sidecar_new(const struct gxp_sidecar *in);
+/* Removes name below dirfd, recursively, never following links. */
+int gxp_rmtree_at(int dirfd, const char *name);
+/* Empties tmp/; returns how many entries it removed, or -1. */
+int gxp_spool_sweep_tmp(const char *spool);
+/* Removes stored/<dev>/ records older than days; returns how many. */
+int gxp_spool_prune_stored(const char *spool, int days, int64_t now_us);
+/* A record of a partial's chunk log: GXP_CHUNK_HDR bytes of header (magic,
+ * chunk_id, length, checksum, 32-bit little-endian) and the bytes. */
+#define GXP_CHUNK_HDR 16
+#define GXP_CHUNK_MAGIC 0x31435847u	/* "GXC1" */
+uint32_t gxp_chunk_sum(uint32_t id, uint32_t len, const void *data);
+void gxp_chunk_header(unsigned char h[GXP_CHUNK_HDR], uint32_t id, uint32_t len,
+    const void *data);
+int gxp_chunk_header_parse(const unsigned char h[GXP_CHUNK_HDR], uint32_t *id,
+    uint32_t *len, uint32_t *sum);
 
 #endif

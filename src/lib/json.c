@@ -334,3 +334,199 @@ gxp_json_raw_member(const char *text, size_t len, const char *key,
 			return -1;
 	}
 }
+
+/* scan_string for long plain strings (base64 payloads): skips eight bytes
+ * at a time while none is a quote, a backslash or a control character. */
+static int
+scan_string_quick(struct scan *s)
+{
+	const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+	const char *p = s->p + 1;
+	uint64_t w, q, b;
+
+	while (s->end - p >= 8) {
+		memcpy(&w, p, 8);
+		q = w ^ (ones * '"');
+		b = w ^ (ones * '\\');
+		if ((((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w)) & high)
+			break;
+		p += 8;
+	}
+	s->p = p - 1;	/* scan_string steps over one byte first */
+	return scan_string(s);
+}
+
+/* Finds the end of an object or array without checking what is between
+ * its strings (GXP_JSON_SHALLOW). */
+static int
+skip_container(struct scan *s)
+{
+	int depth = 0;
+
+	while (s->p < s->end) {
+		char c = *s->p;
+
+		if (c == '"') {
+			if (scan_string_quick(s) == -1)
+				return -1;
+			continue;
+		}
+		s->p++;
+		if (c == '{' || c == '[')
+			depth++;
+		else if ((c == '}' || c == ']') && --depth == 0)
+			return 0;
+	}
+	return -1;
+}
+
+/* Steps through the members of the JSON object that is the whole of
+ * text[0..len], validating as it goes.  Start with *pos = 0.  Returns 1
+ * with the next member's key (the text between its quotes, escapes as
+ * they are) and its value's text; 0 after the last member, when nothing
+ * but white space follows the object; -1 when the text is not a
+ * well-formed object.  With GXP_JSON_SHALLOW in flags, values that are
+ * objects or arrays are only delimited, for callers that validate the
+ * values they use. */
+int
+gxp_json_next_member(const char *text, size_t len, size_t *pos, int flags,
+    const char **key, size_t *klen, const char **val, size_t *vlen)
+{
+	struct scan s = { text + *pos, text + len, 1 };
+	int rc;
+
+	skip_ws(&s);
+	if (*pos == 0) {
+		if (s.p >= s.end || *s.p++ != '{')
+			return -1;
+		skip_ws(&s);
+		if (s.p < s.end && *s.p == '}')
+			goto last;
+	} else if (s.p < s.end && *s.p == '}')
+		goto last;
+	else if (s.p >= s.end || *s.p++ != ',')
+		return -1;
+	skip_ws(&s);
+	if (s.p >= s.end || *s.p != '"')
+		return -1;
+	*key = s.p + 1;
+	if (scan_string(&s) == -1)
+		return -1;
+	*klen = (size_t)(s.p - 1 - *key);
+	skip_ws(&s);
+	if (s.p >= s.end || *s.p++ != ':')
+		return -1;
+	skip_ws(&s);
+	*val = s.p;
+	if (s.p < s.end && *s.p == '"')
+		rc = scan_string_quick(&s);
+	else if (s.p < s.end && (*s.p == '{' || *s.p == '[') && (flags & GXP_JSON_SHALLOW))
+		rc = skip_container(&s);
+	else
+		rc = scan_value(&s);
+	if (rc == -1)
+		return -1;
+	*vlen = (size_t)(s.p - *val);
+	*pos = (size_t)(s.p - text);
+	return 1;
+last:
+	s.p++;
+	skip_ws(&s);
+	*pos = len;
+	return s.p == s.end ? 0 : -1;
+}
+
+static int
+hex4(const char *s, unsigned *out)
+{
+	unsigned v = 0;
+
+	for (int i = 0; i < 4; i++) {
+		char c = s[i];
+
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= (unsigned)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v |= (unsigned)(c - 'a' + 10);
+		else if (c >= 'A' && c <= 'F')
+			v |= (unsigned)(c - 'A' + 10);
+		else
+			return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static size_t
+put_utf8(char *o, unsigned cp)
+{
+	if (cp < 0x80) {
+		o[0] = (char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		o[0] = (char)(0xc0 | cp >> 6);
+		o[1] = (char)(0x80 | (cp & 0x3f));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		o[0] = (char)(0xe0 | cp >> 12);
+		o[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+		o[2] = (char)(0x80 | (cp & 0x3f));
+		return 3;
+	}
+	o[0] = (char)(0xf0 | cp >> 18);
+	o[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+	o[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+	o[3] = (char)(0x80 | (cp & 0x3f));
+	return 4;
+}
+
+/* Decodes the inside of a JSON string literal (s[0..n], without the
+ * quotes) into out, which has room for n + 1 bytes, and NUL-terminates it.
+ * Returns the decoded length, or -1 for a bad escape or a lone surrogate.
+ * \u0000 decodes to a NUL byte: callers wanting a C string compare the
+ * length with strlen(). */
+long
+gxp_json_unescape(const char *s, size_t n, char *out)
+{
+	size_t i = 0, o = 0;
+	unsigned cp, lo;
+
+	while (i < n) {
+		if (s[i] != '\\') {
+			out[o++] = s[i++];
+			continue;
+		}
+		if (++i >= n)
+			return -1;
+		switch (s[i++]) {
+		case '"': out[o++] = '"'; continue;
+		case '\\': out[o++] = '\\'; continue;
+		case '/': out[o++] = '/'; continue;
+		case 'b': out[o++] = '\b'; continue;
+		case 'f': out[o++] = '\f'; continue;
+		case 'n': out[o++] = '\n'; continue;
+		case 'r': out[o++] = '\r'; continue;
+		case 't': out[o++] = '\t'; continue;
+		case 'u': break;
+		default: return -1;
+		}
+		if (n - i < 4 || hex4(s + i, &cp) == -1)
+			return -1;
+		i += 4;
+		if (cp >= 0xdc00 && cp <= 0xdfff)
+			return -1;
+		if (cp >= 0xd800 && cp <= 0xdbff) {
+			if (n - i < 6 || s[i] != '\\' || s[i + 1] != 'u' ||
+			    hex4(s + i + 2, &lo) == -1 || lo < 0xdc00 || lo > 0xdfff)
+				return -1;
+			i += 6;
+			cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+		}
+		o += put_utf8(out + o, cp);
+	}
+	out[o] = '\0';
+	return (long)o;
+}

@@ -21,6 +21,7 @@ struct gxp_mqtt {
 	int refused;		/* CONNACK code of a refusal, 0 if none */
 	int64_t backoff_ms, retry_at;
 	char last_error[256];	/* the library's last error log line (TLS) */
+	char why[256];		/* why the last attempt failed */
 };
 
 static int lib_users;
@@ -209,6 +210,8 @@ schedule_retry(struct gxp_mqtt *m, int rc, int err)
 	if (m->backoff_ms > max)
 		m->backoff_ms = max;
 	/* up to a quarter more, so a fleet of workers does not retry in step */
+	snprintf(m->why, sizeof m->why, "%s", m->refused ?
+	    mosquitto_connack_string(m->refused) : why);
 	delay = m->backoff_ms + rand() % (m->backoff_ms / 4 + 1);
 	m->retry_at = gxp_mono_ms() + delay;
 	if (m->refused == 0)
@@ -279,4 +282,31 @@ gxp_mqtt_free(struct gxp_mqtt *m)
 	free(m);
 	if (--lib_users == 0)
 		mosquitto_lib_cleanup();
+}
+
+/* For --check: waits up to timeout_ms for a connection the broker accepts
+ * (and for done() to hold, when given), prints one line on stdout, and
+ * returns the exit code: 0, 100 (refused for good) or 111 (unreachable). */
+int
+gxp_mqtt_check(struct gxp_mqtt *m, int (*done)(void), int timeout_ms)
+{
+	int64_t deadline = gxp_mono_ms() + timeout_ms;
+	int rc = 0;
+
+	while (!(m->connected && (done == NULL || done())) && !gxp_sig_term) {
+		if ((rc = gxp_mqtt_step(m, 100)) != 0 || m->retry_at ||
+		    gxp_mono_ms() >= deadline)
+			break;
+	}
+	if (m->connected && (done == NULL || done())) {
+		printf("%s: ok: broker %s:%d (TLS %s) accepted the connection%s\n",
+		    gxp_progname, m->host, m->port, gxp_cfg_bool("MQTT_TLS") ? "on" : "off",
+		    gxp_cfg("MQTT_USERNAME") ? " and the login" : "");
+		gxp_mqtt_disconnect(m);
+		return EXIT_OK;
+	}
+	printf("%s: FAIL: broker %s:%d: %s\n", gxp_progname, m->host, m->port,
+	    rc ? (m->refused ? mosquitto_connack_string(m->refused) : m->last_error) :
+	    m->why[0] ? m->why : "no answer in time");
+	return rc ? rc : EXIT_TEMP;
 }

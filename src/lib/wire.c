@@ -126,3 +126,15 @@ gxp_nack_event(const char *dev, const char *image_name, const uint32_t *ids, siz
 		cJSON_AddItemToArray(list, cJSON_CreateNumber(ids[i]));
 	return publish_event("nack", dev, image_name, p);
 }
+
+/* A device's topic: the pattern of setting (TOPIC_PATTERN_DATA, ...) with
+ * the device id for its '+'. */
+char *
+gxp_topic_for(const char *setting, const char *dev)
+{
+	const char *pattern = gxp_cfg(setting), *plus = strchr(pattern, '+');
+
+	if (plus == NULL)
+		return xstrdup(pattern);
+	return xasprintf("%.*s%s%s", (int)(plus - pattern), pattern, dev, plus + 1);
+}

@@ -1,0 +1,668 @@
+/* rows.c: the rows gxp-upload writes, batched per table.
+ *
+ * A row that names a device waits until the device's uuid is known; the
+ * first row for an unknown device queues a devices upsert whose returned
+ * representation fills the cache.  A row that names a capture waits in the
+ * same way for the captures upsert of that capture.  So a devices row is
+ * always written before the rows that reference it, and a captures row
+ * before its sensor_readings.  Each table has at most one request in
+ * flight, which keeps upserts of one key in the order they were made.
+ *
+ * A batch is the longest run at the head of a table's queue whose rows have
+ * the same columns and different keys, at most ROW_BATCH_MAX rows; it is
+ * sent when it is full, when its oldest row has waited ROW_FLUSH_MS, or
+ * when the caller says nothing else is coming.  A batch the server refuses
+ * is split into single rows, so one bad row does not sink the others. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+
+#define NBUCKETS 4096
+
+const char *const rows_table_names[T_COUNT] = {
+	"devices", "captures", "sensor_readings", "device_status",
+	"device_errors", "device_publish_log"
+};
+
+enum { E_UNKNOWN, E_PENDING, E_KNOWN };
+
+struct prow {
+	struct prow *next;
+	int table, need, solo;
+	cJSON *row;
+	char dev[GXP_DEVICE_MAX + 1], cap[GXP_CAPTURE_NAME_MAX + 1];
+	char *json, *cols;
+	int64_t since;
+	row_done_fn *fn;
+	void *arg;
+};
+
+struct ent {
+	struct ent *next;
+	char *key;
+	char uuid[37];
+	int state;
+	int64_t seen_ms;	/* devices: when last_seen_at was last sent */
+	struct prow *queued;	/* devices: its row waiting in the queue */
+	struct prow *waiters, **wtail;
+};
+
+struct rows {
+	struct store *st;
+	struct prow *q[T_COUNT], **qtail[T_COUNT];
+	size_t qlen[T_COUNT];
+	struct batch *inflight[T_COUNT];
+	struct ent *devs[NBUCKETS], *caps[NBUCKETS];
+	size_t ncaps, live;
+	long long batch_max, flush_ms, seen_ms, queue_max, caps_max;
+	unsigned long long written, failed, dropped, requests;
+};
+
+struct batch {
+	struct rows *r;
+	int table, n;
+	struct prow *rows;
+};
+
+static void resolve(struct rows *r, struct prow *p);
+static void fail_row(struct rows *r, struct prow *p, int rc, const char *msg);
+
+struct rows *
+rows_new(struct store *st)
+{
+	struct rows *r = xcalloc(1, sizeof *r);
+
+	r->st = st;
+	for (int t = 0; t < T_COUNT; t++)
+		r->qtail[t] = &r->q[t];
+	r->batch_max = gxp_cfg_int("ROW_BATCH_MAX");
+	r->flush_ms = gxp_cfg_int("ROW_FLUSH_MS");
+	r->seen_ms = gxp_cfg_int("DEVICE_SEEN_INTERVAL_S") * 1000;
+	r->queue_max = gxp_cfg_int("ROW_QUEUE_MAX");
+	/* captures in progress are bounded by what gxp-assemble allows */
+	r->caps_max = gxp_cfg_int("MAX_ASSEMBLIES") * 2;
+	return r;
+}
+
+static unsigned
+hash(const char *s)
+{
+	unsigned h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h % NBUCKETS;
+}
+
+static struct ent **
+slot(struct ent **tab, const char *key)
+{
+	struct ent **pp = &tab[hash(key)];
+
+	while (*pp && strcmp((*pp)->key, key) != 0)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static struct ent *
+ent_get(struct ent **tab, const char *key, size_t *count)
+{
+	struct ent **pp = slot(tab, key);
+
+	if (*pp == NULL) {
+		*pp = xcalloc(1, sizeof **pp);
+		(*pp)->key = xstrdup(key);
+		(*pp)->wtail = &(*pp)->waiters;
+		if (count)
+			++*count;
+	}
+	return *pp;
+}
+
+static char *
+cap_key(const char *dev, const char *cap)
+{
+	return xasprintf("%s/%s", dev, cap);	/* ids never hold a '/' */
+}
+
+static struct ent *
+cap_get(struct rows *r, const char *dev, const char *cap, int create)
+{
+	char *k = cap_key(dev, cap);
+	struct ent *e = create ? ent_get(r->caps, k, &r->ncaps) : *slot(r->caps, k);
+
+	free(k);
+	return e;
+}
+
+/* Forgets settled captures once the cache outgrows its bound. */
+static void
+caps_trim(struct rows *r)
+{
+	if ((long long)r->ncaps <= r->caps_max)
+		return;
+	for (int i = 0; i < NBUCKETS && (long long)r->ncaps > r->caps_max / 2; i++) {
+		struct ent **pp = &r->caps[i];
+
+		while (*pp) {
+			struct ent *e = *pp;
+
+			if (e->state == E_PENDING || e->waiters) {
+				pp = &e->next;
+				continue;
+			}
+			*pp = e->next;
+			free(e->key);
+			free(e);
+			r->ncaps--;
+		}
+	}
+}
+
+static void
+park(struct ent *e, struct prow *p)
+{
+	p->next = NULL;
+	*e->wtail = p;
+	e->wtail = &p->next;
+}
+
+/* Runs the rows that waited for e, in the order they came. */
+static void
+release(struct rows *r, struct ent *e, int rc, const char *msg)
+{
+	struct prow *p = e->waiters;
+
+	e->waiters = NULL;
+	e->wtail = &e->waiters;
+	while (p) {
+		struct prow *next = p->next;
+
+		if (rc == ST_OK)
+			resolve(r, p);
+		else
+			fail_row(r, p, rc, msg);
+		p = next;
+	}
+}
+
+static void
+prow_free(struct rows *r, struct prow *p)
+{
+	cJSON_Delete(p->row);
+	free(p->json);
+	free(p->cols);
+	free(p);
+	r->live--;
+}
+
+static void
+fail_row(struct rows *r, struct prow *p, int rc, const char *msg)
+{
+	struct ent *e = NULL;
+
+	if (p->table == T_DEVICES)
+		e = *slot(r->devs, p->dev);
+	else if (p->table == T_CAPTURES)
+		e = cap_get(r, p->dev, p->cap, 0);
+	r->failed++;
+	/* first the rows that waited for this one, then its owner, who may
+	 * queue new rows for the same key */
+	if (e && e->state == E_PENDING) {
+		e->state = E_UNKNOWN;
+		release(r, e, rc, msg);
+	}
+	if (p->fn)
+		p->fn(p->arg, rc, msg);
+	prow_free(r, p);
+}
+
+static void
+columns(struct prow *p)
+{
+	struct gxp_buf b = { 0 };
+	const cJSON *c;
+
+	cJSON_ArrayForEach(c, p->row)
+		gxp_buf_addf(&b, "%s%s", b.len ? "," : "", c->string);
+	p->cols = b.p ? b.p : xstrdup("");
+}
+
+static void
+enqueue(struct rows *r, struct prow *p, const char *dev_uuid, const char *cap_uuid)
+{
+	int t = p->table;
+
+	if (t != T_DEVICES) {
+		cJSON_DeleteItemFromObjectCaseSensitive(p->row, "device_id");
+		cJSON_AddItemToObject(p->row, "device_id", dev_uuid ?
+		    cJSON_CreateString(dev_uuid) : cJSON_CreateNull());
+	}
+	if (t == T_SENSOR || t == T_ERRORS)
+		cJSON_AddItemToObject(p->row, "capture_id", cap_uuid ?
+		    cJSON_CreateString(cap_uuid) : cJSON_CreateNull());
+	columns(p);
+	p->json = gxp_json_print(p->row);
+	p->since = gxp_mono_ms();
+	p->next = NULL;
+	*r->qtail[t] = p;
+	r->qtail[t] = &p->next;
+	r->qlen[t]++;
+}
+
+static void
+queue_device(struct rows *r, struct ent *d, const char *when)
+{
+	struct prow *p = d->queued;
+
+	d->seen_ms = gxp_mono_ms();
+	if (p) {
+		/* one row per device in a batch: update the one waiting */
+		cJSON_ReplaceItemInObjectCaseSensitive(p->row, "last_seen_at",
+		    when ? cJSON_CreateString(when) : cJSON_CreateNull());
+		free(p->json);
+		p->json = gxp_json_print(p->row);
+		return;
+	}
+	d->queued = p = xcalloc(1, sizeof *p);
+	p->table = T_DEVICES;
+	snprintf(p->dev, sizeof p->dev, "%s", d->key);
+	p->row = cJSON_CreateObject();
+	cJSON_AddStringToObject(p->row, "device_hw_id", d->key);
+	if (when)
+		cJSON_AddStringToObject(p->row, "last_seen_at", when);
+	else
+		cJSON_AddNullToObject(p->row, "last_seen_at");
+	r->live++;
+	if (d->state == E_UNKNOWN)
+		d->state = E_PENDING;
+	enqueue(r, p, NULL, NULL);
+}
+
+static void
+resolve(struct rows *r, struct prow *p)
+{
+	struct ent *d = NULL, *c = NULL;
+
+	if (p->dev[0] && p->table != T_DEVICES) {
+		d = ent_get(r->devs, p->dev, NULL);
+		if (d->state == E_UNKNOWN) {
+			char now[32];
+
+			gxp_fmt_utc(now, gxp_wall_us());
+			queue_device(r, d, now);
+		}
+		if (d->state != E_KNOWN) {
+			park(d, p);
+			return;
+		}
+	}
+	if (p->need != CAP_NONE && p->cap[0]) {
+		c = cap_get(r, p->dev, p->cap, 0);
+		if (c && c->state == E_PENDING) {
+			park(c, p);
+			return;
+		}
+		if ((c == NULL || c->state != E_KNOWN) && p->need == CAP_REQUIRED) {
+			fail_row(r, p, ST_PERM, "its captures row was not written");
+			return;
+		}
+	}
+	enqueue(r, p, d ? d->uuid : NULL, c && c->state == E_KNOWN ? c->uuid : NULL);
+}
+
+/* The device was seen at when (RFC 3339): its devices row is upserted
+ * unless one went out less than DEVICE_SEEN_INTERVAL_S ago. */
+void
+rows_device_seen(struct rows *r, const char *dev, const char *when)
+{
+	struct ent *d = ent_get(r->devs, dev, NULL);
+
+	if (d->state != E_UNKNOWN && gxp_mono_ms() - d->seen_ms < r->seen_ms)
+		return;
+	queue_device(r, d, when);
+}
+
+/* Takes row.  dev: the MAC the row belongs to, or NULL; cap: the capture
+ * (capture_name) it belongs to, or NULL; need: whether capture_id must be
+ * known (CAP_REQUIRED), is added when known (CAP_IF_KNOWN) or is none of
+ * this row's business.  fn (may be NULL) hears how it ended. */
+void
+rows_add(struct rows *r, int table, cJSON *row, const char *dev, const char *cap,
+    int need, row_done_fn *fn, void *arg)
+{
+	struct prow *p;
+
+	if (fn == NULL && (long long)r->live >= r->queue_max) {
+		if (r->dropped++ % 1000 == 0)
+			gxp_log(LOG_WARN, "more than ROW_QUEUE_MAX=%lld rows wait for "
+			    "the database; dropping %s rows (%llu so far)", r->queue_max,
+			    rows_table_names[table], r->dropped);
+		cJSON_Delete(row);
+		return;
+	}
+	p = xcalloc(1, sizeof *p);
+	p->table = table;
+	p->row = row;
+	p->need = need;
+	p->fn = fn;
+	p->arg = arg;
+	snprintf(p->dev, sizeof p->dev, "%s", dev ? dev : "");
+	snprintf(p->cap, sizeof p->cap, "%s", cap ? cap : "");
+	r->live++;
+	if (table == T_CAPTURES) {
+		struct ent *c = cap_get(r, p->dev, p->cap, 1);
+
+		if (c->state == E_UNKNOWN)
+			c->state = E_PENDING;
+		caps_trim(r);
+	}
+	resolve(r, p);
+}
+
+static const char *
+conflict_key(const struct prow *p)
+{
+	return p->table == T_DEVICES || p->table == T_CAPTURES ? p->cap[0] ? p->cap :
+	    p->dev : NULL;
+}
+
+static int
+duplicate(const struct prow *head, const struct prow *p)
+{
+	const char *k = conflict_key(p);
+
+	if (k == NULL)
+		return 0;
+	for (; head != p; head = head->next)
+		if (strcmp(head->dev, p->dev) == 0 && strcmp(conflict_key(head), k) == 0)
+			return 1;
+	return 0;
+}
+
+static const char *
+query(int t, const char *cols, struct gxp_buf *b)
+{
+	static const char *const conflict[T_COUNT] = {
+		"device_hw_id", "device_id,device_capture_id"
+	};
+	static const char *const select[T_COUNT] = {
+		"device_id,device_hw_id", "capture_id,device_id,device_capture_id"
+	};
+
+	if (conflict[t])
+		gxp_buf_addf(b, "on_conflict=%s&", conflict[t]);
+	gxp_buf_addf(b, "columns=%s", cols);
+	if (select[t])
+		gxp_buf_addf(b, "&select=%s", select[t]);
+	return b->p;
+}
+
+static void batch_done(void *arg, const struct st_result *res);
+
+static void
+send_batch(struct rows *r, int t)
+{
+	struct batch *b = xcalloc(1, sizeof *b);
+	struct prow *p = r->q[t], *last = NULL;
+	struct gxp_buf json = { 0 }, q = { 0 };
+
+	b->r = r;
+	b->table = t;
+	gxp_buf_add(&json, "[", 1);
+	do {
+		gxp_buf_addf(&json, "%s%s", b->n ? "," : "", p->json);
+		last = p;
+		b->n++;
+		p = p->next;
+	} while (p && !last->solo && !p->solo && b->n < r->batch_max &&
+	    strcmp(p->cols, r->q[t]->cols) == 0 && !duplicate(r->q[t], p));
+	gxp_buf_add(&json, "]", 1);
+	b->rows = r->q[t];
+	r->q[t] = p;
+	last->next = NULL;
+	for (p = b->rows; t == T_DEVICES && p; p = p->next) {
+		struct ent *d = *slot(r->devs, p->dev);
+
+		if (d && d->queued == p)
+			d->queued = NULL;
+	}
+	if (r->q[t] == NULL)
+		r->qtail[t] = &r->q[t];
+	r->qlen[t] -= (size_t)b->n;
+	r->inflight[t] = b;
+	r->requests++;
+	store_rows(r->st, rows_table_names[t], query(t, b->rows->cols, &q),
+	    t == T_DEVICES || t == T_CAPTURES, json.p, json.len, batch_done, b);
+	gxp_buf_free(&q);
+}
+
+static struct prow *
+find_capture(struct rows *r, struct prow *list, const char *dev_uuid, const char *cap)
+{
+	for (; list; list = list->next) {
+		struct ent *d = *slot(r->devs, list->dev);
+
+		if (d && strcmp(d->uuid, dev_uuid) == 0 && strcmp(list->cap, cap) == 0)
+			return list;
+	}
+	return NULL;
+}
+
+/* The representation of an upsert: learn the ids it holds. */
+static void
+learn(struct rows *r, struct batch *b, const char *body, size_t len)
+{
+	cJSON *a = gxp_json_parse(body, len), *o;
+
+	cJSON_ArrayForEach(o, a) {
+		const char *id = gxp_json_str(o, b->table == T_DEVICES ? "device_id" : "capture_id");
+		const char *dev = gxp_json_str(o, "device_id"), *hw = gxp_json_str(o, "device_hw_id");
+		const char *cap = gxp_json_str(o, "device_capture_id");
+		struct prow *p;
+		struct ent *e = NULL;
+
+		if (id == NULL || strlen(id) != 36)
+			continue;
+		if (b->table == T_DEVICES && hw)
+			e = *slot(r->devs, hw);
+		else if (b->table == T_CAPTURES && dev && cap &&
+		    (p = find_capture(r, b->rows, dev, cap)) != NULL)
+			e = cap_get(r, p->dev, p->cap, 1);
+		if (e == NULL)
+			continue;
+		memcpy(e->uuid, id, 37);
+		e->state = E_KNOWN;
+		release(r, e, ST_OK, NULL);
+	}
+	cJSON_Delete(a);
+}
+
+static void
+requeue_singly(struct rows *r, struct batch *b)
+{
+	struct prow *last = b->rows;
+
+	for (struct prow *p = b->rows; p; p = p->next) {
+		p->solo = 1;
+		last = p;
+	}
+	last->next = r->q[b->table];
+	if (r->q[b->table] == NULL)
+		r->qtail[b->table] = &last->next;
+	r->q[b->table] = b->rows;
+	r->qlen[b->table] += (size_t)b->n;
+}
+
+static void
+batch_failed(struct rows *r, struct batch *b, const struct st_result *res)
+{
+	const char *name = rows_table_names[b->table];
+
+	gxp_log(res->rc == ST_FATAL ? LOG_ERROR : LOG_WARN, "%s: %d row%s not "
+	    "written: %s", name, b->n, b->n == 1 ? "" : "s", res->msg);
+	while (b->rows) {
+		struct prow *p = b->rows;
+
+		b->rows = p->next;
+		if (b->n == 1 && p->dev[0])
+			gxp_log(LOG_WARN, "%s row for device %s%s%s lost", name, p->dev,
+			    p->cap[0] ? " image " : "", p->cap);
+		fail_row(r, p, res->rc, res->msg);
+	}
+}
+
+static void
+batch_done(void *arg, const struct st_result *res)
+{
+	struct batch *b = arg;
+	struct rows *r = b->r;
+
+	r->inflight[b->table] = NULL;
+	if (res->rc == ST_PERM && b->n > 1) {
+		gxp_log(LOG_WARN, "%s: a batch of %d rows was refused (%s); sending "
+		    "them one by one", rows_table_names[b->table], b->n, res->msg);
+		requeue_singly(r, b);
+	} else if (res->rc != ST_OK)
+		batch_failed(r, b, res);
+	else {
+		if (b->table == T_DEVICES || b->table == T_CAPTURES)
+			learn(r, b, res->body, res->len);
+		while (b->rows) {
+			struct prow *p = b->rows;
+			struct ent *e = p->table == T_CAPTURES ? cap_get(r, p->dev, p->cap, 0) :
+			    p->table == T_DEVICES ? *slot(r->devs, p->dev) : NULL;
+
+			b->rows = p->next;
+			r->written++;
+			if (e && e->state == E_PENDING) {
+				/* no id came back for it */
+				e->state = E_UNKNOWN;
+				release(r, e, ST_PERM, "the upsert returned no id");
+			}
+			if (p->fn)
+				p->fn(p->arg, ST_OK, NULL);
+			prow_free(r, p);
+		}
+	}
+	free(b);
+}
+
+/* Sends the batches that are due; all: every queued row is due. */
+void
+rows_flush(struct rows *r, int all)
+{
+	int64_t now = gxp_mono_ms();
+
+	for (int t = 0; t < T_COUNT; t++)
+		if (!r->inflight[t] && r->q[t] && (all || (long long)r->qlen[t] >=
+		    r->batch_max || now - r->q[t]->since >= r->flush_ms))
+			send_batch(r, t);
+}
+
+/* Milliseconds until a queued batch is due; -1: none waits. */
+int64_t
+rows_due_ms(const struct rows *r)
+{
+	int64_t now = gxp_mono_ms(), due = -1;
+
+	for (int t = 0; t < T_COUNT; t++) {
+		int64_t d;
+
+		if (r->inflight[t] || r->q[t] == NULL)
+			continue;
+		d = r->q[t]->since + r->flush_ms - now;
+		if (d < 0)
+			d = 0;
+		if (due == -1 || d < due)
+			due = d;
+	}
+	return due;
+}
+
+int
+rows_idle(const struct rows *r)
+{
+	return r->live == 0;
+}
+
+/* Whether a captures row for the capture was queued or written in this run. */
+int
+rows_capture_seen(struct rows *r, const char *dev, const char *cap)
+{
+	struct ent *e = cap_get(r, dev, cap, 0);
+
+	return e && e->state != E_UNKNOWN;
+}
+
+/* A captures row for the capture will come (the photo is complete and its
+ * row is the photo flow's to write): rows that need its id wait for it. */
+void
+rows_capture_expect(struct rows *r, const char *dev, const char *cap)
+{
+	struct ent *e = cap_get(r, dev, cap, 1);
+
+	if (e->state == E_UNKNOWN)
+		e->state = E_PENDING;
+	caps_trim(r);
+}
+
+void
+rows_stats(const struct rows *r, struct rows_stats *s)
+{
+	s->written = r->written;
+	s->failed = r->failed;
+	s->dropped = r->dropped;
+	s->requests = r->requests;
+	s->queued = r->live;
+}
+
+static void
+free_table(struct ent **tab)
+{
+	for (int i = 0; i < NBUCKETS; i++)
+		while (tab[i]) {
+			struct ent *e = tab[i];
+
+			tab[i] = e->next;
+			free(e->key);
+			free(e);
+		}
+}
+
+static void
+free_list(struct rows *r, struct prow *p)
+{
+	while (p) {
+		struct prow *next = p->next;
+
+		prow_free(r, p);
+		p = next;
+	}
+}
+
+/* Rows still queued, waiting or in flight are lost (the caller flushed
+ * first); free the store after this, which cancels the requests. */
+void
+rows_free(struct rows *r)
+{
+	if (r == NULL)
+		return;
+	for (int t = 0; t < T_COUNT; t++) {
+		free_list(r, r->q[t]);
+		if (r->inflight[t]) {
+			free_list(r, r->inflight[t]->rows);
+			free(r->inflight[t]);
+		}
+	}
+	for (int i = 0; i < NBUCKETS; i++) {
+		for (struct ent *e = r->devs[i]; e; e = e->next)
+			free_list(r, e->waiters);
+		for (struct ent *e = r->caps[i]; e; e = e->next)
+			free_list(r, e->waiters);
+	}
+	free_table(r->devs);
+	free_table(r->caps);
+	free(r);
+}

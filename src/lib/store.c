@@ -1,0 +1,118 @@
+/* store.c: the one interface in front of the two stores: Supabase when
+ * SUPABASE_URL is set, a local directory (GXP_STORE) otherwise. */
+#include <string.h>
+
+#include <openssl/sha.h>
+
+#include "store.h"
+
+struct store *
+store_open(void)
+{
+	const char *bucket = gxp_cfg("SUPABASE_STORAGE_BUCKET");
+
+	/* bucket names become URL path segments and directory names */
+	if (strspn(bucket, "abcdefghijklmnopqrstuvwxyz0123456789._-") != strlen(bucket) ||
+	    bucket[0] == '.' || strlen(bucket) > 63)
+		gxp_die(EXIT_PERM, "SUPABASE_STORAGE_BUCKET=%s: expected 1 to 63 of "
+		    "a-z 0-9 . _ - (not starting with a dot)", bucket);
+	if (gxp_cfg("SUPABASE_URL"))
+		return store_supabase_open(bucket);
+	return store_dir_open(gxp_cfg("GXP_STORE"), bucket);
+}
+
+void
+store_put(struct store *s, const char *path, char *data, size_t len,
+    st_done_fn *fn, void *arg)
+{
+	s->ops->put(s, path, data, len, fn, arg);
+}
+
+void
+store_rows(struct store *s, const char *table, const char *query, int want_rows,
+    char *json, size_t len, st_done_fn *fn, void *arg)
+{
+	s->ops->rows(s, table, query, want_rows, json, len, fn, arg);
+}
+
+int
+store_wait(struct store *s, int timeout_ms, int fd, short *revents)
+{
+	return s->ops->wait(s, timeout_ms, fd, revents);
+}
+
+int
+store_busy(const struct store *s)
+{
+	return s->ops->busy(s);
+}
+
+void
+store_attempts(struct store *s, int max)
+{
+	s->ops->attempts(s, max);
+}
+
+long long
+store_mark(struct store *s, const char *table)
+{
+	return s->ops->mark(s, table);
+}
+
+int
+store_seen(struct store *s, const char *table, long long mark,
+    const char *const *needles)
+{
+	return s->ops->seen(s, table, mark, needles);
+}
+
+void
+store_stats(const struct store *s, struct http_stats *st)
+{
+	s->ops->stats(s, st);
+}
+
+void
+store_free(struct store *s)
+{
+	if (s)
+		s->ops->free(s);
+}
+
+void
+gxp_sha256_hex(char out[65], const void *data, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[SHA256_DIGEST_LENGTH];
+
+	SHA256(data, len, md);
+	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+		out[2 * i] = hex[md[i] >> 4];
+		out[2 * i + 1] = hex[md[i] & 15];
+	}
+	out[64] = '\0';
+}
+
+/* A name-based UUID (RFC 9562 version 8) from SHA-256 of ns, a and b, so
+ * the same thing gets the same id in every run. */
+void
+gxp_uuid_of(char out[37], const char *ns, const char *a, const char *b)
+{
+	struct gxp_buf in = { 0 };
+	char hex[65];
+	int o = 0;
+
+	gxp_buf_add(&in, ns, strlen(ns) + 1);
+	gxp_buf_add(&in, a, strlen(a) + 1);
+	gxp_buf_adds(&in, b ? b : "");
+	gxp_sha256_hex(hex, in.p, in.len);
+	gxp_buf_free(&in);
+	hex[12] = '8';					/* version */
+	hex[16] = "89ab"[(hex[16] >= 'a' ? hex[16] - 'a' + 10 : hex[16] - '0') & 3];	/* variant */
+	for (int i = 0; i < 32; i++) {
+		if (i == 8 || i == 12 || i == 16 || i == 20)
+			out[o++] = '-';
+		out[o++] = hex[i];
+	}
+	out[o] = '\0';
+}

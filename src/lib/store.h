@@ -1,0 +1,125 @@
+/* store.h: gxp-upload's own library: the HTTP engine (http.c), the two
+ * stores behind one interface (store.c, store_dir.c, store_supabase.c) and
+ * the row batches (rows.c).  Only gxp-upload uses it. */
+#ifndef GXP_STORE_H
+#define GXP_STORE_H
+
+#include "gxp.h"
+
+/* How an operation ended. */
+enum {
+	ST_OK,		/* done and durable */
+	ST_PERM,	/* refused for good: the photo or the row is at fault */
+	ST_GAVEUP,	/* temporary failures outlasted the attempts allowed */
+	ST_FATAL	/* credentials, bucket or table: nothing will work */
+};
+
+struct st_result {
+	int rc;
+	int status;		/* effective HTTP status; 0 when there was none */
+	const char *msg;	/* the server's message or the local error, no secret */
+	const char *body;	/* the response body (rows for return=representation) */
+	size_t len;
+};
+typedef void st_done_fn(void *arg, const struct st_result *r);
+
+/* http.c: requests over a curl multi handle, with keep-alive connections,
+ * retries (capped exponential backoff with jitter, Retry-After) and the
+ * real status a Storage server may hide in a 400's body. */
+struct http;
+struct curl_slist;
+struct http_opts {
+	const char *cafile;
+	long timeout_ms, retry_base_ms, retry_max_ms;
+	int max_conns;
+};
+struct http_res {
+	int curl_code;		/* CURLE_*, 0 when a response came */
+	long http_status;	/* as sent */
+	int status;		/* the body's statusCode when it holds the real one */
+	int gave_up;		/* a temporary failure, attempts exhausted */
+	int cancelled;		/* http_free(): only release what arg holds */
+	const char *err;	/* curl's error text when curl_code != 0 */
+	const char *body;
+	size_t len;
+};
+typedef void http_done_fn(void *arg, const struct http_res *r);
+struct http_stats {
+	unsigned long long requests, retries, bytes_sent;
+	int active, waiting;
+};
+struct http *http_new(const struct http_opts *o);
+void http_send(struct http *h, const char *method, const char *url,
+    struct curl_slist *headers, char *body, size_t len, http_done_fn *fn,
+    void *arg);
+void http_attempts(struct http *h, int max);	/* 0: unlimited */
+int http_wait(struct http *h, int timeout_ms, int fd, short *revents);
+void http_stats(const struct http *h, struct http_stats *s);
+void http_free(struct http *h);
+int http_retryable(const struct http_res *r);
+
+/* store.c, store_dir.c, store_supabase.c: objects and rows.  Callbacks run
+ * only inside store_wait(), never from the call that started the work. */
+struct store;
+struct store_ops {
+	void (*put)(struct store *, const char *path, char *data, size_t len,
+	    st_done_fn *, void *);
+	void (*rows)(struct store *, const char *table, const char *query,
+	    int want_rows, char *json, size_t len, st_done_fn *, void *);
+	int (*wait)(struct store *, int timeout_ms, int fd, short *revents);
+	int (*busy)(const struct store *);
+	void (*attempts)(struct store *, int max);
+	long long (*mark)(struct store *, const char *table);
+	int (*seen)(struct store *, const char *table, long long mark,
+	    const char *const *needles);
+	void (*stats)(const struct store *, struct http_stats *);
+	void (*free)(struct store *);
+};
+struct store {
+	const struct store_ops *ops;
+	const char *kind;	/* "supabase" or "dir" */
+	const char *bucket;
+};
+struct store *store_open(void);
+struct store *store_dir_open(const char *dir, const char *bucket);
+struct store *store_supabase_open(const char *bucket);
+void store_put(struct store *s, const char *path, char *data, size_t len,
+    st_done_fn *fn, void *arg);
+void store_rows(struct store *s, const char *table, const char *query,
+    int want_rows, char *json, size_t len, st_done_fn *fn, void *arg);
+int store_wait(struct store *s, int timeout_ms, int fd, short *revents);
+int store_busy(const struct store *s);
+void store_attempts(struct store *s, int max);
+long long store_mark(struct store *s, const char *table);
+int store_seen(struct store *s, const char *table, long long mark,
+    const char *const *needles);
+void store_stats(const struct store *s, struct http_stats *st);
+void store_free(struct store *s);
+void gxp_uuid_of(char out[37], const char *ns, const char *a, const char *b);
+void gxp_sha256_hex(char out[65], const void *data, size_t len);
+
+/* rows.c: rows for the six tables, batched per table (one request in flight
+ * per table, so upserts of one key apply in order), with device_id and
+ * capture_id filled in from the upserts' representations. */
+enum { T_DEVICES, T_CAPTURES, T_SENSOR, T_STATUS, T_ERRORS, T_PUBLOG, T_COUNT };
+enum { CAP_NONE, CAP_IF_KNOWN, CAP_REQUIRED };
+typedef void row_done_fn(void *arg, int rc, const char *msg);
+struct rows;
+struct rows_stats {
+	unsigned long long written, failed, dropped, requests;
+	size_t queued;
+};
+struct rows *rows_new(struct store *st);
+void rows_device_seen(struct rows *r, const char *dev, const char *when);
+void rows_add(struct rows *r, int table, cJSON *row, const char *dev,
+    const char *cap, int need, row_done_fn *fn, void *arg);
+void rows_flush(struct rows *r, int all);
+int64_t rows_due_ms(const struct rows *r);
+int rows_idle(const struct rows *r);
+int rows_capture_seen(struct rows *r, const char *dev, const char *cap);
+void rows_capture_expect(struct rows *r, const char *dev, const char *cap);
+void rows_stats(const struct rows *r, struct rows_stats *s);
+void rows_free(struct rows *r);
+extern const char *const rows_table_names[T_COUNT];
+
+#endif

@@ -1,0 +1,383 @@
+/* store_dir.c: the local store.  Objects live at <dir>/<bucket>/<path>,
+ * written tmp + fsync + rename; rows are appended to <dir>/<table>.ndjson,
+ * one JSON object a line with the Supabase column names, each batch built
+ * whole and appended with one write(2) on an O_APPEND descriptor under an
+ * flock(2), then fsynced.  A line torn by a crash is cut off before the
+ * next append.
+ *
+ * Every line carries its row's key, chosen so that the same row always gets
+ * the same key: devices.device_id and captures.capture_id are name-based
+ * UUIDs of the MAC and of (device_id, device_capture_id); the other tables
+ * get an "id" that is a UUID of the row's content.  devices and captures
+ * are upsert logs (as in the database, the last line for a key is the row);
+ * see gxp-upload(1), FILES, for how a restart avoids writing a line twice. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store.h"
+
+struct done {
+	struct done *next;
+	st_done_fn *fn;
+	void *arg;
+	int rc;
+	char *msg, *body;
+	size_t len;
+};
+
+struct dirst {
+	struct store base;
+	char *dir;
+	int fd[T_COUNT];
+	struct done *head, **tail;
+	int queued;
+	unsigned long long ops, bytes;
+};
+
+static void
+complete(struct dirst *d, st_done_fn *fn, void *arg, int rc, const char *msg,
+    char *body, size_t len)
+{
+	struct done *c = xcalloc(1, sizeof *c);
+
+	c->fn = fn;
+	c->arg = arg;
+	c->rc = rc;
+	c->msg = xstrdup(msg ? msg : "");
+	c->body = body;
+	c->len = len;
+	*d->tail = c;
+	d->tail = &c->next;
+	d->queued++;
+	d->ops++;
+}
+
+static void
+dir_put(struct store *st, const char *path, char *data, size_t len,
+    st_done_fn *fn, void *arg)
+{
+	struct dirst *d = (struct dirst *)st;
+	char *full = xasprintf("%s/%s/%s", d->dir, st->bucket, path);
+	char *slash = strrchr(full, '/'), *msg = NULL;
+
+	*slash = '\0';
+	if (gxp_mkdirs(full, 0755) == -1)
+		msg = xasprintf("%s: %s", full, strerror(errno));
+	*slash = '/';
+	if (msg == NULL && gxp_write_atomic(full, data, len) == -1)
+		msg = xasprintf("%s: %s", full, strerror(errno));
+	if (msg)
+		gxp_log(LOG_ERROR, "local store: %s", msg);
+	else
+		d->bytes += len;
+	complete(d, fn, arg, msg ? ST_GAVEUP : ST_OK, msg, NULL, 0);
+	free(msg);
+	free(full);
+	free(data);
+}
+
+static int
+table_index(const char *table)
+{
+	for (int i = 0; i < T_COUNT; i++)
+		if (strcmp(rows_table_names[i], table) == 0)
+			return i;
+	gxp_die(EXIT_PERM, "internal error: no table %s", table);
+}
+
+/* Cuts a last line without its newline (a write torn by a crash). */
+static int
+repair(int fd, const char *path)
+{
+	struct stat sb;
+	char buf[4096];
+	off_t end, at;
+
+	if (fstat(fd, &sb) == -1)
+		return -1;
+	for (end = sb.st_size; end > 0; end = at) {
+		size_t n = end < (off_t)sizeof buf ? (size_t)end : sizeof buf;
+		ssize_t got;
+
+		at = end - (off_t)n;
+		if ((got = pread(fd, buf, n, at)) != (ssize_t)n)
+			return -1;
+		for (size_t i = n; i > 0; i--)
+			if (buf[i - 1] == '\n') {
+				if (at + (off_t)i == sb.st_size)
+					return 0;
+				gxp_log(LOG_WARN, "%s: removing a torn last line (%lld bytes)",
+				    path, (long long)(sb.st_size - at - (off_t)i));
+				return ftruncate(fd, at + (off_t)i);
+			}
+	}
+	if (sb.st_size > 0) {
+		gxp_log(LOG_WARN, "%s: removing a torn line (%lld bytes)", path,
+		    (long long)sb.st_size);
+		return ftruncate(fd, 0);
+	}
+	return 0;
+}
+
+static int
+table_fd(struct dirst *d, int t)
+{
+	char *path;
+	int fd;
+
+	if (d->fd[t] >= 0)
+		return d->fd[t];
+	path = xasprintf("%s/%s.ndjson", d->dir, rows_table_names[t]);
+	fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	if (fd >= 0 && (flock(fd, LOCK_EX) == -1 || repair(fd, path) == -1 ||
+	    flock(fd, LOCK_UN) == -1)) {
+		close(fd);
+		fd = -1;
+	}
+	if (fd == -1)
+		gxp_log(LOG_ERROR, "local store: %s: %s", path, strerror(errno));
+	free(path);
+	return d->fd[t] = fd;
+}
+
+/* The key that makes a repeated row recognisable (see the top). */
+static void
+add_key(int t, cJSON *o)
+{
+	char id[37], *text;
+	const char *dev, *cap;
+
+	switch (t) {
+	case T_DEVICES:
+		if (!cJSON_HasObjectItem(o, "device_id") &&
+		    (dev = gxp_json_str(o, "device_hw_id"))) {
+			gxp_uuid_of(id, "gxp-device", dev, NULL);
+			cJSON_AddStringToObject(o, "device_id", id);
+		}
+		break;
+	case T_CAPTURES:
+		dev = gxp_json_str(o, "device_id");
+		cap = gxp_json_str(o, "device_capture_id");
+		if (!cJSON_HasObjectItem(o, "capture_id") && dev && cap) {
+			gxp_uuid_of(id, "gxp-capture", dev, cap);
+			cJSON_AddStringToObject(o, "capture_id", id);
+		}
+		break;
+	default:
+		if (!cJSON_HasObjectItem(o, "id")) {
+			text = gxp_json_print(o);
+			gxp_uuid_of(id, rows_table_names[t], text, NULL);
+			free(text);
+			cJSON_AddStringToObject(o, "id", id);
+		}
+	}
+}
+
+static int
+append(struct dirst *d, int t, const char *buf, size_t len)
+{
+	int fd = table_fd(d, t), rc = -1;
+
+	if (fd == -1)
+		return -1;
+	if (flock(fd, LOCK_EX) == 0) {
+		rc = gxp_write_all(fd, buf, len) == 0 && fsync(fd) == 0 ? 0 : -1;
+		flock(fd, LOCK_UN);
+	}
+	if (rc == 0)
+		d->bytes += len;
+	return rc;
+}
+
+static void
+dir_rows(struct store *st, const char *table, const char *query, int want_rows,
+    char *json, size_t len, st_done_fn *fn, void *arg)
+{
+	struct dirst *d = (struct dirst *)st;
+	int t = table_index(table);
+	cJSON *a = gxp_json_parse(json, len), *o;
+	struct gxp_buf lines = { 0 };
+	char *body = NULL, *msg = NULL;
+
+	(void)query;
+	free(json);
+	if (!cJSON_IsArray(a))
+		gxp_die(EXIT_TEMP, "internal error: rows for %s are not an array", table);
+	cJSON_ArrayForEach(o, a) {
+		char *line;
+
+		add_key(t, o);
+		line = gxp_json_print(o);
+		gxp_buf_adds(&lines, line);
+		gxp_buf_add(&lines, "\n", 1);
+		free(line);
+	}
+	if (append(d, t, lines.p, lines.len) == -1) {
+		msg = xasprintf("%s/%s.ndjson: %s", d->dir, table, strerror(errno));
+		gxp_log(LOG_ERROR, "local store: %s", msg);
+	} else if (want_rows)
+		body = gxp_json_print(a);
+	complete(d, fn, arg, msg ? ST_GAVEUP : ST_OK, msg, body, body ? strlen(body) : 0);
+	free(msg);
+	gxp_buf_free(&lines);
+	cJSON_Delete(a);
+}
+
+static void
+dispatch(struct dirst *d)
+{
+	struct done *c = d->head;
+
+	d->head = NULL;
+	d->tail = &d->head;
+	d->queued = 0;
+	while (c) {
+		struct done *next = c->next;
+		struct st_result r = { c->rc, c->rc == ST_OK ? 201 : 0, c->msg,
+		    c->body ? c->body : "", c->len };
+
+		c->fn(c->arg, &r);
+		free(c->msg);
+		free(c->body);
+		free(c);
+		c = next;
+	}
+}
+
+static int
+dir_wait(struct store *st, int timeout_ms, int fd, short *revents)
+{
+	struct dirst *d = (struct dirst *)st;
+	struct pollfd p = { fd, POLLIN, 0 };
+
+	if (d->queued)
+		timeout_ms = 0;
+	if (poll(&p, fd >= 0 ? 1 : 0, timeout_ms) == -1 && errno != EINTR)
+		gxp_die_errno(EXIT_TEMP, "poll");
+	if (revents)
+		*revents = p.revents;
+	dispatch(d);
+	return 0;
+}
+
+static int
+dir_busy(const struct store *st)
+{
+	return ((const struct dirst *)st)->queued;
+}
+
+static void
+dir_attempts(struct store *st, int max)
+{
+	(void)st, (void)max;
+}
+
+static long long
+dir_mark(struct store *st, const char *table)
+{
+	struct dirst *d = (struct dirst *)st;
+	int fd = table_fd(d, table_index(table));
+	struct stat sb;
+
+	if (fd == -1 || fstat(fd, &sb) == -1)
+		return -1;
+	return (long long)sb.st_size;
+}
+
+static int
+line_has(const char *line, const char *const *needles)
+{
+	for (; *needles; needles++)
+		if (strstr(line, *needles) == NULL)
+			return 0;
+	return 1;
+}
+
+/* Whether a line written at or after mark holds every one of needles. */
+static int
+dir_seen(struct store *st, const char *table, long long mark,
+    const char *const *needles)
+{
+	struct dirst *d = (struct dirst *)st;
+	int fd = table_fd(d, table_index(table)), found = 0;
+	struct stat sb;
+	char *buf, *line, *nl;
+	size_t len;
+
+	if (mark < 0 || fd == -1 || fstat(fd, &sb) == -1 || sb.st_size <= mark)
+		return 0;
+	len = (size_t)(sb.st_size - mark);
+	buf = xmalloc(len + 1);
+	if (pread(fd, buf, len, (off_t)mark) != (ssize_t)len) {
+		free(buf);
+		return 0;
+	}
+	buf[len] = '\0';
+	for (line = buf; !found && (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+		*nl = '\0';
+		found = line_has(line, needles);
+	}
+	free(buf);
+	return found;
+}
+
+static void
+dir_stats(const struct store *st, struct http_stats *hs)
+{
+	const struct dirst *d = (const struct dirst *)st;
+
+	memset(hs, 0, sizeof *hs);
+	hs->requests = d->ops;
+	hs->bytes_sent = d->bytes;
+	hs->active = d->queued;
+}
+
+/* Completions not yet delivered are dropped: their owners are gone. */
+static void
+dir_free(struct store *st)
+{
+	struct dirst *d = (struct dirst *)st;
+
+	while (d->head) {
+		struct done *c = d->head;
+
+		d->head = c->next;
+		free(c->msg);
+		free(c->body);
+		free(c);
+	}
+	for (int i = 0; i < T_COUNT; i++)
+		if (d->fd[i] >= 0)
+			close(d->fd[i]);
+	free(d->dir);
+	free(d);
+}
+
+static const struct store_ops dir_ops = {
+	dir_put, dir_rows, dir_wait, dir_busy, dir_attempts, dir_mark, dir_seen,
+	dir_stats, dir_free
+};
+
+struct store *
+store_dir_open(const char *dir, const char *bucket)
+{
+	struct dirst *d = xcalloc(1, sizeof *d);
+
+	if (gxp_mkdirs(dir, 0755) == -1)
+		gxp_die_errno(EXIT_TEMP, "local store %s", dir);
+	d->base.ops = &dir_ops;
+	d->base.kind = "dir";
+	d->base.bucket = bucket;
+	d->dir = xstrdup(dir);
+	d->tail = &d->head;
+	for (int i = 0; i < T_COUNT; i++)
+		d->fd[i] = -1;
+	gxp_log(LOG_INFO, "local store: %s (bucket %s)", dir, bucket);
+	return &d->base;
+}

@@ -1,0 +1,321 @@
+#!/usr/bin/env bats
+# gxp-upload against a real PostgreSQL behind the local PostgREST/Storage
+# endpoint: sql/schema.sql and sql/rls.sql, every table's rows, their order,
+# batching, idempotence, and the seed's Monitoring queries.
+
+load helpers
+load pg
+load upload-fixtures
+
+DEV=AABBCCDDEEFF
+
+setup_file() {
+	upload_db_setup_file
+}
+
+teardown_file() {
+	upload_db_teardown_file
+}
+
+setup() {
+	upload_db_setup
+}
+
+teardown() {
+	teardown_upload
+}
+
+# A day of one device: heartbeat, a capture stored, a failed one, errors,
+# messages in and out.
+scenario() {
+	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
+	{
+		ev_status $DEV Alive 2
+		ev_capture_started $DEV image_1.jpg 3000
+		ev_inbound_meta $DEV image_1.jpg
+		ev_inbound_chunk $DEV image_1.jpg 0
+		ev_inbound_chunk $DEV image_1.jpg 1
+		ev_photo_complete $DEV image_1.jpg
+		ev_capture_started $DEV image_2.jpg 4000 2025-10-04T13:00:00.000000Z
+		ev_error $DEV 2102 warn "chunk without payload" image_2.jpg
+		ev_capture_failed $DEV image_2.jpg 2201 "assembly timeout (missing chunks)"
+	} > "$IN"
+}
+
+@test "upload/db: every table's columns and types" {
+	psql_q "select table_name, column_name, data_type, is_nullable
+		from information_schema.columns where table_schema = 'public'
+		order by table_name, ordinal_position" > "$BATS_TEST_TMPDIR/got"
+	diff -u - "$BATS_TEST_TMPDIR/got" <<-'EOF'
+		captures|capture_id|uuid|NO
+		captures|device_id|uuid|NO
+		captures|device_capture_id|text|NO
+		captures|captured_at|timestamp with time zone|YES
+		captures|image_bytes|integer|YES
+		captures|chunk_size_bytes|integer|YES
+		captures|total_chunks|integer|YES
+		captures|img_format|text|YES
+		captures|ingest_status|text|NO
+		captures|ingest_meta|jsonb|YES
+		captures|ingest_error|text|YES
+		captures|storage_path|text|YES
+		captures|image_sha256|text|YES
+		captures|sensor_data|jsonb|YES
+		captures|created_at|timestamp with time zone|NO
+		device_errors|id|uuid|NO
+		device_errors|device_id|uuid|YES
+		device_errors|capture_id|uuid|YES
+		device_errors|error_code|integer|NO
+		device_errors|severity|text|NO
+		device_errors|message|text|YES
+		device_errors|details|jsonb|YES
+		device_errors|occurred_at|timestamp with time zone|NO
+		device_publish_log|id|uuid|NO
+		device_publish_log|device_id|uuid|YES
+		device_publish_log|topic|text|NO
+		device_publish_log|direction|text|NO
+		device_publish_log|payload|jsonb|YES
+		device_publish_log|received_at|timestamp with time zone|NO
+		device_status|id|uuid|NO
+		device_status|device_id|uuid|NO
+		device_status|status|text|YES
+		device_status|pending_count|integer|YES
+		device_status|raw|jsonb|YES
+		device_status|created_at|timestamp with time zone|NO
+		devices|device_id|uuid|NO
+		devices|device_hw_id|text|NO
+		devices|model|text|YES
+		devices|last_seen_at|timestamp with time zone|YES
+		devices|last_ip|text|YES
+		devices|created_at|timestamp with time zone|NO
+		sensor_readings|id|uuid|NO
+		sensor_readings|device_id|uuid|NO
+		sensor_readings|capture_id|uuid|YES
+		sensor_readings|temperature_c|double precision|YES
+		sensor_readings|humidity_pct|double precision|YES
+		sensor_readings|pressure_hpa|double precision|YES
+		sensor_readings|gas_kohm|double precision|YES
+		sensor_readings|created_at|timestamp with time zone|NO
+	EOF
+	# the keys the upserts need, and the checks
+	psql_q "select conname from pg_constraint where contype = 'u' and
+		connamespace = 'public'::regnamespace order by 1" | diff -u - <(printf '%s\n' \
+		captures_device_id_device_capture_id_key devices_device_hw_id_key)
+	run psql_q "insert into devices (device_hw_id) values ('D1'), ('D1')"
+	[ "$status" != 0 ] && [[ $output == *duplicate* ]]
+	run psql_q "insert into devices (device_hw_id) values ('D2');
+		insert into captures (device_id, device_capture_id, ingest_status)
+		select device_id, 'x.jpg', 'lost' from devices where device_hw_id = 'D2'"
+	[ "$status" != 0 ] && [[ $output == *ingest_status_check* ]]
+}
+
+@test "upload/db: schema.sql and rls.sql run twice, and complete an older set of tables" {
+	psql_file "$GXP_TOP/sql/schema.sql"
+	psql_file "$GXP_TOP/sql/rls.sql"
+	psql_q "drop database if exists legacy" > /dev/null
+	psql_q "create database legacy" > /dev/null
+	PGDATABASE=legacy psql_q "create table devices (device_id uuid primary key
+		default gen_random_uuid(), device_hw_id text unique);
+		create table captures (capture_id uuid primary key default gen_random_uuid(),
+		device_id uuid references devices, device_capture_id text, ingest_status text,
+		unique (device_capture_id, device_id));
+		insert into devices (device_hw_id) values ('OLD')" > /dev/null
+	PGDATABASE=legacy psql_file "$GXP_TOP/sql/schema.sql"
+	# the old rows and keys stay; missing columns and tables are added
+	[ "$(PGDATABASE=legacy psql_q "select device_hw_id from devices")" = OLD ]
+	[ "$(PGDATABASE=legacy psql_q "select count(*) from information_schema.columns
+		where table_name = 'captures' and column_name in ('storage_path',
+		'image_sha256', 'sensor_data', 'ingest_meta')")" = 4 ]
+	[ "$(PGDATABASE=legacy psql_q "select count(*) from pg_indexes where tablename
+		in ('devices', 'captures') and indexdef like 'CREATE UNIQUE%'")" = 4 ]
+	PGDATABASE=legacy psql_q "select 1 from sensor_readings, device_status,
+		device_errors, device_publish_log limit 1" > /dev/null
+}
+
+@test "upload/db: RLS: service_role writes, authenticated reads, anon gets nothing" {
+	scenario
+	run_upload
+	[ "$RC" = 0 ]
+	for t in $PG_TABLES; do
+		n=$(psql_q "select count(*) from $t")
+		[ "$n" -gt 0 ]
+		[ "$(psql_q "select count(*) from $t" service_role)" = "$n" ]
+		[ "$(psql_q "select count(*) from $t" authenticated)" = "$n" ]
+		run psql_q "select count(*) from $t" anon
+		[ "$status" != 0 ] && [[ $output == *"permission denied"* ]]
+	done
+	run psql_q "insert into devices (device_hw_id) values ('X')" authenticated
+	[ "$status" != 0 ] && [[ $output == *"permission denied"* ]]
+	run psql_q "update captures set ingest_status = 'failed'" authenticated
+	[ "$status" != 0 ]
+	[ "$(psql_q "select count(*) from storage.objects" authenticated)" = 1 ]
+	[ "$(psql_q "select count(*) from storage.objects" anon)" = 0 ]
+	run psql_q "insert into storage.objects (bucket_id, name) values ('gxp-captures', 'x')" authenticated
+	[ "$status" != 0 ] && [[ $output == *"row-level security"* ]]
+	# through the API: the anon key reads nothing and stores nothing
+	run curl -s -o /dev/null -w '%{http_code}' -H "apikey: $EP_ANON_KEY" \
+		"$EP_URL/rest/v1/captures?select=capture_id"
+	[ "$output" = 401 ]
+	run curl -s -H "apikey: $EP_ANON_KEY" \
+		"$EP_URL/storage/v1/object/gxp-captures/captures/$DEV/2025/10/04/image_1.jpg"
+	[[ $output == *'"statusCode": "404"'* ]]
+	run curl -s -o /dev/null -w '%{http_code}' -H "apikey: $EP_SERVICE_KEY" \
+		"$EP_URL/storage/v1/object/gxp-captures/captures/$DEV/2025/10/04/image_1.jpg"
+	[ "$output" = 200 ]
+}
+
+@test "upload/db: each table gets the right rows and values" {
+	scenario
+	cp "$GXP_SPOOL/ready/$DEV@image_1.jpg/image.jpg" "$BATS_TEST_TMPDIR/one.jpg"
+	sha=$(sha256sum < "$BATS_TEST_TMPDIR/one.jpg" | cut -d' ' -f1)
+	run_upload
+	[ "$RC" = 0 ]
+	[ "$(psql_q "select device_hw_id, last_seen_at is not null from devices")" = "$DEV|t" ]
+	dev=$(psql_q "select device_id from devices")
+	[ "$(psql_q "select device_id, device_capture_id, captured_at, image_bytes,
+		chunk_size_bytes, total_chunks, img_format, ingest_status, storage_path,
+		image_sha256, ingest_error, sensor_data->>'gas_kohm', ingest_meta->>'location'
+		from captures where device_capture_id = 'image_1.jpg'")" = \
+		"$dev|image_1.jpg|2025-10-04 12:34:56+00|3000|1024|3|jpeg|stored|captures/$DEV/2025/10/04/image_1.jpg|$sha||12.34567|office_404" ]
+	[ "$(psql_q "select ingest_status, ingest_error, captured_at, image_bytes
+		from captures where device_capture_id = 'image_2.jpg'")" = \
+		"failed|assembly timeout (missing chunks)|2025-10-04 13:00:00+00|4000" ]
+	# sensor readings in kilo-ohms, tied to their capture
+	[ "$(psql_q "select c.device_capture_id, s.temperature_c, s.humidity_pct,
+		s.pressure_hpa, s.gas_kohm, s.created_at from sensor_readings s
+		join captures c using (capture_id) order by 1")" = \
+		"image_1.jpg|23.5|45.2|1013.25|12.34567|2025-10-04 12:34:57+00
+image_2.jpg|23.5|45.2|1013.25|12.34567|2025-10-04 12:34:57+00" ]
+	[ "$(psql_q "select status, pending_count, raw->>'pendingImg', created_at
+		from device_status")" = "Alive|2|2|2025-10-04 12:30:00+00" ]
+	[ "$(psql_q "select e.error_code, e.severity, e.message, c.device_capture_id,
+		e.details->>'topic' from device_errors e left join captures c using (capture_id)
+		order by e.error_code")" = \
+		"2102|warn|chunk without payload|image_2.jpg|ESP32CAM/$DEV/data
+2201|error|assembly timeout (missing chunks)|image_2.jpg|" ]
+	[ "$(psql_q "select direction, topic, payload->>'chunk_id', payload ? 'payload'
+		from device_publish_log order by received_at")" = \
+		"in|ESP32CAM/$DEV/data||f
+in|ESP32CAM/$DEV/data|0|f
+in|ESP32CAM/$DEV/data|1|f
+out|ESP32CAM/$DEV/ack||f" ]
+	[ "$(psql_q "select payload from device_publish_log where direction = 'out'")" = \
+		'{"ACK_OK": {}, "image_name": "image_1.jpg"}' ]
+	# the object: bytes on disk, a storage.objects row, image/jpeg
+	cmp "$BATS_TEST_TMPDIR/one.jpg" "$EP_DIR/objects/gxp-captures/captures/$DEV/2025/10/04/image_1.jpg"
+	[ "$(psql_q "select bucket_id, name, metadata->>'mimetype', metadata->>'size'
+		from storage.objects")" = "gxp-captures|captures/$DEV/2025/10/04/image_1.jpg|image/jpeg|3000" ]
+}
+
+@test "upload/db: the seed's Monitoring queries run unchanged and show the day" {
+	for seed in /work/shared/seed/000_*.txt "$GXP_TOP"/../shared/seed/000_*.txt; do
+		[ -f "$seed" ] || continue
+		awk '/^## Monitoring/{m=1} /^## Testing Without Devices/{m=0}
+			m && /^```sql/{s=1; next} m && /^```/{if (s) print ""; s=0; next} s' "$seed" |
+			diff -u - <(tail -n +4 "$GXP_TOP/tests/upload-monitoring.sql")
+	done
+	scenario
+	run_upload
+	[ "$RC" = 0 ]
+	# one query per statement of the copy, as it is
+	awk -v dir="$BATS_TEST_TMPDIR" 'BEGIN{n=1} /^--/ && NR > 3 {f=dir "/q" n++} f {print > f}' \
+		"$GXP_TOP/tests/upload-monitoring.sql"
+	dev=$(psql_q "select device_id from devices")
+	[ "$(psql_q "$(cat "$BATS_TEST_TMPDIR/q1")")" = "$dev|Alive|2|2025-10-04 12:30:00+00" ]
+	run psql_q "$(cat "$BATS_TEST_TMPDIR/q2")"
+	[ "${#lines[@]}" = 2 ]
+	[[ ${lines[*]} == *"$dev|image_1.jpg|2025-10-04 12:34:56+00|3000|3|stored|captures/$DEV/2025/10/04/image_1.jpg|"* ]]
+	[[ ${lines[*]} == *"$dev|image_2.jpg|2025-10-04 13:00:00+00|4000|4|failed||"* ]]
+	[ "$(psql_q "$(cat "$BATS_TEST_TMPDIR/q3")" | cut -d'|' -f1-5)" = \
+		"$dev|23.5|45.2|1013.25|2025-10-04 12:34:57+00
+$dev|23.5|45.2|1013.25|2025-10-04 12:34:57+00" ]
+	[ "$(psql_q "$(cat "$BATS_TEST_TMPDIR/q4")" | cut -d'|' -f3,4)" = \
+		"2201|assembly timeout (missing chunks)
+2102|chunk without payload" ]
+	run psql_q "$(cat "$BATS_TEST_TMPDIR/q5")"
+	[ "${#lines[@]}" = 4 ]
+	[[ ${lines[0]} == "ESP32CAM/$DEV/ack|out|image_1.jpg||"* ]]
+	[ "${lines[1]}" = "ESP32CAM/$DEV/data|in|image_1.jpg|1|2025-10-04 12:34:58.000001+00" ]
+	[ "${lines[2]}" = "ESP32CAM/$DEV/data|in|image_1.jpg|0|2025-10-04 12:34:58+00" ]
+	[ "${lines[3]}" = "ESP32CAM/$DEV/data|in|image_1.jpg||2025-10-04 12:34:57+00" ]
+}
+
+@test "upload/db: order: devices first, captures before its sensor row, object before the stored row" {
+	scenario
+	run_upload
+	[ "$RC" = 0 ]
+	ep_log | jq -r '.kind' | uniq > "$BATS_TEST_TMPDIR/kinds"
+	first() { grep -n -m1 -x "$1" "$BATS_TEST_TMPDIR/kinds" | cut -d: -f1; }
+	[ "$(grep -m1 '^rest:' "$BATS_TEST_TMPDIR/kinds")" = rest:devices ]
+	[ "$(first rest:captures)" -lt "$(first rest:sensor_readings)" ]
+	[ "$(first rest:devices)" -lt "$(first rest:device_status)" ]
+	[ "$(first rest:devices)" -lt "$(first rest:device_publish_log)" ]
+	# the stored upsert of image_1 comes after its object
+	[ "$(psql_q "select count(*) from captures where ingest_status = 'stored'")" = 1 ]
+	obj=$(ep_log | grep -n '"kind":"storage"' | cut -d: -f1)
+	last_captures=$(ep_log | grep -n '"kind":"rest:captures"' | tail -1 | cut -d: -f1)
+	[ "$obj" -lt "$last_captures" ]
+}
+
+@test "upload/db: rows are batched: 20 photos and 900 chunk events in a few requests" {
+	for i in $(seq 1 20); do
+		make_entry "$GXP_SPOOL" $DEV "p$i.jpg" 2000
+		ev_capture_started $DEV "p$i.jpg" 2000 >> "$IN"
+		for c in $(seq 0 44); do ev_inbound_chunk $DEV "p$i.jpg" "$c"; done >> "$IN"
+		ev_photo_complete $DEV "p$i.jpg" >> "$IN"
+	done
+	ROW_FLUSH_MS=250 run_upload
+	[ "$RC" = 0 ]
+	[ "$(psql_q "select count(*) from device_publish_log where direction = 'in'")" = 900 ]
+	[ "$(psql_q "select count(*) from captures where ingest_status = 'stored'")" = 20 ]
+	[ "$(psql_q "select count(*) from sensor_readings")" = 20 ]
+	[ "$(ep_count storage)" = 20 ]
+	[ "$(ep_count rest:devices)" = 1 ]
+	# 920 rows in at most 10 requests, not one per chunk
+	[ "$(ep_count rest:device_publish_log)" -le 10 ]
+	[ "$(ep_count rest:sensor_readings)" -le 6 ]
+	[ "$(ep_count rest:captures)" -le 8 ]
+	[ "$(ep_count total)" -le 40 ]
+}
+
+@test "upload/db: re-runs change nothing: --once twice, the same photo again, a replayed log" {
+	scenario
+	cp -r "$GXP_SPOOL/ready/$DEV@image_1.jpg" "$BATS_TEST_TMPDIR/again"
+	run_upload
+	[ "$RC" = 0 ]
+	snapshot() {
+		for t in devices captures sensor_readings device_errors; do
+			psql_q "select count(*) from $t"
+		done
+		psql_q "select capture_id, ingest_status, storage_path, image_sha256 from captures order by 1"
+		psql_q "select id, name, metadata->>'size' from storage.objects"
+	}
+	snapshot > "$BATS_TEST_TMPDIR/before"
+	ep_reset
+	: > "$IN"
+	run_upload --once
+	[ "$RC" = 0 ]
+	[ "$(ep_count total)" = 0 ]
+	# the same photo once more (a re-sent capture reassembled): upserts only
+	cp -r "$BATS_TEST_TMPDIR/again" "$GXP_SPOOL/ready/$DEV@image_1.jpg"
+	run_upload --once
+	[ "$RC" = 0 ]
+	snapshot | diff -u "$BATS_TEST_TMPDIR/before" -
+	# the same log again: the stored capture is not set back to assembling
+	scenario
+	rm -rf "$GXP_SPOOL/ready/$DEV@image_1.jpg"
+	run_upload
+	[ "$RC" = 0 ]
+	[ "$(psql_q "select ingest_status from captures where device_capture_id = 'image_1.jpg'")" = stored ]
+	[ "$(psql_q "select count(*) from sensor_readings s join captures c using (capture_id)
+		where c.device_capture_id = 'image_1.jpg'")" = 1 ]
+}
+
+@test "upload/db: last_seen_at is written at most once per DEVICE_SEEN_INTERVAL_S" {
+	for i in $(seq 1 30); do ev_status $DEV Alive "$i" "2025-10-04T12:30:$(printf %02d "$i").000000Z"; done > "$IN"
+	DEVICE_SEEN_INTERVAL_S=3600 run_upload
+	[ "$RC" = 0 ]
+	[ "$(psql_q "select count(*) from device_status")" = 30 ]
+	[ "$(ep_count rest:devices)" = 1 ]
+	[ "$(psql_q "select last_seen_at from devices")" = "2025-10-04 12:30:01+00" ]
+}

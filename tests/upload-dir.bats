@@ -1,0 +1,211 @@
+#!/usr/bin/env bats
+# gxp-upload with the local store (SUPABASE_URL unset): the layout of
+# objects and rows, the spool's life cycle, crash safety, pass-through.
+
+load helpers
+load upload-fixtures
+
+DEV=AABBCCDDEEFF
+
+setup() {
+	upload_env
+}
+
+teardown() {
+	teardown_upload
+}
+
+@test "upload/dir: objects, rows with the Supabase columns, stored/ records, events in order" {
+	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
+	make_entry "$GXP_SPOOL" $DEV image_2.jpg 5000 2025-12-31T23:59:59.500000Z
+	cp "$GXP_SPOOL/ready/$DEV@image_1.jpg/image.jpg" "$BATS_TEST_TMPDIR/one.jpg"
+	cp "$GXP_SPOOL/ready/$DEV@image_2.jpg/image.jpg" "$BATS_TEST_TMPDIR/two.jpg"
+	{
+		ev_status $DEV Alive 2
+		ev_capture_started $DEV image_1.jpg 3000
+		ev_photo_complete $DEV image_1.jpg
+	} > "$IN"
+	ACK_NEXT_WAKE_TIME=5:30PM run_upload
+	[ "$RC" = 0 ]
+	# objects at <store>/<bucket>/captures/MAC/YYYY/MM/DD/name (UTC day)
+	cmp "$BATS_TEST_TMPDIR/one.jpg" "$GXP_STORE/gxp-captures/captures/$DEV/2025/10/04/image_1.jpg"
+	cmp "$BATS_TEST_TMPDIR/two.jpg" "$GXP_STORE/gxp-captures/captures/$DEV/2025/12/31/image_2.jpg"
+	[ -z "$(find "$GXP_STORE" -name '*.tmp.*')" ]
+	# one file per table, the Supabase column names
+	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/devices.ndjson")" = \
+		'[["device_hw_id","device_id","last_seen_at"]]' ]
+	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/captures.ndjson")" = \
+		'[["capture_id","captured_at","chunk_size_bytes","device_capture_id","device_id","image_bytes","image_sha256","img_format","ingest_error","ingest_meta","ingest_status","sensor_data","storage_path","total_chunks"]]' ]
+	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/sensor_readings.ndjson")" = \
+		'[["capture_id","created_at","device_id","gas_kohm","humidity_pct","id","pressure_hpa","temperature_c"]]' ]
+	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/device_status.ndjson")" = \
+		'[["created_at","device_id","id","pending_count","raw","status"]]' ]
+	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/device_publish_log.ndjson")" = \
+		'[["device_id","direction","id","payload","received_at","topic"]]' ]
+	# the ids fit together
+	dev_id=$(jq -r .device_id "$GXP_STORE/devices.ndjson")
+	[ "$(jq -r .device_id "$GXP_STORE/captures.ndjson" | sort -u)" = "$dev_id" ]
+	cap_id=$(jq -r 'select(.device_capture_id == "image_1.jpg") | .capture_id' \
+		"$GXP_STORE/captures.ndjson" | sort -u)
+	[ "$(jq -r .capture_id "$GXP_STORE/sensor_readings.ndjson")" = "$cap_id" ]
+	[ "$(jq -r .gas_kohm "$GXP_STORE/sensor_readings.ndjson")" = 12.34567 ]
+	# the last captures line of each photo is the stored one
+	[ "$(jq -sr 'group_by(.capture_id) | map(last | .ingest_status) | unique | join(",")' \
+		"$GXP_STORE/captures.ndjson")" = stored ]
+	sha=$(sha256sum < "$BATS_TEST_TMPDIR/two.jpg" | cut -d' ' -f1)
+	jq -e --arg s "$sha" 'select(.device_capture_id == "image_2.jpg") |
+		.image_sha256 == $s and .image_bytes == 5000 and
+		.storage_path == "captures/AABBCCDDEEFF/2025/12/31/image_2.jpg"' \
+		"$GXP_STORE/captures.ndjson"
+	# stdout: each photo's stored event, then its ACK_OK (seed format)
+	[ "$(jq -r '.event + ":" + .image_name' "$OUT" | tr '\n' ' ')" = \
+		"stored:image_1.jpg publish:image_1.jpg stored:image_2.jpg publish:image_2.jpg " ]
+	[ "$(events publish | head -1 | jq -c .payload)" = \
+		'{"image_name":"image_1.jpg","ACK_OK":{"next_wake_time":"5:30PM"}}' ]
+	[ "$(events publish | head -1 | jq -r '[.topic, .qos, .retain, .kind] | join(" ")')" = \
+		"ESP32CAM/$DEV/ack 1 false ack_ok" ]
+	# the spool: nothing left to do, a stored/ record for each
+	[ -z "$(ls -A "$GXP_SPOOL/ready")" ] && [ -z "$(ls -A "$GXP_SPOOL/work")" ]
+	jq -e '.storage_path == "captures/AABBCCDDEEFF/2025/10/04/image_1.jpg" and
+		(.stored_at | test("Z$")) and .capture_name == "image_1.jpg"' \
+		"$GXP_SPOOL/stored/$DEV/image_1.jpg.json"
+	# the ACKs are logged as outbound messages
+	[ "$(jq -r 'select(.direction == "out") | .payload.image_name' \
+		"$GXP_STORE/device_publish_log.ndjson" | sort | tr '\n' ' ')" = "image_1.jpg image_2.jpg " ]
+}
+
+@test "upload/dir: ACK_OK without ACK_NEXT_WAKE_TIME has an empty ACK_OK object" {
+	make_entry "$GXP_SPOOL" $DEV img.jpg
+	run_upload --once
+	[ "$RC" = 0 ]
+	[ "$(events publish | jq -c .payload)" = '{"image_name":"img.jpg","ACK_OK":{}}' ]
+}
+
+@test "upload/dir: a restart after a crash between row and retirement writes no second line" {
+	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
+	cp -r "$GXP_SPOOL/ready/$DEV@image_1.jpg" "$BATS_TEST_TMPDIR/saved"
+	run_upload --once
+	[ "$RC" = 0 ]
+	lines=$(lines_in "$GXP_STORE/captures.ndjson")
+	# The state a SIGKILL after the append leaves: the entry in work/ with
+	# the captures file size noted before the append, no stored/ record.
+	offset=$(grep -b '"device_capture_id":"image_1.jpg"' "$GXP_STORE/captures.ndjson" | cut -d: -f1)
+	mkdir -p "$GXP_SPOOL/work"
+	cp -r "$BATS_TEST_TMPDIR/saved" "$GXP_SPOOL/work/$DEV@image_1.jpg"
+	echo "$offset" > "$GXP_SPOOL/work/$DEV@image_1.jpg/rows.at"
+	rm "$GXP_SPOOL/stored/$DEV/image_1.jpg.json"
+	run_upload --once
+	[ "$RC" = 0 ]
+	[ "$(lines_in "$GXP_STORE/captures.ndjson")" = "$lines" ]
+	grep -q 'already stored before a restart' "$ERR"
+	# the rest is repeated: events, stored/ record, work/ emptied
+	[ "$(events stored | wc -l)" = 1 ] && [ "$(events publish | wc -l)" = 1 ]
+	[ -f "$GXP_SPOOL/stored/$DEV/image_1.jpg.json" ]
+	[ -z "$(ls -A "$GXP_SPOOL/ready")" ] && [ -z "$(ls -A "$GXP_SPOOL/work")" ]
+	# a crash before the append: the row is written then, once
+	mkdir -p "$GXP_SPOOL/work/$DEV@image_2.jpg"
+	make_entry "$GXP_SPOOL" $DEV image_2.jpg 3000
+	mv "$GXP_SPOOL/ready/$DEV@image_2.jpg"/* "$GXP_SPOOL/work/$DEV@image_2.jpg/"
+	rmdir "$GXP_SPOOL/ready/$DEV@image_2.jpg"
+	wc -c < "$GXP_STORE/captures.ndjson" > "$GXP_SPOOL/work/$DEV@image_2.jpg/rows.at"
+	run_upload --once
+	[ "$RC" = 0 ]
+	[ "$(grep -c '"device_capture_id":"image_2.jpg"' "$GXP_STORE/captures.ndjson")" = 1 ]
+}
+
+@test "upload/dir: a torn last line is cut before the next append; every line is JSON" {
+	make_entry "$GXP_SPOOL" $DEV image_1.jpg
+	run_upload --once
+	printf '{"device_capture_id":"torn' >> "$GXP_STORE/captures.ndjson"
+	make_entry "$GXP_SPOOL" $DEV image_2.jpg
+	run_upload --once
+	[ "$RC" = 0 ]
+	grep -q 'removing a torn last line' "$ERR"
+	jq -e . "$GXP_STORE/captures.ndjson" > /dev/null
+	[ "$(lines_in "$GXP_STORE/captures.ndjson")" = 2 ]
+	! grep -q torn "$GXP_STORE/captures.ndjson"
+}
+
+@test "upload/dir: other lines pass through byte for byte; publish events pass and are logged" {
+	printf '%s\n' '{"tst":"2025-10-04T12:00:00Z","topic":"x/y","payload":{"n":12345678901234567890}}' \
+		'not json at all' '{"event":"something_else","v":1,"x":1.10}' > "$IN"
+	printf '%s\n' '{"event":"publish","v":1,"ts":"2025-10-04T12:40:00.000000Z","kind":"nack","device":"AABBCCDDEEFF","image_name":"i.jpg","topic":"ESP32CAM/AABBCCDDEEFF/ack","qos":1,"retain":false,"payload":{"image_name":"i.jpg","missing_chunks":[5,12]}}' >> "$IN"
+	ev_status $DEV Alive 0 >> "$IN"
+	run_upload
+	[ "$RC" = 0 ]
+	head -4 "$IN" | diff -u - "$OUT"
+	grep -q 'publish nack to ESP32CAM/AABBCCDDEEFF/ack' "$ERR"
+	jq -e 'select(.direction == "out") | .payload.missing_chunks == [5,12] and
+		.received_at == "2025-10-04T12:40:00.000000Z"' "$GXP_STORE/device_publish_log.ndjson"
+	[ "$(lines_in "$GXP_STORE/device_status.ndjson")" = 1 ]
+}
+
+@test "upload/dir: PUBLISH_LOG=no-chunks keeps metadata rows, off keeps none; chunk bytes never logged" {
+	{
+		ev_inbound_meta $DEV img.jpg
+		ev_inbound_chunk $DEV img.jpg 0
+		printf '%s\n' '{"event":"inbound","v":1,"device":"AABBCCDDEEFF","topic":"ESP32CAM/AABBCCDDEEFF/data","received_at":"2025-10-04T12:34:58.000000Z","kind":"chunk","payload":{"image_name":"img.jpg","chunk_id":1,"payload":"/9j/4AAQ"}}'
+	} > "$IN"
+	run_upload
+	[ "$(lines_in "$GXP_STORE/device_publish_log.ndjson")" = 3 ]
+	! grep -q '/9j/4AAQ' "$GXP_STORE/device_publish_log.ndjson"
+	jq -e 'select(.payload.chunk_id == 1) | .payload.payload_bytes == 6' \
+		"$GXP_STORE/device_publish_log.ndjson"
+	rm -rf "$GXP_STORE"
+	PUBLISH_LOG=no-chunks run_upload
+	[ "$(lines_in "$GXP_STORE/device_publish_log.ndjson")" = 1 ]
+	rm -rf "$GXP_STORE"
+	PUBLISH_LOG=off run_upload
+	[ "$(lines_in "$GXP_STORE/device_publish_log.ndjson")" = 0 ]
+	PUBLISH_LOG=some run_upload
+	[ "$RC" = 100 ]
+	grep -q 'PUBLISH_LOG=some (environment): expected all, no-chunks or off' "$ERR"
+}
+
+@test "upload/dir: a damaged entry goes to failed/ with its reason, a 2204 row and a capture_failed event" {
+	make_entry "$GXP_SPOOL" $DEV bad.jpg 3000
+	printf 'X' | dd of="$GXP_SPOOL/ready/$DEV@bad.jpg/image.jpg" bs=1 seek=100 conv=notrunc 2>/dev/null
+	run_upload --once
+	[ "$RC" = 0 ]
+	failed=$(ls "$GXP_SPOOL/failed")
+	[[ $failed =~ ^AABBCCDDEEFF@bad\.jpg\.[0-9]+$ ]]
+	jq -e '.code == 2204 and (.reason | test("SHA-256")) and (.failed_at | test("Z$"))' \
+		"$GXP_SPOOL/failed/$failed/reason.json"
+	[ -f "$GXP_SPOOL/failed/$failed/image.jpg" ] && [ -f "$GXP_SPOOL/failed/$failed/meta.json" ]
+	events capture_failed | jq -e --arg e "failed/$failed" '.code == 2204 and .entry == $e and
+		.device == "AABBCCDDEEFF" and .capture_name == "bad.jpg"'
+	[ "$(events publish | wc -l)" = 0 ]
+	jq -e 'select(.device_capture_id == "bad.jpg") | .ingest_status == "failed"' \
+		"$GXP_STORE/captures.ndjson"
+	jq -e '.error_code == 2204 and .capture_id != null' "$GXP_STORE/device_errors.ndjson"
+	grep -q 'device AABBCCDDEEFF image bad.jpg: bad spool entry' "$ERR"
+}
+
+@test "upload/dir: a photo no event announced is found by the rescan; SIGTERM exits 0" {
+	start_upload
+	wait_until 10 file_has "$ERR" "local store"
+	make_entry "$GXP_SPOOL" $DEV late.jpg
+	wait_until 10 file_has "$OUT" '"event":"publish"'
+	[ -f "$GXP_STORE/gxp-captures/captures/$DEV/2025/10/04/late.jpg" ]
+	kill -TERM "$UP_PID"
+	stop_upload
+	[ "$RC" = 0 ]
+}
+
+@test "upload/dir: one gxp-upload per spool; usage errors" {
+	start_upload
+	wait_until 10 file_has "$ERR" "local store"
+	run gxp-upload --once
+	[ "$status" = 100 ]
+	[[ $output == *"upload.lock: another gxp-upload is using this spool"* ]]
+	stop_upload
+	[ "$RC" = 0 ]
+	run gxp-upload --bogus
+	[ "$status" = 100 ]
+	[[ $output == *"usage: gxp-upload [--once] [--env file]"* ]]
+	run gxp-upload extra
+	[ "$status" = 100 ]
+	run gxp-upload --help
+	[ "$status" = 0 ]
+	[ "$output" = "usage: gxp-upload [--once] [--env file]" ]
+}
