@@ -2334,7 +2334,7 @@ static void
 usage(int code)
 {
 	fprintf(code ? stderr : stdout,
-	    "usage: gxp-assemble [--flush-at-eof] [--replay] [--env file] [--spool dir]\n");
+	    "usage: gxp-assemble [--check] [--flush-at-eof] [--replay] [--env file] [--spool dir]\n");
 	exit(code);
 }
 
@@ -2408,6 +2408,47 @@ open_spool(void)
 	if (n > 0)
 		gxp_log(LOG_INFO, "swept %d unfinished entries from %s/tmp", n, cfg.spool);
 	prune_stored();
+}
+
+static long
+count_entries(const char *area)
+{
+	char *dir = xasprintf("%s/%s", cfg.spool, area);
+	char **names;
+	long n = gxp_dir_names(dir, NULL, 0, &names);
+
+	if (n > 0)
+		gxp_names_free(names, n);
+	free(dir);
+	return n;
+}
+
+/* --check: the spool can be created, written and synced; one line. */
+static int
+check_spool(void)
+{
+	char *probe = xasprintf("%s/tmp/check.%ld", cfg.spool, (long)getpid());
+	char *lock = xasprintf("%s/assemble.lock", cfg.spool);
+	int fd, rc = EXIT_OK, busy = 0;
+
+	if (gxp_spool_init(cfg.spool) == -1 ||
+	    (fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) == -1 ||
+	    gxp_write_all(fd, "gxp\n", 4) == -1 || fsync(fd) == -1 || close(fd) == -1) {
+		printf("gxp-assemble: FAIL: spool %s: %s\n", cfg.spool, strerror(errno));
+		rc = errno == EACCES || errno == EROFS ? EXIT_PERM : EXIT_TEMP;
+	} else {
+		unlink(probe);
+		if ((fd = gxp_lock_file(lock)) == -1)
+			busy = errno == EWOULDBLOCK;
+		else
+			close(fd);
+		printf("gxp-assemble: ok: spool %s writable; %ld photos in progress, "
+		    "%ld ready for upload%s\n", cfg.spool, count_entries("partial"),
+		    count_entries("ready"), busy ? "; a gxp-assemble is running on it" : "");
+	}
+	free(probe);
+	free(lock);
+	return rc;
 }
 
 /* When stderr is a terminal and a file is replayed: how far it has got. */
@@ -2553,6 +2594,7 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
+		{ "check", no_argument, NULL, 'C' },
 		{ "env", required_argument, NULL, 'e' },
 		{ "flush-at-eof", no_argument, NULL, 'F' },
 		{ "replay", no_argument, NULL, 'R' },
@@ -2563,11 +2605,12 @@ main(int argc, char **argv)
 	const char *envfile = NULL, *spool = NULL;
 	struct gxp_lines *in;
 	struct stat st;
-	int c, rc;
+	int c, rc, check = 0;
 
 	gxp_init(argv[0]);
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'C': check = 1; break;
 		case 'e': envfile = optarg; break;
 		case 'F': cfg.flush_at_eof = cfg.replay = 1; break;
 		case 'R': cfg.replay = 1; break;
@@ -2582,6 +2625,11 @@ main(int argc, char **argv)
 	if (spool)
 		gxp_config_set("GXP_SPOOL", spool);
 	load_config();
+	if (check) {
+		rc = check_spool();
+		gxp_config_free();
+		return rc;
+	}
 	if (fstat(0, &st) == 0 && S_ISREG(st.st_mode))
 		cfg.replay = 1;
 	gxp_signals_init();

@@ -67,7 +67,7 @@ enum { PUBLOG_OFF, PUBLOG_NO_CHUNKS, PUBLOG_ALL };
 static void
 usage(int code)
 {
-	fprintf(code ? stderr : stdout, "usage: gxp-upload [--once] [--env file]\n");
+	fprintf(code ? stderr : stdout, "usage: gxp-upload [--check | --once] [--env file]\n");
 	exit(code);
 }
 
@@ -1161,27 +1161,36 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
+		{ "check", no_argument, NULL, 'C' },
 		{ "env", required_argument, NULL, 'e' },
 		{ "once", no_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *envfile = NULL;
-	int c, rc;
+	int c, rc, check = 0;
 
 	gxp_init(argv[0]);
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
+		case 'C': check = 1; break;
 		case 'e': envfile = optarg; break;
 		case 'o': once = 1; break;
 		case 'h': usage(EXIT_OK); break;
 		default: usage(EXIT_PERM);
 		}
 	}
-	if (optind != argc)
+	if (optind != argc || (check && once))
 		usage(EXIT_PERM);
 	gxp_config_common(envfile);
 	gxp_signals_init();
+	if (check) {
+		st = store_open();
+		rc = store_check(st);
+		store_free(st);
+		gxp_config_free();
+		return rc;
+	}
 	configure();
 	gxp_metrics_init(counters, sizeof counters / sizeof counters[0]);
 	recover();

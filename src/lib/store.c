@@ -116,3 +116,9 @@ gxp_uuid_of(char out[37], const char *ns, const char *a, const char *b)
 	}
 	out[o] = '\0';
 }
+
+int
+store_check(struct store *s)
+{
+	return s->ops->check(s);
+}

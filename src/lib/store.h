@@ -74,6 +74,7 @@ struct store_ops {
 	    const char *const *needles);
 	void (*stats)(const struct store *, struct http_stats *);
 	void (*free)(struct store *);
+	int (*check)(struct store *);	/* --check: lines on stdout, exit code */
 };
 struct store {
 	const struct store_ops *ops;
@@ -95,6 +96,7 @@ int store_seen(struct store *s, const char *table, long long mark,
     const char *const *needles);
 void store_stats(const struct store *s, struct http_stats *st);
 void store_free(struct store *s);
+int store_check(struct store *s);
 void gxp_uuid_of(char out[37], const char *ns, const char *a, const char *b);
 void gxp_sha256_hex(char out[65], const void *data, size_t len);
 

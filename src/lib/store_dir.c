@@ -359,9 +359,28 @@ dir_free(struct store *st)
 	free(d);
 }
 
+/* --check: the store directory takes a file, synced, and lets it go. */
+static int
+dir_check(struct store *st)
+{
+	struct dirst *d = (struct dirst *)st;
+	char *probe = xasprintf("%s/.check.%ld", d->dir, (long)getpid());
+	int rc = gxp_write_atomic(probe, "gxp\n", 4);
+
+	if (rc == 0)
+		unlink(probe);
+	if (rc == 0)
+		printf("gxp-upload: ok: local store %s writable (bucket %s)\n", d->dir,
+		    st->bucket);
+	else
+		printf("gxp-upload: FAIL: local store %s: %s\n", d->dir, strerror(errno));
+	free(probe);
+	return rc == 0 ? EXIT_OK : errno == EACCES || errno == EROFS ? EXIT_PERM : EXIT_TEMP;
+}
+
 static const struct store_ops dir_ops = {
 	dir_put, dir_rows, dir_wait, dir_busy, dir_attempts, dir_mark, dir_seen,
-	dir_stats, dir_free
+	dir_stats, dir_free, dir_check
 };
 
 struct store *

@@ -255,9 +255,75 @@ supa_free(struct store *st)
 	free(s);
 }
 
+struct probe {
+	struct supa *s;
+	const char *what;
+	int done, rc;
+	struct gxp_buf msg;
+};
+
+static void
+probe_done(void *arg, const struct http_res *r)
+{
+	struct probe *p = arg;
+
+	p->done = 1;
+	if (r->cancelled)
+		return;
+	if (r->curl_code) {
+		gxp_buf_addf(&p->msg, "%s", r->err);
+		p->rc = EXIT_TEMP;
+	} else if (r->status < 200 || r->status >= 300) {
+		describe(&p->msg, r);
+		p->rc = r->status == 401 || r->status == 403 || r->status == 404 ?
+		    EXIT_PERM : EXIT_TEMP;
+	}
+	redact(p->s, &p->msg);
+}
+
+/* --check: the key, the bucket and each table, one request each, once. */
+static int
+supa_check(struct store *st)
+{
+	struct supa *s = (struct supa *)st;
+	struct probe p[1 + T_COUNT];
+	int worst = EXIT_OK, pending;
+
+	http_attempts(s->http, 1);
+	memset(p, 0, sizeof p);
+	for (int i = 0; i <= T_COUNT; i++) {
+		char *url = i == 0 ? xasprintf("%s/bucket/%s", s->storage, st->bucket) :
+		    xasprintf("%s/%s?select=*&limit=0", s->rest, rows_table_names[i - 1]);
+
+		p[i].s = s;
+		p[i].what = i == 0 ? st->bucket : rows_table_names[i - 1];
+		http_send(s->http, "GET", url, auth_headers(s, "application/json"), NULL,
+		    0, probe_done, &p[i]);
+		free(url);
+	}
+	do {
+		http_wait(s->http, 200, -1, NULL);
+		pending = 0;
+		for (int i = 0; i <= T_COUNT; i++)
+			pending += !p[i].done;
+	} while (pending > 0 && !gxp_sig_term);
+	for (int i = 0; i <= T_COUNT; i++) {
+		if (p[i].rc == EXIT_OK)
+			printf("gxp-upload: ok: %s %s readable with the service key\n",
+			    i == 0 ? "bucket" : "table", p[i].what);
+		else
+			printf("gxp-upload: FAIL: %s %s: %s\n", i == 0 ? "bucket" : "table",
+			    p[i].what, p[i].msg.p ? p[i].msg.p : "no answer");
+		if (p[i].rc == EXIT_PERM || (p[i].rc && worst == EXIT_OK))
+			worst = p[i].rc;
+		gxp_buf_free(&p[i].msg);
+	}
+	return worst;
+}
+
 static const struct store_ops supa_ops = {
 	supa_put, supa_rows, supa_wait, supa_busy, supa_attempts, supa_mark,
-	supa_seen, supa_stats, supa_free
+	supa_seen, supa_stats, supa_free, supa_check
 };
 
 struct store *
