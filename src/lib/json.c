@@ -201,6 +201,31 @@ scan_number(struct scan *s)
 	return 0;
 }
 
+static int hex4(const char *s, unsigned *out);
+
+/* The \uXXXX escape at s->p (on the 'u'), leaving s->p on its last digit.
+ * A surrogate is taken only as a high-low pair, as gxp_json_unescape, cJSON
+ * and PostgreSQL take it: text with a lone one would pass here and then
+ * fail to parse downstream. */
+static int
+scan_u_escape(struct scan *s)
+{
+	unsigned cp, lo;
+
+	if (s->end - s->p < 5 || hex4(s->p + 1, &cp) == -1)
+		return -1;
+	s->p += 4;
+	if (cp >= 0xdc00 && cp <= 0xdfff)
+		return -1;
+	if (cp < 0xd800 || cp > 0xdbff)
+		return 0;
+	if (s->end - s->p < 7 || s->p[1] != '\\' || s->p[2] != 'u' ||
+	    hex4(s->p + 3, &lo) == -1 || lo < 0xdc00 || lo > 0xdfff)
+		return -1;
+	s->p += 6;
+	return 0;
+}
+
 static int
 scan_string(struct scan *s)
 {
@@ -218,9 +243,8 @@ scan_string(struct scan *s)
 		if (++s->p >= s->end)
 			return -1;
 		if (*s->p == 'u') {
-			for (int i = 0; i < 4; i++)
-				if (++s->p >= s->end || !strchr("0123456789abcdefABCDEF", *s->p) || !*s->p)
-					return -1;
+			if (scan_u_escape(s) == -1)
+				return -1;
 		} else if (!strchr("\"\\/bfnrt", *s->p) || !*s->p)
 			return -1;
 	}

@@ -70,7 +70,7 @@ gxp_lines_next(struct gxp_lines *r, char **line, size_t *len)
 	if (nl == NULL) {
 		if (!r->eof)
 			return LINE_AGAIN;
-		if (r->start == r->end)
+		if (r->start == r->end && !r->skipping)
 			return LINE_EOF;
 		/* the last line lost its newline */
 		*line = p;

@@ -1,0 +1,388 @@
+/* driver.c: gxp-assemble itself (src/gxp-assemble.c, compiled in with its
+ * main renamed), driven the way its main drives it, with its standard
+ * output caught line by line and a kill at any rename of a commit (the
+ * harnesses link with -Wl,--wrap=gxp_write_all,--wrap=renameat), and the
+ * checks every harness makes. */
+#define main gxp_assemble_main
+int main(int argc, char **argv);
+#include "../src/gxp-assemble.c"
+#undef main
+
+#include <setjmp.h>
+#include <stdarg.h>
+
+#include "driver.h"
+
+const char *fz_spool;
+void (*fz_out)(const char *line, size_t len);
+
+static char *base;		/* the scratch directory: spool/ and nothing else */
+static struct gxp_buf partline;	/* stdout written so far, not yet a whole line */
+static jmp_buf crash_at;
+static int crash_armed;		/* renames to go before the kill */
+
+int __real_gxp_write_all(int fd, const char *buf, size_t len);
+int __wrap_gxp_write_all(int fd, const char *buf, size_t len);
+int __real_renameat(int fd, const char *from, int tofd, const char *to);
+int __wrap_renameat(int fd, const char *from, int tofd, const char *to);
+
+int
+__wrap_renameat(int fd, const char *from, int tofd, const char *to)
+{
+	int rc = __real_renameat(fd, from, tofd, to);
+
+	if (crash_armed && --crash_armed == 0)
+		longjmp(crash_at, 1);
+	return rc;
+}
+
+int
+__wrap_gxp_write_all(int fd, const char *buf, size_t len)
+{
+	size_t at = 0;
+	char *nl;
+
+	if (fd != 1)
+		return __real_gxp_write_all(fd, buf, len);
+	if (crash_armed)
+		longjmp(crash_at, 1);
+	gxp_buf_add(&partline, buf, len);
+	while ((nl = memchr(partline.p + at, '\n', partline.len - at)) != NULL) {
+		*nl = '\0';
+		if (fz_out)
+			fz_out(partline.p + at, (size_t)(nl - partline.p) - at);
+		at = (size_t)(nl - partline.p) + 1;
+	}
+	memmove(partline.p, partline.p + at, partline.len - at);
+	partline.len -= at;
+	return 0;
+}
+
+void
+fz_fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "fuzz: invariant broken: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	abort();
+}
+
+static void
+remove_base(void)
+{
+	gxp_rmtree_at(AT_FDCWD, base);
+}
+
+void
+fz_setup(void)
+{
+	const char *dirs[] = { getenv("FUZZ_TMPDIR"), "/dev/shm", getenv("TMPDIR"), "/tmp" };
+	struct stat st;
+
+	for (size_t i = 0; i < sizeof dirs / sizeof dirs[0] && base == NULL; i++) {
+		if (dirs[i] == NULL || stat(dirs[i], &st) == -1 || !S_ISDIR(st.st_mode))
+			continue;
+		base = xasprintf("%s/gxp-fuzz.XXXXXX", dirs[i]);
+		if (mkdtemp(base) == NULL) {
+			free(base);
+			base = NULL;
+		}
+	}
+	if (base == NULL)
+		fz_fail("no scratch directory: %s", strerror(errno));
+	atexit(remove_base);
+	fz_spool = xasprintf("%s/spool", base);
+	setenv("GXP_SPOOL", fz_spool, 1);
+	gxp_init("gxp-assemble");
+	gxp_log_level_set(getenv("FUZZ_LOG") ? LOG_DEBUG : LOG_NONE);
+}
+
+void
+fz_begin(void)
+{
+	load_config();
+	cfg.replay = 1;
+	gxp_out_closed = 0;
+	begin();
+}
+
+void
+fz_line(char *line, size_t len, long long lineno, int truncated)
+{
+	take(truncated ? LINE_TRUNCATED : LINE_OK, line, len, lineno);
+}
+
+void
+fz_commit(void)
+{
+	commit();
+}
+
+int
+fz_end(int flush_at_eof)
+{
+	/* captures recovered at the start wait for the first tst to start
+	 * their timers (assemble-time.bats: "timers wait for more input") */
+	int drained = flush_at_eof && (clock_valid || nrecovered == 0);
+
+	if (flush_at_eof) {
+		commit();
+		flush_timers();
+	}
+	commit();
+	free_all();
+	if (partline.len)
+		fz_fail("stdout ends in the middle of a line");
+	return drained;
+}
+
+void
+fz_crash(int renames)
+{
+	if (renames > 0 && npend > 0) {
+		crash_armed = renames;
+		if (setjmp(crash_at) == 0)
+			commit();
+		crash_armed = 0;
+	}
+	for (size_t i = 0; i < npend; i++) {
+		free(pend[i].tmp);
+		free(pend[i].dest);
+	}
+	npend = 0;
+	free_all();
+	partline.len = 0;
+}
+
+int
+fz_text_valid(const char *s, size_t n)
+{
+	return text_valid(s, n);
+}
+
+void
+fz_fmt_time(char buf[32], int64_t us)
+{
+	fmt_time(buf, us);
+}
+
+/* ---- checks ---- */
+
+static int
+known(const char *s, const char *const *list)
+{
+	for (; s && *list; list++)
+		if (strcmp(s, *list) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+check_code(const cJSON *e, const char *type, const char *line)
+{
+	long long code;
+	const char *sev = gxp_json_str(e, "severity");
+
+	if (gxp_json_int(e, "code", &code) != 1 || code < 2101 || code > 2203 ||
+	    (strcmp(type, "capture_failed") == 0 && code < 2200) || sev == NULL ||
+	    strcmp(sev, severity((int)code)) != 0 || !gxp_json_str(e, "reason"))
+		fz_fail("bad code, severity or reason: %s", line);
+}
+
+cJSON *
+fz_event(const char *line, size_t len)
+{
+	static const char *const types[] = { "status", "capture_started", "photo_complete",
+		"capture_failed", "error", "publish", "inbound", NULL };
+	char prefix[64];
+	const char *type, *ts;
+	int64_t us;
+	cJSON *e;
+
+	if (!gxp_json_valid(line, len) || (e = gxp_json_parse(line, len)) == NULL)
+		fz_fail("output line is not JSON: %.*s", (int)len, line);
+	type = gxp_json_str(e, "event");
+	ts = gxp_json_str(e, "ts");
+	if (!known(type, types))
+		fz_fail("not an event of gxp(7): %s", line);
+	snprintf(prefix, sizeof prefix, "{\"event\":\"%s\",\"v\":1,\"ts\":\"", type);
+	if (strncmp(line, prefix, strlen(prefix)) != 0 || ts == NULL || strlen(ts) != 27 ||
+	    gxp_parse_time(ts, &us) == -1)
+		fz_fail("event, v and ts do not come first: %s", line);
+	if (strcmp(type, "error") == 0 || strcmp(type, "capture_failed") == 0)
+		check_code(e, type, line);
+	return e;
+}
+
+/* The names below dir, sorted; the count. */
+static long
+names_in(const char *dir, char ***names)
+{
+	long n = gxp_dir_names(dir, NULL, 0, names);
+
+	if (n == -1)
+		fz_fail("%s: %s", dir, strerror(errno));
+	return n;
+}
+
+static mode_t
+kind_of(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) == -1)
+		fz_fail("%s: %s", path, strerror(errno));
+	return st.st_mode & S_IFMT;
+}
+
+/* dir/name is a directory holding regular files only, all of them in
+ * allowed, and every one of need. */
+static void
+check_files(const char *dir, const char *name, const char *const *allowed,
+    const char *const *need)
+{
+	char *path = xasprintf("%s/%s", dir, name), **files;
+	long n;
+
+	if (kind_of(path) != S_IFDIR)
+		fz_fail("%s is not a directory", path);
+	n = names_in(path, &files);
+	for (long i = 0; i < n; i++) {
+		char *f = xasprintf("%s/%s", path, files[i]);
+
+		if (!known(files[i], allowed) || kind_of(f) != S_IFREG)
+			fz_fail("%s does not belong there", f);
+		free(f);
+	}
+	for (; *need; need++) {
+		int found = 0;
+
+		for (long i = 0; i < n; i++)
+			found |= strcmp(files[i], *need) == 0;
+		if (!found)
+			fz_fail("%s has no %s", path, *need);
+	}
+	gxp_names_free(files, n);
+	free(path);
+}
+
+static void
+check_entry_name(const char *area, const char *name)
+{
+	char dev[GXP_DEVICE_MAX + 1], cname[GXP_CAPTURE_NAME_MAX + 1];
+
+	if (gxp_spool_entry_parse(name, dev, cname) == -1)
+		fz_fail("%s/%s is not an entry name", area, name);
+}
+
+/* Cuts a trailing ".<digits>" off s; 0, or -1 if there is none. */
+static int
+cut_number(char *s)
+{
+	char *dot = strrchr(s, '.');
+
+	if (dot == NULL || dot[1] == '\0' || strspn(dot + 1, "0123456789") != strlen(dot + 1))
+		return -1;
+	*dot = '\0';
+	return 0;
+}
+
+/* failed/<entry>.<seconds>, or <entry>.<seconds>.<k> */
+static void
+check_failed_name(const char *name)
+{
+	char dev[GXP_DEVICE_MAX + 1], cname[GXP_CAPTURE_NAME_MAX + 1];
+	char *s = xstrdup(name);
+	int ok = cut_number(s) == 0 && (gxp_spool_entry_parse(s, dev, cname) == 0 ||
+	    (cut_number(s) == 0 && gxp_spool_entry_parse(s, dev, cname) == 0));
+
+	free(s);
+	if (!ok)
+		fz_fail("failed/%s: not <entry>.<seconds>", name);
+}
+
+static void
+check_area(const char *area, int settled, int drained)
+{
+	static const char *const entry[] = { "image.jpg", "meta.json", NULL };
+	static const char *const partial[] = { "chunks", "meta.json", NULL };
+	static const char *const failed[] = { "image.jpg", "meta.json", "reason.json", NULL };
+	static const char *const failed_need[] = { "meta.json", "reason.json", NULL };
+	static const char *const none[] = { NULL };
+	char *dir = xasprintf("%s/%s", fz_spool, area), **names;
+	long n = names_in(dir, &names);
+
+	if (n > 0 && (strcmp(area, "tmp") == 0 ? settled :
+	    strcmp(area, "partial") == 0 && drained))
+		fz_fail("%s/%s is not empty: %s", fz_spool, area, names[0]);
+	for (long i = 0; i < n; i++) {
+		if (strcmp(area, "failed") == 0) {
+			check_failed_name(names[i]);
+			check_files(dir, names[i], failed, failed_need);
+		} else if (strcmp(area, "partial") == 0) {
+			check_entry_name(area, names[i]);
+			check_files(dir, names[i], partial, none);
+		} else if (strcmp(area, "ready") == 0 || strcmp(area, "work") == 0) {
+			check_entry_name(area, names[i]);
+			check_files(dir, names[i], entry, entry);
+		}
+	}
+	gxp_names_free(names, n);
+	free(dir);
+}
+
+void
+fz_check_spool(int settled, int drained)
+{
+	static const char *const top[] = { "tmp", "partial", "ready", "work", "stored",
+		"failed", "assemble.lock", NULL };
+	char **names;
+	long n = names_in(base, &names);
+
+	if (n != 1 || strcmp(names[0], "spool") != 0)
+		fz_fail("%s holds more than the spool: %s", base, names[n > 1 && strcmp(names[0],
+		    "spool") == 0]);
+	gxp_names_free(names, n);
+	n = names_in(fz_spool, &names);
+	for (long i = 0; i < n; i++)
+		if (!known(names[i], top))
+			fz_fail("%s/%s does not belong in a spool", fz_spool, names[i]);
+	gxp_names_free(names, n);
+	check_area("tmp", settled, drained);
+	check_area("partial", settled, drained);
+	check_area("ready", settled, drained);
+	check_area("work", settled, drained);
+	check_area("failed", settled, drained);
+}
+
+void
+fz_wipe(void)
+{
+	if (gxp_rmtree_at(AT_FDCWD, fz_spool) == -1)
+		fz_fail("cannot remove %s: %s", fz_spool, strerror(errno));
+}
+
+long long
+fz_file_sha256(const char *path, char hex[65], unsigned char **data)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	char *buf;
+	size_t len;
+
+	if (gxp_read_file(path, &buf, &len, 1 << 28) == -1)
+		return -1;
+	if (EVP_Digest(buf, len, md, &mdlen, EVP_sha256(), NULL) != 1)
+		fz_fail("SHA-256 failed");
+	for (unsigned i = 0; i < mdlen; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	if (data)
+		*data = (unsigned char *)buf;
+	else
+		free(buf);
+	return (long long)len;
+}
