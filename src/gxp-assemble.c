@@ -156,7 +156,7 @@ struct asm {
 	int64_t started_us, received_us, captured_us;	/* wall clock */
 	uint32_t ncap, total, received, dups, image_size, chunk_size;
 	int heap, slot;
-	uint8_t devlen, state, has_meta, has_time, nacks;
+	uint8_t devlen, state, has_meta, has_time, nacks, postponed;
 };
 
 struct device {
@@ -470,7 +470,7 @@ pass_line(void)
 
 /* ---- the spool's directories ---- */
 
-static int spool_fd, tmp_fd, partial_fd, ready_fd, failed_fd;
+static int spool_fd, tmp_fd, partial_fd, ready_fd, failed_fd, lock_fd = -1;
 
 static int
 open_dir(const char *name)
@@ -1039,6 +1039,16 @@ meta_start(const char *dev, struct asm *a, const struct meta *m,
 		schedule(a);
 }
 
+static int finished_elsewhere(const char *dev, const char *name);
+
+/* A marker in memory for a photo that is complete: the chunks a device
+ * sends again for it are ignored for CAPTURE_TIMEOUT_MS. */
+static void
+mark_done(const char *dev, const char *name)
+{
+	heap_put(asm_alloc(dev, name, A_DONE), clock_ms() + cfg.timeout);
+}
+
 /* Metadata for a capture that is already complete: ignored while it waits
  * for gxp-upload, answered with ACK_OK again once it is stored. */
 static void
@@ -1051,8 +1061,7 @@ meta_known(const char *dev, const struct meta *m, int state, struct asm *a)
 		asm_drop(a);
 	}
 	/* the chunks sent after this metadata are ignored for a while */
-	a = asm_alloc(dev, m->image, A_DONE);
-	heap_put(a, clock_ms() + cfg.timeout);
+	mark_done(dev, m->image);
 	if (state == GXP_SPOOL_STORED) {
 		emit(gxp_ack_ok_event(dev, m->image));
 		log_at(LOG_INFO, dev, m->image, "metadata again for a stored photo: ACK_OK again");
@@ -1362,6 +1371,14 @@ chunk_store(const char *dev, const char *name, uint32_t id, uint32_t len, long l
 		counters[C_DUPS].v++;
 		return;
 	}
+	if (a == NULL && finished_elsewhere(dev, name)) {
+		/* a device's retry of a photo finished before a restart, which
+		 * forgot the marker: no partial/ entry for it */
+		mark_done(dev, name);
+		counters[C_DUPS].v++;
+		log_at(LOG_INFO, dev, name, "late chunks of a finished photo dropped");
+		return;
+	}
 	if (a == NULL) {
 		if ((a = asm_new(dev, name, &why)) == NULL) {
 			error_event(2200, dev, name, "%s", why);
@@ -1661,11 +1678,37 @@ queue_commit(struct asm *a, const char *entry, int code, const char *reason,
 	a->state = A_FINAL;
 }
 
-static void
-finalize_failed(struct asm *a, const char *what)
+/* Whether errno says the spool is short of something that may come back
+ * (space, quota, descriptors, memory) rather than that the capture is bad. */
+static int
+resource_errno(int e)
 {
-	capture_failed(a, 2200, NULL, "finalization failed: %s: %s", what, strerror(errno));
-	asm_drop(a);
+	return e == ENOSPC || e == EDQUOT || e == EMFILE || e == ENFILE ||
+	    e == ENOMEM || e == EIO;
+}
+
+/* A capture whose photo could not be built: when the spool ran short of
+ * space (or the like), its chunks stay in partial/ and finalization is
+ * tried again every RETRANSMIT_DELAY_MS, without a timeout, until it
+ * works; otherwise the capture fails. */
+static void
+finalize_failed(struct asm *a, const char *what, int e)
+{
+	char dev[GXP_DEVICE_MAX + 1];
+
+	if (!resource_errno(e)) {
+		capture_failed(a, 2200, NULL, "finalization failed: %s: %s", what, strerror(e));
+		asm_drop(a);
+		return;
+	}
+	asm_dev(a, dev);
+	if (!a->postponed) {
+		a->postponed = 1;
+		error_event(2200, dev, asm_name(a), "spool: %s: %s: the photo is complete "
+		    "in partial/ and is finalized when there is room again (tried every %lld ms)",
+		    what, strerror(e), cfg.delay);
+	}
+	heap_put(a, clock_ms() + cfg.delay);
 }
 
 static void
@@ -1681,13 +1724,13 @@ finalize(struct asm *a)
 	asm_dev(a, dev);
 	gxp_spool_entry(entry, sizeof entry, dev, a->capture_name);
 	if ((pm = partial_meta_read(a, &raw)) == NULL) {
-		finalize_failed(a, "partial meta.json");
+		finalize_failed(a, "partial meta.json", errno);
 		return;
 	}
 	if ((mkdirat(tmp_fd, entry, 0755) == -1 && (errno != EEXIST ||
 	    gxp_rmtree_at(tmp_fd, entry) == -1 || mkdirat(tmp_fd, entry, 0755) == -1)) ||
 	    (dfd = openat(tmp_fd, entry, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
-		finalize_failed(a, "tmp/");
+		finalize_failed(a, "tmp/", errno);
 		cJSON_Delete(pm);
 		free(raw);
 		return;
@@ -1703,12 +1746,16 @@ finalize(struct asm *a)
 	}
 	if (sc == NULL || write_json_at(dfd, "meta.json", sc) == -1 ||
 	    (code && reason_write(dfd, code, reason) == -1)) {
+		int e = errno;
+
 		close(dfd);
 		gxp_rmtree_at(tmp_fd, entry);
-		finalize_failed(a, "tmp/");
+		finalize_failed(a, "tmp/", e);
 	} else {
 		close(dfd);
 		log_close(a);
+		if (a->postponed)
+			log_at(LOG_INFO, dev, asm_name(a), "finalized now that the spool has room");
 		queue_commit(a, entry, code, reason, sc, size, hex);
 	}
 	cJSON_Delete(sc);
@@ -1880,6 +1927,10 @@ fire(struct asm *a, int64_t now)
 	heap_del(a);
 	if (a->state == A_DONE) {
 		asm_free(a);
+		return;
+	}
+	if (a->postponed) {
+		finalize(a);
 		return;
 	}
 	if (now >= a->started + cfg.timeout) {
@@ -2061,7 +2112,9 @@ on_status(const char *dev)
 	const cJSON *list;
 	long long n;
 
-	if (!cJSON_IsObject(j) || !gxp_utf8_valid((unsigned char *)ptext.p, ptext.len)) {
+	/* strictly: cJSON takes control characters and NULs, the raw copy in
+	 * the events would not be JSON */
+	if (!cJSON_IsObject(j) || !gxp_json_valid(ptext.p, ptext.len)) {
 		error_event(2101, dev, NULL, "status: payload is not a JSON object");
 		cJSON_Delete(j);
 		return;
@@ -2391,7 +2444,7 @@ open_spool(void)
 	if (gxp_spool_init(cfg.spool) == -1)
 		gxp_die_errno(errno == EACCES || errno == EROFS ? EXIT_PERM : EXIT_TEMP,
 		    "spool %s", cfg.spool);
-	if (gxp_lock_file(lock) == -1) {
+	if ((lock_fd = gxp_lock_file(lock)) == -1) {
 		if (errno == EWOULDBLOCK)
 			gxp_die(EXIT_PERM, "%s is held by another gxp-assemble: one per spool", lock);
 		gxp_die_errno(EXIT_TEMP, "%s", lock);
@@ -2516,6 +2569,22 @@ wait_input(struct gxp_lines *in, int regular)
 	return 0;
 }
 
+/* What the reader gave (a line, or LINE_TOO_LONG), then a commit if
+ * enough waits for one. */
+static void
+take(int rc, char *line, size_t len, long long lineno)
+{
+	if (rc == LINE_TOO_LONG) {
+		cur.lineno = lineno;
+		error_event(2101, NULL, NULL, "line longer than MAX_LINE_BYTES (%lld)",
+		    cfg.max_line);
+		cur.lineno = 0;
+	} else
+		handle_line(line, len, lineno, rc == LINE_TRUNCATED);
+	if (npend >= COMMIT_MAX || outq.len >= OUT_MAX)
+		commit();
+}
+
 static int
 run(struct gxp_lines *in)
 {
@@ -2535,17 +2604,9 @@ run(struct gxp_lines *in)
 			continue;
 		case LINE_EOF:
 			return EXIT_OK;
-		case LINE_TOO_LONG:
-			cur.lineno = gxp_lines_number(in);
-			error_event(2101, NULL, NULL, "line longer than MAX_LINE_BYTES (%lld)",
-			    cfg.max_line);
-			cur.lineno = 0;
-			break;
 		default:
-			handle_line(line, len, gxp_lines_number(in), rc == LINE_TRUNCATED);
+			take(rc, line, len, gxp_lines_number(in));
 		}
-		if (npend >= COMMIT_MAX || outq.len >= OUT_MAX)
-			commit();
 		progress(in, 0);
 	}
 	return EXIT_OK;
@@ -2562,6 +2623,8 @@ flush_timers(void)
 	}
 }
 
+/* Frees everything and puts the state back as it was at start: the fuzz
+ * harnesses (fuzz/) run this file many times in one process. */
 static void
 free_all(void)
 {
@@ -2571,12 +2634,25 @@ free_all(void)
 				asm_free((struct asm *)captures.b[i]);
 	free(captures.b);
 	free(devices.b);
+	captures = devices = (struct htab){ 0 };
 	free(heap);
+	heap = NULL;
+	nheap = heapcap = 0;
 	free(slots);
+	slots = NULL;
+	mru = lru = freeslot = -1;
 	free(pend);
+	pend = NULL;
+	npend = 0;
 	free(recovered);
+	recovered = NULL;
+	nrecovered = 0;
 	free(logbuf);
+	logbuf = NULL;
+	logcap = 0;
 	free(nack_ids);
+	nack_ids = NULL;
+	nack_cap = 0;
 	gxp_buf_free(&outq);
 	gxp_buf_free(&scratch);
 	gxp_buf_free(&record);
@@ -2588,6 +2664,23 @@ free_all(void)
 	close(partial_fd);
 	close(ready_fd);
 	close(failed_fd);
+	close(lock_fd);
+	lock_fd = -1;
+	seqno = 0;
+	replay_us = 0;
+	clock_valid = 0;
+	for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
+		counters[i].v = 0;
+}
+
+/* The spool opened and locked, partial/ read back: before the first line. */
+static void
+begin(void)
+{
+	open_spool();
+	slots_init();
+	gxp_buf_grow(&record, GXP_CHUNK_HDR + (size_t)cfg.max_chunk + 2);
+	recover();
 }
 
 int
@@ -2634,11 +2727,8 @@ main(int argc, char **argv)
 		cfg.replay = 1;
 	gxp_signals_init();
 	gxp_metrics_init(counters, sizeof counters / sizeof counters[0]);
-	open_spool();
-	slots_init();
-	gxp_buf_grow(&record, GXP_CHUNK_HDR + (size_t)cfg.max_chunk + 2);
+	begin();
 	in = gxp_lines_open(0, (size_t)cfg.max_line);
-	recover();
 	if (!cfg.replay)
 		stamp_recovered();
 	rc = run(in);

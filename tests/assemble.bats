@@ -150,6 +150,27 @@ setup() {
 	empty "$SPOOL/ready" "$SPOOL/partial"
 }
 
+@test "assemble: chunks sent again for a finished photo after a restart make no partial/ entry" {
+	# the metadata came before the restart, the retried chunks after it
+	make_jpeg "$BATS_TEST_TMPDIR/p" 2000
+	photo 0 DEV1 s.jpg "$BATS_TEST_TMPDIR/p" 1000 > "$IN"
+	assemble
+	photo 10 DEV1 s.jpg "$BATS_TEST_TMPDIR/p" 1000 | tail -n +2 > "$IN"
+	assemble	# in ready/; the replay ends before any timeout
+	[ "$(count photo_complete)" = 0 ]
+	[ "$(count error)" = 0 ]
+	[ "$(count capture_failed)" = 0 ]
+	empty "$SPOOL/partial"
+	# stored: the same
+	mkdir -p "$SPOOL/stored/DEV1"
+	cp "$SPOOL/ready/DEV1@s.jpg/meta.json" "$SPOOL/stored/DEV1/s.jpg.json"
+	rm -r "$SPOOL/ready/DEV1@s.jpg"
+	assemble
+	[ "$(count error)" = 0 ]
+	[ "$(count capture_failed)" = 0 ]
+	empty "$SPOOL/partial" "$SPOOL/ready"
+}
+
 @test "assemble: the same name with another size is a new capture with its own capture_name" {
 	make_jpeg "$BATS_TEST_TMPDIR/a" 2000
 	make_jpeg "$BATS_TEST_TMPDIR/b" 2500
@@ -272,7 +293,7 @@ EOF
 @test "assemble: usage and option errors exit 100; --spool overrides GXP_SPOOL" {
 	run gxp-assemble --bogus
 	[ "$status" = 100 ]
-	[[ $output == *"usage: gxp-assemble [--flush-at-eof] [--replay] [--env file] [--spool dir]"* ]]
+	[[ $output == *"usage: gxp-assemble [--check] [--flush-at-eof] [--replay] [--env file] [--spool dir]"* ]]
 	run gxp-assemble extra-arg
 	[ "$status" = 100 ]
 	run gxp-assemble --help

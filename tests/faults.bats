@@ -79,7 +79,41 @@ ready_ok() {
 	for i in $(seq 1 24); do
 		cmp "$SPOOL/ready/DEVFULL@p$i.jpg/image.jpg" "$BATS_TEST_TMPDIR/p$i.jpg"
 	done
-	echo "$done1 photos completed before the disk filled, 24 after"
+	# a full disk never fails a capture: it waits for room
+	[ "$(jq -c 'select(.event == "capture_failed")' "$OUT")" = "" ]
+	[ -z "$(find "$SPOOL/partial" "$SPOOL/tmp" "$SPOOL/failed" -mindepth 1)" ]
+	postponed=$(grep -c 'finalized when there is room again' "$ERR" || true)
+	echo "$done1 photos completed before the disk filled, 24 after; $postponed finalizations waited for room"
+}
+
+@test "faults: a photo whole in partial/ but without room to be built waits for room, past the capture timeout" {
+	# room for the chunks (about 61 KB) but not for the photo beside them
+	small_fs 100k
+	SPOOL=$MNT/spool
+	export GXP_SPOOL=$SPOOL RETRANSMIT_DELAY_MS=100 CAPTURE_TIMEOUT_MS=1000
+	make_jpeg "$BATS_TEST_TMPDIR/p.jpg" 60000
+	mkfifo "$BATS_TEST_TMPDIR/fifo"
+	gxp-assemble < "$BATS_TEST_TMPDIR/fifo" > "$OUT" 2> "$ERR" &
+	ASM_PID=$!
+	exec 7> "$BATS_TEST_TMPDIR/fifo"
+	photo_lines DEVROOM p.jpg "$BATS_TEST_TMPDIR/p.jpg" >&7
+	wait_until 10 file_has "$ERR" "finalized when there is room again"
+	grep -q "device DEVROOM image p.jpg: spool: tmp/: No space left on device" "$ERR"
+	[ "$(jq -c 'select(.event == "error") | [.code, .image_name]' "$OUT")" = '[2200,"p.jpg"]' ]
+	# three capture timeouts later it is still waiting, not failed
+	sleep 3
+	[ "$(jq -c 'select(.event == "capture_failed" or .event == "photo_complete")' "$OUT")" = "" ]
+	[ "$(stat -c %s "$SPOOL/partial/DEVROOM@p.jpg/chunks")" -gt 60000 ]
+	[ -z "$(find "$SPOOL/tmp" -mindepth 1)" ]
+	mount -o remount,size=64m "$MNT"
+	wait_until 10 file_has "$OUT" '"event":"photo_complete"'
+	cmp "$SPOOL/ready/DEVROOM@p.jpg/image.jpg" "$BATS_TEST_TMPDIR/p.jpg"
+	grep -q "device DEVROOM image p.jpg: finalized now that the spool has room" "$ERR"
+	[ "$(grep -c 'No space left on device' "$ERR")" = 1 ]	# said once, not every retry
+	exec 7>&-
+	wait "$ASM_PID"
+	ASM_PID=
+	[ -z "$(find "$SPOOL/partial" "$SPOOL/tmp" "$SPOOL/failed" -mindepth 1)" ]
 }
 
 @test "faults: the store's disk full, then read-only: photos wait in the spool, then are stored" {
