@@ -23,8 +23,8 @@ MANS = $(wildcard man/*.[157])
 # Debian packages for building, testing, the demo and the benchmarks.
 DEPS = gcc make pkg-config libmosquitto-dev libcurl4-openssl-dev \
 	libcjson-dev libssl-dev bats mosquitto mosquitto-clients openssl \
-	postgresql python3 python3-psycopg2 jq curl mandoc valgrind clang \
-	systemd procps
+	postgresql python3 python3-psycopg2 jq curl mandoc valgrind \
+	clang libclang-rt-14-dev systemd procps
 
 all: $(BINS)
 
@@ -39,6 +39,7 @@ build/%.o: src/%.c src/lib/gxp.h build/flags
 
 # gxp-upload's own header
 build/gxp-upload.o build/lib/http.o build/lib/rows.o build/lib/store.o build/lib/store_dir.o build/lib/store_supabase.o: src/lib/store.h
+build/lib/store_sync.o: src/lib/store.h
 
 build/libgxp.a: $(LIB_OBJ)
 	rm -f $@
@@ -85,6 +86,30 @@ uninstall:
 clean:
 	rm -rf build bin
 
+# Fuzzing with clang's libFuzzer (fuzz/run): make fuzz runs each harness for
+# FUZZ_SECONDS, make fuzz-smoke briefly (CI); findings go to fuzz/out/.
+FUZZ_SECONDS = 60
+FUZZ_CC = clang
+FUZZ_CFLAGS = $(WARN) $(GXP_CPPFLAGS) -g -O1 -fno-omit-frame-pointer \
+	-Wno-format-nonliteral -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_LIB = $(LIB_SRC:src/%.c=build/fuzz/%.o)
+FUZZERS = build/fuzz/line build/fuzz/sequence
+
+build/fuzz/lib/%.o: src/lib/%.c src/lib/gxp.h src/lib/store.h
+	@mkdir -p build/fuzz/lib
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/%: fuzz/%.c fuzz/driver.c fuzz/driver.h src/gxp-assemble.c $(FUZZ_LIB)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer \
+		-Wl,--wrap=gxp_write_all,--wrap=renameat -o $@ \
+		$< fuzz/driver.c $(FUZZ_LIB) $(LIBS)
+
+fuzz: $(FUZZERS)
+	fuzz/run $(FUZZ_SECONDS) $(FUZZERS)
+
+fuzz-smoke: $(FUZZERS)
+	fuzz/run 12 $(FUZZERS)
+
 FORCE:
-.PHONY: all check demo deps lint install uninstall clean FORCE
+.PHONY: all check demo deps lint install uninstall clean fuzz fuzz-smoke FORCE
 .SECONDARY:

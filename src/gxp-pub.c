@@ -59,6 +59,7 @@ network(void *arg)
 			net_rc = rc;
 			break;
 		}
+		gxp_metrics_tick(0);	/* also while stdin is quiet */
 	}
 	return NULL;
 }

@@ -2,10 +2,14 @@
  * mosquitto_sub -F %J, but in UTC and keeping every payload.
  *
  * The main thread runs the network loop and never blocks on stdout: each
- * message becomes a line in a bounded queue that a writer thread drains, so
- * a slow reader cannot make the broker drop us.  When the queue is full,
- * new messages are dropped and counted (gxp-sub(1), BUGS). */
+ * message becomes a line in a bounded buffer that a writer thread drains,
+ * so a slow reader cannot make the broker drop us.  When the buffer is
+ * full, new messages are dropped and counted (gxp-sub(1), BUGS).  The
+ * writer is woken when no more messages wait in the socket (or much is
+ * buffered), so a burst goes out in one write(2), not a wake-up and a
+ * write per message. */
 #include <getopt.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -16,19 +20,16 @@
 
 #include "lib/gxp.h"
 
-struct line {
-	struct line *next;
-	size_t len;
-	char data[];
-};
+#define WAKE_BYTES 65536	/* buffered bytes that wake the writer anyway */
+#define KEEP_BYTES (1 << 20)	/* a writer's buffer larger than this is let go */
 
 static struct {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	struct line *head, **tail;
-	size_t bytes, max;
-	int done;
-} q = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, &q.head, 0, 0, 0 };
+	struct gxp_buf buf;	/* lines for the writer */
+	size_t writing, max;	/* bytes being written; the bound */
+	int done, waiting;
+} q = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, { 0 }, 0, 0, 0, 0 };
 
 static char **topics;
 static int ntopics, subscribed;
@@ -52,6 +53,41 @@ usage(int code)
 	exit(code);
 }
 
+/* tst, in the format of gxp_fmt_utc(), whose date and time to the second
+ * are made once a second. */
+static void
+stamp(char buf[32])
+{
+	static char last[32];
+	static int64_t last_s = -1;
+	int64_t us = gxp_wall_us(), s = us / 1000000;
+	unsigned frac = (unsigned)(us % 1000000);
+
+	if (s != last_s) {
+		gxp_fmt_utc(last, us);
+		last_s = s;
+	}
+	memcpy(buf, last, 28);
+	for (int i = 25; i >= 20; i--, frac /= 10)
+		buf[i] = (char)('0' + frac % 10);
+}
+
+static void
+add_num(struct gxp_buf *b, const char *key, long long v)
+{
+	char d[24];
+	int n = 0;
+	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+
+	do
+		d[sizeof d - 1 - n++] = (char)('0' + u % 10);
+	while ((u /= 10) > 0);
+	if (v < 0)
+		d[sizeof d - 1 - n++] = '-';
+	gxp_buf_adds(b, key);
+	gxp_buf_add(b, d + sizeof d - n, (size_t)n);
+}
+
 /* The envelope: tst, topic, qos, retain, payloadlen, mid, payload.  The
  * payload is copied as it is when it is JSON, as a string with
  * "payload_encoding":"utf8" when it is other text, and in base64 with
@@ -63,13 +99,17 @@ envelope(struct gxp_buf *b, const struct mosquitto_message *m)
 	size_t len = (size_t)m->payloadlen;
 	char tst[32];
 
-	gxp_fmt_utc(tst, gxp_wall_us());
-	gxp_buf_addf(b, "{\"tst\":\"%s\",\"topic\":", tst);
+	stamp(tst);
+	gxp_buf_grow(b, len + strlen(m->topic) + 160);
+	gxp_buf_adds(b, "{\"tst\":\"");
+	gxp_buf_add(b, tst, 27);
+	gxp_buf_adds(b, "\",\"topic\":");
 	gxp_buf_add_jstr(b, m->topic, strlen(m->topic));
-	gxp_buf_addf(b, ",\"qos\":%d,\"retain\":%d,\"payloadlen\":%d", m->qos,
-	    m->retain ? 1 : 0, m->payloadlen);
+	add_num(b, ",\"qos\":", m->qos);
+	add_num(b, ",\"retain\":", m->retain ? 1 : 0);
+	add_num(b, ",\"payloadlen\":", m->payloadlen);
 	if (m->qos > 0)
-		gxp_buf_addf(b, ",\"mid\":%d", m->mid);
+		add_num(b, ",\"mid\":", m->mid);
 	if (len > 0 && gxp_json_valid(p, len)) {
 		size_t at = b->len + 11;
 
@@ -93,7 +133,6 @@ static void
 on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *m)
 {
 	struct gxp_buf *b = arg;
-	struct line *l;
 
 	(void)mosq;
 	counters[C_MESSAGES].v++;
@@ -101,23 +140,34 @@ on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *m)
 	b->len = 0;
 	envelope(b, m);
 	pthread_mutex_lock(&q.mu);
-	if (q.bytes + b->len > q.max) {
+	if (q.buf.len + q.writing + b->len > q.max) {
 		pthread_mutex_unlock(&q.mu);
 		if (counters[C_DROPPED].v++ == 0)
 			gxp_log(LOG_WARN, "output buffer full (%zu bytes, SUB_BUFFER_BYTES): "
 			    "dropping messages until the reader catches up", q.max);
 		return;
 	}
+	gxp_buf_add(&q.buf, b->p, b->len);
+	counters[C_BUFFERED].v = q.buf.len + q.writing;
+	if (q.waiting && q.buf.len >= WAKE_BYTES)
+		pthread_cond_signal(&q.cv);
 	pthread_mutex_unlock(&q.mu);
-	l = xmalloc(sizeof *l + b->len);
-	l->next = NULL;
-	l->len = b->len;
-	memcpy(l->data, b->p, b->len);
+}
+
+/* After a turn of the network loop: the writer gets what is buffered,
+ * unless more messages are in the socket already. */
+static void
+kick(struct gxp_mqtt *m)
+{
+	struct pollfd p = { mosquitto_socket(gxp_mqtt_handle(m)), POLLIN, 0 };
+	int idle;
+
 	pthread_mutex_lock(&q.mu);
-	*q.tail = l;
-	q.tail = &l->next;
-	q.bytes += l->len;
-	counters[C_BUFFERED].v = q.bytes;
+	idle = q.waiting && q.buf.len > 0;
+	pthread_mutex_unlock(&q.mu);
+	if (!idle || (p.fd >= 0 && poll(&p, 1, 0) > 0 && !(p.revents & (POLLERR | POLLHUP))))
+		return;
+	pthread_mutex_lock(&q.mu);
 	pthread_cond_signal(&q.cv);
 	pthread_mutex_unlock(&q.mu);
 }
@@ -152,39 +202,37 @@ on_connected(struct mosquitto *mosq, void *arg)
 		gxp_log(LOG_ERROR, "cannot subscribe: %s", mosquitto_strerror(rc));
 }
 
-/* Writes everything queued, a batch per write(2); stops at a write error
+/* Writes everything buffered, one write(2) for all (the buffers swap, so
+ * the network loop goes on filling the other); stops at a write error
  * (the reader went away) or when told the input is done and all is out. */
 static void *
 writer(void *arg)
 {
-	struct gxp_buf b = { 0 };
+	struct gxp_buf b = { 0 }, t;
 
 	(void)arg;
 	for (;;) {
-		struct line *l;
-
 		pthread_mutex_lock(&q.mu);
-		while (q.head == NULL && !q.done)
+		while (q.buf.len == 0 && !q.done) {
+			q.waiting = 1;
 			pthread_cond_wait(&q.cv, &q.mu);
-		l = q.head;
-		q.head = NULL;
-		q.tail = &q.head;
-		pthread_mutex_unlock(&q.mu);
-		if (l == NULL)
-			break;
-		b.len = 0;
-		while (l) {
-			struct line *next = l->next;
-
-			gxp_buf_add(&b, l->data, l->len);
-			free(l);
-			l = next;
+			q.waiting = 0;
 		}
+		t = q.buf;
+		q.buf = b;
+		b = t;
+		q.writing = b.len;
+		pthread_mutex_unlock(&q.mu);
+		if (b.len == 0)
+			break;
 		if (!gxp_out_closed && gxp_write_all(1, b.p, b.len) == -1)
 			gxp_out_closed = 1;
+		b.len = 0;
+		if (b.cap > KEEP_BYTES)	/* a backlog's memory goes back */
+			gxp_buf_free(&b);
 		pthread_mutex_lock(&q.mu);
-		q.bytes -= b.len;
-		counters[C_BUFFERED].v = q.bytes;
+		q.writing = 0;
+		counters[C_BUFFERED].v = q.buf.len;
 		pthread_mutex_unlock(&q.mu);
 	}
 	gxp_buf_free(&b);
@@ -283,6 +331,7 @@ main(int argc, char **argv)
 	while (!gxp_sig_term && !gxp_out_closed) {
 		if ((rc = gxp_mqtt_step(m, 200)) != 0)
 			break;
+		kick(m);
 		gxp_metrics_tick(0);
 	}
 	gxp_mqtt_disconnect(m);
@@ -291,6 +340,7 @@ main(int argc, char **argv)
 	pthread_cond_signal(&q.cv);
 	pthread_mutex_unlock(&q.mu);
 	pthread_join(tid, NULL);
+	gxp_buf_free(&q.buf);
 	gxp_metrics_tick(1);
 	if (counters[C_DROPPED].v)
 		gxp_log(LOG_WARN, "%llu messages were dropped while the output buffer was full",

@@ -37,13 +37,17 @@ struct name {
 	char *s;
 };
 
+enum { LOCAL_BATCH = 256 };	/* photos per sync with the local store */
+
 static const char *spool;
 static struct store *st;
 static struct rows *rows;
 static struct photo *photos;
 static struct name *todo, **todo_tail = &todo;
-static int uploading, concurrency, once, eof, fatal, gaveup, publog;
+static int uploading, concurrency, once, eof, fatal, gaveup, publog, spool_fd = -1;
 static int64_t next_rescan, rescan_ms;
+static struct syncset records;	/* stored/ records not synced yet */
+static struct name *retiring;	/* work/ entries to remove once they are */
 
 static struct gxp_counter counters[] = {
 	{ "uploads_total", "photos stored (object and captures row)", 0, 0 },
@@ -214,17 +218,45 @@ entry_exists(const char *area, const char *dev, const char *cap)
 
 /* --- photos --- */
 
+/* The photos just stored: their stored/ records are synced, one sync for
+ * all, and then their work/ entries go.  A crash before the removal only
+ * repeats the end of the work (gxp-upload(1), FILES). */
 static void
-entry_remove(const char *area, const char *entry)
+retire(void)
 {
-	char *dir = spool_path(area, NULL, NULL);
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char *dir;
+	int fd = -1;
 
-	if (fd == -1 || gxp_rmtree_at(fd, entry) == -1 || fsync(fd) == -1)
-		gxp_log(LOG_ERROR, "%s/%s: cannot remove: %s", dir, entry, strerror(errno));
+	if (retiring == NULL && !syncset_pending(&records))
+		return;
+	dir = spool_path("work", NULL, NULL);
+	if (syncset_sync(&records, spool_fd) == -1)
+		gxp_log(LOG_ERROR, "%s/stored: sync: %s; the photos stay in work/ until "
+		    "the next start", spool, strerror(errno));
+	else if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		gxp_log(LOG_ERROR, "%s: %s", dir, strerror(errno));
+	while (retiring) {
+		struct name *n = retiring;
+
+		retiring = n->next;
+		if (fd != -1 && gxp_rmtree_at(fd, n->s) == -1)
+			gxp_log(LOG_ERROR, "%s/%s: cannot remove: %s", dir, n->s, strerror(errno));
+		free(n->s);
+		free(n);
+	}
 	if (fd != -1)
 		close(fd);
 	free(dir);
+}
+
+static void
+retire_later(const char *entry)
+{
+	struct name *n = xcalloc(1, sizeof *n);
+
+	n->s = xstrdup(entry);
+	n->next = retiring;
+	retiring = n;
 }
 
 static void
@@ -384,9 +416,9 @@ finish_stored(struct photo *p)
 	text = gxp_json_print(rec);
 	dir = spool_path("stored", p->dev, NULL);
 	path = xasprintf("%s/%s.json", dir, p->cap);
-	if (gxp_mkdirs(dir, 0755) == -1 || gxp_write_atomic(path, text, strlen(text)) == -1)
+	if (syncset_write(&records, path, text, strlen(text)) == -1)
 		gxp_log(LOG_ERROR, "%s: %s", path, strerror(errno));
-	entry_remove("work", p->entry);
+	retire_later(p->entry);
 	counters[C_UPLOADS].v++;
 	counters[C_BYTES].v += (unsigned long long)p->bytes;
 	gxp_log(LOG_INFO, "device %s image %s: stored as %s/%s (%lld bytes)", p->dev,
@@ -454,7 +486,8 @@ remember_mark(struct photo *p)
 		return;
 	path = spool_path("work", p->entry, "rows.at");
 	snprintf(buf, sizeof buf, "%lld\n", mark);
-	if (gxp_write_atomic(path, buf, strlen(buf)) == -1)
+	/* not synced: a power cut that loses it costs a repeated line */
+	if (syncset_write(NULL, path, buf, strlen(buf)) == -1)
 		gxp_log(LOG_WARN, "%s: %s", path, strerror(errno));
 	free(path);
 }
@@ -467,7 +500,13 @@ recall_mark(struct photo *p)
 	long long mark = -1;
 
 	if (gxp_read_file(path, &text, &len, 64) == 0) {
-		mark = strtoll(text, NULL, 10);
+		char *end;
+
+		/* digits and a newline, or nothing is known (a power cut may
+		 * leave it empty: it is not synced) */
+		mark = strtoll(text, &end, 10);
+		if (end == text || *end != '\n' || mark < 0)
+			mark = -1;
 		free(text);
 	}
 	free(path);
@@ -565,9 +604,9 @@ start_photo(struct photo *p)
 		    "image.jpg cannot be read";
 	else
 		bad = check_entry(p, img, len);
-	free(path);
 	if (bad) {
 		free(img);
+		free(path);
 		photo_failed(p, 2204, "bad spool entry", bad);
 		return;
 	}
@@ -577,11 +616,12 @@ start_photo(struct photo *p)
 		gxp_log(LOG_INFO, "device %s image %s: already stored before a restart",
 		    p->dev, p->cap);
 		finish_stored(p);
-		return;
+	} else {
+		uploading++;
+		p->uploading = 1;
+		store_put(st, p->path, path, img, len, uploaded, p);
 	}
-	uploading++;
-	p->uploading = 1;
-	store_put(st, p->path, img, len, uploaded, p);
+	free(path);
 }
 
 static void
@@ -977,11 +1017,125 @@ event(const cJSON *j)
 	return 1;
 }
 
+/* --- inbound events, the most frequent line, without a parse --- */
+
+enum { R_EVENT, R_DEVICE, R_TOPIC, R_RECEIVED, R_TS, R_KIND, R_PAYLOAD, R_COUNT };
+
+struct raw {
+	const char *v[R_COUNT];
+	size_t n[R_COUNT];
+};
+
+/* The members that matter of a well-formed object, each at most once;
+ * -1 for anything else, which the parse then handles. */
+static int
+raw_members(const char *line, size_t len, struct raw *r)
+{
+	static const char *const keys[R_COUNT] = {
+		"event", "device", "topic", "received_at", "ts", "kind", "payload"
+	};
+	const char *k, *v;
+	size_t pos = 0, kl, vl;
+	int rc;
+
+	memset(r, 0, sizeof *r);
+	while ((rc = gxp_json_next_member(line, len, &pos, 0, &k, &kl, &v, &vl)) == 1) {
+		if (memchr(k, '\\', kl))
+			return -1;
+		for (int i = 0; i < R_COUNT; i++)
+			if (strlen(keys[i]) == kl && memcmp(keys[i], k, kl) == 0) {
+				if (r->v[i])
+					return -1;
+				r->v[i] = v;
+				r->n[i] = vl;
+			}
+	}
+	return rc;
+}
+
+/* A member's string without escapes into buf; -1 if it is not one. */
+static int
+raw_str(const struct raw *r, int i, char *buf, size_t cap)
+{
+	size_t n = r->n[i];
+
+	if (r->v[i] == NULL || n < 2 || n - 2 >= cap || r->v[i][0] != '"' ||
+	    memchr(r->v[i] + 1, '\\', n - 2))
+		return -1;
+	memcpy(buf, r->v[i] + 1, n - 2);
+	buf[n - 2] = '\0';
+	return 0;
+}
+
+static int
+raw_is(const struct raw *r, int i, const char *lit)
+{
+	return r->v[i] && r->n[i] == strlen(lit) && memcmp(r->v[i], lit, r->n[i]) == 0;
+}
+
+/* What ev_inbound() makes of an inbound event, for the events gxp-assemble
+ * writes; 0 leaves the line to the parse (odd devices or times, a chunk
+ * payload that still holds its bytes, ...). */
+static int
+inbound_text(const char *line, size_t len)
+{
+	struct raw r;
+	char dev[GXP_DEVICE_MAX + 2], at[64], when[32];
+	int chunk, t = R_RECEIVED;
+	const char *pv = "null", *dummy;
+	size_t pn = 4, dn;
+	struct gxp_buf row = { 0 };
+	int64_t us;
+
+	/* gxp-assemble writes "event" first; other layouts take the parse */
+	if (len < 18 || memcmp(line, "{\"event\":\"inbound\"", 18) != 0 ||
+	    raw_members(line, len, &r) == -1 || !raw_is(&r, R_EVENT, "\"inbound\"") ||
+	    raw_str(&r, R_DEVICE, dev, sizeof dev) == -1 || !gxp_device_valid(dev))
+		return 0;
+	if (r.v[t] == NULL)
+		t = R_TS;
+	if (r.v[t] && (raw_str(&r, t, at, sizeof at) == -1 || gxp_parse_time(at, &us) == -1))
+		return 0;
+	/* escapes are the parse's: what cJSON makes of them is the row */
+	for (int i = R_TOPIC; i < R_COUNT; i++)
+		if (r.v[i] && memchr(r.v[i], '\\', r.n[i]))
+			return 0;
+	chunk = raw_is(&r, R_KIND, "\"chunk\"");
+	if (r.v[R_PAYLOAD]) {
+		pv = r.v[R_PAYLOAD];
+		pn = r.n[R_PAYLOAD];
+		if (chunk && gxp_json_raw_member(pv, pn, "payload", &dummy, &dn) == 0)
+			return 0;	/* the bytes are to be left out */
+	}
+	if (r.v[t])
+		gxp_fmt_utc(when, us);
+	else
+		now_utc(when);
+	counters[C_EVENTS].v++;
+	rows_device_seen(rows, dev, when);
+	if (publog == PUBLOG_OFF || (chunk && publog == PUBLOG_NO_CHUNKS) ||
+	    r.v[R_TOPIC] == NULL || r.v[R_TOPIC][0] != '"')
+		return 1;
+	gxp_buf_grow(&row, r.n[R_TOPIC] + pn + 96);
+	gxp_buf_adds(&row, "{\"topic\":");
+	gxp_buf_add(&row, r.v[R_TOPIC], r.n[R_TOPIC]);
+	gxp_buf_adds(&row, ",\"direction\":\"in\",\"payload\":");
+	gxp_buf_add(&row, pv, pn);
+	gxp_buf_adds(&row, ",\"received_at\":\"");
+	gxp_buf_adds(&row, when);
+	gxp_buf_add(&row, "\"}", 2);
+	rows_add_text(rows, T_PUBLOG, row.p, "topic,direction,payload,received_at", dev);
+	return 1;
+}
+
 static void
 line_in(char *line, size_t len)
 {
-	cJSON *j = gxp_json_parse(line, len);
+	cJSON *j;
 
+	if (inbound_text(line, len))
+		return;
+	j = gxp_json_parse(line, len);
 	if (j == NULL || !cJSON_IsObject(j) || !event(j)) {
 		counters[C_PASSED].v++;
 		gxp_out_line(line, len);
@@ -1087,6 +1241,7 @@ run(void)
 		claim_more();
 		/* at the end, nothing is gained by waiting for more rows */
 		rows_flush(rows, stopping() || (finishing() && !uploading && !todo));
+		retire();
 		drain_deadline(&deadline);
 		if (settled() || (deadline && gxp_mono_ms() >= deadline))
 			break;
@@ -1112,6 +1267,7 @@ leave(void)
 	size_t lost = 0;
 	struct rows_stats rs;
 
+	retire();
 	while (photos)
 		put_back(photos);
 	rows_stats(rows, &rs);
@@ -1155,6 +1311,10 @@ configure(void)
 		gxp_die_errno(EXIT_TEMP, "%s", lock);
 	}
 	free(lock);
+	/* stored/ records a killed predecessor wrote but had not synced */
+	if ((spool_fd = open(spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
+	    syncset_all(spool_fd) == -1)
+		gxp_die_errno(EXIT_TEMP, "spool %s", spool);
 }
 
 int
@@ -1195,6 +1355,10 @@ main(int argc, char **argv)
 	gxp_metrics_init(counters, sizeof counters / sizeof counters[0]);
 	recover();
 	st = store_open();
+	/* the local store writes at once and syncs once per turn of the loop:
+	 * the more photos a turn takes, the fewer syncs */
+	if (strcmp(st->kind, "dir") == 0)
+		concurrency = LOCAL_BATCH;
 	rows = rows_new(st);
 	if (once)
 		store_attempts(st, (int)gxp_cfg_int("UPLOAD_ONCE_ATTEMPTS"));
@@ -1205,6 +1369,8 @@ main(int argc, char **argv)
 	rc = fatal ? EXIT_PERM : gaveup ? EXIT_TEMP : EXIT_OK;
 	rows_free(rows);
 	store_free(st);
+	syncset_free(&records);
+	close(spool_fd);
 	gxp_config_free();
 	return rc;
 }

@@ -111,6 +111,21 @@ teardown() {
 	run_upload --once
 	[ "$RC" = 0 ]
 	[ "$(grep -c '"device_capture_id":"image_2.jpg"' "$GXP_STORE/captures.ndjson")" = 1 ]
+	# a crash between the object and its row: the object (a second name of
+	# the spool's file) is put again over itself; nothing temporary is left
+	make_entry "$GXP_SPOOL" $DEV image_3.jpg 3000
+	cp "$GXP_SPOOL/ready/$DEV@image_3.jpg/meta.json" "$BATS_TEST_TMPDIR/meta3"
+	run_upload --once
+	obj=$(find "$GXP_STORE" -name image_3.jpg)
+	mkdir -p "$GXP_SPOOL/work/$DEV@image_3.jpg"
+	ln "$obj" "$GXP_SPOOL/work/$DEV@image_3.jpg/image.jpg"
+	cp "$BATS_TEST_TMPDIR/meta3" "$GXP_SPOOL/work/$DEV@image_3.jpg/meta.json"
+	rm "$GXP_SPOOL/stored/$DEV/image_3.jpg.json"
+	run_upload --once
+	[ "$RC" = 0 ]
+	[ -f "$GXP_SPOOL/stored/$DEV/image_3.jpg.json" ]
+	[ "$(find "$GXP_STORE" -name '*.tmp.*')" = "" ]
+	[ "$(find "$GXP_STORE" -name image_3.jpg | wc -l)" = 1 ]
 }
 
 @test "upload/dir: a torn last line is cut before the next append; every line is JSON" {
@@ -202,10 +217,10 @@ teardown() {
 	[ "$RC" = 0 ]
 	run gxp-upload --bogus
 	[ "$status" = 100 ]
-	[[ $output == *"usage: gxp-upload [--once] [--env file]"* ]]
+	[[ $output == *"usage: gxp-upload [--check | --once] [--env file]"* ]]
 	run gxp-upload extra
 	[ "$status" = 100 ]
 	run gxp-upload --help
 	[ "$status" = 0 ]
-	[ "$output" = "usage: gxp-upload [--once] [--env file]" ]
+	[ "$output" = "usage: gxp-upload [--check | --once] [--env file]" ]
 }

@@ -9,10 +9,15 @@
  * flight, which keeps upserts of one key in the order they were made.
  *
  * A batch is the longest run at the head of a table's queue whose rows have
- * the same columns and different keys, at most ROW_BATCH_MAX rows; it is
- * sent when it is full, when its oldest row has waited ROW_FLUSH_MS, or
- * when the caller says nothing else is coming.  A batch the server refuses
- * is split into single rows, so one bad row does not sink the others. */
+ * the same columns and different keys, at most ROW_BATCH_MAX rows.  While
+ * no request for its table is in flight, it is sent at once when a row in
+ * the queue is urgent (someone waits for it: a photo for its captures row
+ * before its ACK, the other rows for a new device's uuid), else when it is full,
+ * when its oldest row has waited ROW_FLUSH_MS, or when the caller says
+ * nothing else is coming.  So a photo never waits for a timer, and rows
+ * pile up into batches while a request is in flight.  A batch the server
+ * refuses is split into single rows, so one bad row does not sink the
+ * others. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,7 +34,7 @@ enum { E_UNKNOWN, E_PENDING, E_KNOWN };
 
 struct prow {
 	struct prow *next;
-	int table, need, solo;
+	int table, need, solo, urgent;
 	cJSON *row;
 	char dev[GXP_DEVICE_MAX + 1], cap[GXP_CAPTURE_NAME_MAX + 1];
 	char *json, *cols;
@@ -51,7 +56,7 @@ struct ent {
 struct rows {
 	struct store *st;
 	struct prow *q[T_COUNT], **qtail[T_COUNT];
-	size_t qlen[T_COUNT];
+	size_t qlen[T_COUNT], urgent[T_COUNT];
 	struct batch *inflight[T_COUNT];
 	struct ent *devs[NBUCKETS], *caps[NBUCKETS];
 	size_t ncaps, live;
@@ -229,12 +234,47 @@ columns(struct prow *p)
 	p->cols = b.p ? b.p : xstrdup("");
 }
 
+/* A queued row that someone waits for: the photo for its captures row,
+ * the other rows for a new device's uuid. */
+static void
+mark_urgent(struct rows *r, struct prow *p)
+{
+	if (!p->urgent) {
+		p->urgent = 1;
+		r->urgent[p->table]++;
+	}
+}
+
+/* A row given as text (rows_add_text) gets its device_id as the last
+ * column, as a cJSON row would. */
+static void
+add_device_id(struct prow *p, const char *dev_uuid)
+{
+	struct gxp_buf b = { 0 };
+	size_t n = strlen(p->json);
+	char *cols = xasprintf("%s%sdevice_id", p->cols, *p->cols ? "," : "");
+
+	gxp_buf_grow(&b, n + 64);
+	gxp_buf_add(&b, p->json, n - 1);
+	gxp_buf_adds(&b, n > 2 ? ",\"device_id\":" : "\"device_id\":");
+	if (dev_uuid) {
+		gxp_buf_add(&b, "\"", 1);
+		gxp_buf_adds(&b, dev_uuid);
+		gxp_buf_add(&b, "\"}", 2);
+	} else
+		gxp_buf_adds(&b, "null}");
+	free(p->json);
+	free(p->cols);
+	p->json = b.p;
+	p->cols = cols;
+}
+
 static void
 enqueue(struct rows *r, struct prow *p, const char *dev_uuid, const char *cap_uuid)
 {
 	int t = p->table;
 
-	if (t != T_DEVICES) {
+	if (t != T_DEVICES && p->row) {
 		cJSON_DeleteItemFromObjectCaseSensitive(p->row, "device_id");
 		cJSON_AddItemToObject(p->row, "device_id", dev_uuid ?
 		    cJSON_CreateString(dev_uuid) : cJSON_CreateNull());
@@ -242,13 +282,18 @@ enqueue(struct rows *r, struct prow *p, const char *dev_uuid, const char *cap_uu
 	if (t == T_SENSOR || t == T_ERRORS)
 		cJSON_AddItemToObject(p->row, "capture_id", cap_uuid ?
 		    cJSON_CreateString(cap_uuid) : cJSON_CreateNull());
-	columns(p);
-	p->json = gxp_json_print(p->row);
+	if (p->row) {
+		columns(p);
+		p->json = gxp_json_print(p->row);
+	} else
+		add_device_id(p, dev_uuid);
 	p->since = gxp_mono_ms();
 	p->next = NULL;
 	*r->qtail[t] = p;
 	r->qtail[t] = &p->next;
 	r->qlen[t]++;
+	if (p->fn)
+		mark_urgent(r, p);
 }
 
 static void
@@ -278,6 +323,8 @@ queue_device(struct rows *r, struct ent *d, const char *when)
 	if (d->state == E_UNKNOWN)
 		d->state = E_PENDING;
 	enqueue(r, p, NULL, NULL);
+	if (d->state == E_PENDING)
+		mark_urgent(r, p);
 }
 
 static void
@@ -324,6 +371,30 @@ rows_device_seen(struct rows *r, const char *dev, const char *when)
 	queue_device(r, d, when);
 }
 
+static int
+full(struct rows *r, int table, int urgent)
+{
+	if (urgent || (long long)r->live < r->queue_max)
+		return 0;
+	if (r->dropped++ % 1000 == 0)
+		gxp_log(LOG_WARN, "more than ROW_QUEUE_MAX=%lld rows wait for the "
+		    "database; dropping %s rows (%llu so far)", r->queue_max,
+		    rows_table_names[table], r->dropped);
+	return 1;
+}
+
+static struct prow *
+prow_new(struct rows *r, int table, const char *dev, const char *cap)
+{
+	struct prow *p = xcalloc(1, sizeof *p);
+
+	p->table = table;
+	snprintf(p->dev, sizeof p->dev, "%s", dev ? dev : "");
+	snprintf(p->cap, sizeof p->cap, "%s", cap ? cap : "");
+	r->live++;
+	return p;
+}
+
 /* Takes row.  dev: the MAC the row belongs to, or NULL; cap: the capture
  * (capture_name) it belongs to, or NULL; need: whether capture_id must be
  * known (CAP_REQUIRED), is added when known (CAP_IF_KNOWN) or is none of
@@ -334,23 +405,15 @@ rows_add(struct rows *r, int table, cJSON *row, const char *dev, const char *cap
 {
 	struct prow *p;
 
-	if (fn == NULL && (long long)r->live >= r->queue_max) {
-		if (r->dropped++ % 1000 == 0)
-			gxp_log(LOG_WARN, "more than ROW_QUEUE_MAX=%lld rows wait for "
-			    "the database; dropping %s rows (%llu so far)", r->queue_max,
-			    rows_table_names[table], r->dropped);
+	if (full(r, table, fn != NULL)) {
 		cJSON_Delete(row);
 		return;
 	}
-	p = xcalloc(1, sizeof *p);
-	p->table = table;
+	p = prow_new(r, table, dev, cap);
 	p->row = row;
 	p->need = need;
 	p->fn = fn;
 	p->arg = arg;
-	snprintf(p->dev, sizeof p->dev, "%s", dev ? dev : "");
-	snprintf(p->cap, sizeof p->cap, "%s", cap ? cap : "");
-	r->live++;
 	if (table == T_CAPTURES) {
 		struct ent *c = cap_get(r, p->dev, p->cap, 1);
 
@@ -358,6 +421,24 @@ rows_add(struct rows *r, int table, cJSON *row, const char *dev, const char *cap
 			c->state = E_PENDING;
 		caps_trim(r);
 	}
+	resolve(r, p);
+}
+
+/* A row of an event table that names no capture, already printed: json (a
+ * JSON object, taken) has the columns cols, in order, and device_id is
+ * added.  Saves the parse and print of rows that come by the thousand. */
+void
+rows_add_text(struct rows *r, int table, char *json, const char *cols, const char *dev)
+{
+	struct prow *p;
+
+	if (full(r, table, 0)) {
+		free(json);
+		return;
+	}
+	p = prow_new(r, table, dev, NULL);
+	p->json = json;
+	p->cols = xstrdup(cols);
 	resolve(r, p);
 }
 
@@ -412,7 +493,10 @@ send_batch(struct rows *r, int t)
 	b->table = t;
 	gxp_buf_add(&json, "[", 1);
 	do {
-		gxp_buf_addf(&json, "%s%s", b->n ? "," : "", p->json);
+		if (b->n)
+			gxp_buf_add(&json, ",", 1);
+		gxp_buf_adds(&json, p->json);
+		r->urgent[t] -= (size_t)p->urgent;
 		last = p;
 		b->n++;
 		p = p->next;
@@ -486,6 +570,7 @@ requeue_singly(struct rows *r, struct batch *b)
 
 	for (struct prow *p = b->rows; p; p = p->next) {
 		p->solo = 1;
+		r->urgent[b->table] += (size_t)p->urgent;
 		last = p;
 	}
 	last->next = r->q[b->table];
@@ -556,8 +641,9 @@ rows_flush(struct rows *r, int all)
 	int64_t now = gxp_mono_ms();
 
 	for (int t = 0; t < T_COUNT; t++)
-		if (!r->inflight[t] && r->q[t] && (all || (long long)r->qlen[t] >=
-		    r->batch_max || now - r->q[t]->since >= r->flush_ms))
+		if (!r->inflight[t] && r->q[t] && (all || r->urgent[t] ||
+		    (long long)r->qlen[t] >= r->batch_max ||
+		    now - r->q[t]->since >= r->flush_ms))
 			send_batch(r, t);
 }
 
@@ -572,7 +658,7 @@ rows_due_ms(const struct rows *r)
 
 		if (r->inflight[t] || r->q[t] == NULL)
 			continue;
-		d = r->q[t]->since + r->flush_ms - now;
+		d = r->urgent[t] ? 0 : r->q[t]->since + r->flush_ms - now;
 		if (d < 0)
 			d = 0;
 		if (due == -1 || d < due)

@@ -21,11 +21,13 @@ store_open(void)
 	return store_dir_open(gxp_cfg("GXP_STORE"), bucket);
 }
 
+/* Takes data.  src, when not NULL, is a synced file with the same bytes,
+ * which a store on its file system may link instead of writing data. */
 void
-store_put(struct store *s, const char *path, char *data, size_t len,
-    st_done_fn *fn, void *arg)
+store_put(struct store *s, const char *path, const char *src, char *data,
+    size_t len, st_done_fn *fn, void *arg)
 {
-	s->ops->put(s, path, data, len, fn, arg);
+	s->ops->put(s, path, src, data, len, fn, arg);
 }
 
 void

@@ -62,8 +62,8 @@ int http_retryable(const struct http_res *r);
  * only inside store_wait(), never from the call that started the work. */
 struct store;
 struct store_ops {
-	void (*put)(struct store *, const char *path, char *data, size_t len,
-	    st_done_fn *, void *);
+	void (*put)(struct store *, const char *path, const char *src, char *data,
+	    size_t len, st_done_fn *, void *);
 	void (*rows)(struct store *, const char *table, const char *query,
 	    int want_rows, char *json, size_t len, st_done_fn *, void *);
 	int (*wait)(struct store *, int timeout_ms, int fd, short *revents);
@@ -84,8 +84,8 @@ struct store {
 struct store *store_open(void);
 struct store *store_dir_open(const char *dir, const char *bucket);
 struct store *store_supabase_open(const char *bucket);
-void store_put(struct store *s, const char *path, char *data, size_t len,
-    st_done_fn *fn, void *arg);
+void store_put(struct store *s, const char *path, const char *src, char *data,
+    size_t len, st_done_fn *fn, void *arg);
 void store_rows(struct store *s, const char *table, const char *query,
     int want_rows, char *json, size_t len, st_done_fn *fn, void *arg);
 int store_wait(struct store *s, int timeout_ms, int fd, short *revents);
@@ -99,6 +99,21 @@ void store_free(struct store *s);
 int store_check(struct store *s);
 void gxp_uuid_of(char out[37], const char *ns, const char *a, const char *b);
 void gxp_sha256_hex(char out[65], const void *data, size_t len);
+
+/* store_sync.c: files written without a sync each, made durable together
+ * by the next syncset_sync() (fsfd: a descriptor on their file system). */
+struct syncset {
+	struct gxp_buf paths;	/* NUL-separated */
+	size_t n;
+	int made_dirs;
+};
+int syncset_write(struct syncset *s, const char *path, const void *data, size_t len);
+int syncset_link(struct syncset *s, const char *src, const char *path);
+int syncset_sync(struct syncset *s, int fsfd);
+int syncset_all(int fsfd);
+int syncset_whole(const struct syncset *s);
+int syncset_pending(const struct syncset *s);
+void syncset_free(struct syncset *s);
 
 /* rows.c: rows for the six tables, batched per table (one request in flight
  * per table, so upserts of one key apply in order), with device_id and
@@ -115,6 +130,8 @@ struct rows *rows_new(struct store *st);
 void rows_device_seen(struct rows *r, const char *dev, const char *when);
 void rows_add(struct rows *r, int table, cJSON *row, const char *dev,
     const char *cap, int need, row_done_fn *fn, void *arg);
+void rows_add_text(struct rows *r, int table, char *json, const char *cols,
+    const char *dev);
 void rows_flush(struct rows *r, int all);
 int64_t rows_due_ms(const struct rows *r);
 int rows_idle(const struct rows *r);

@@ -171,13 +171,14 @@ op_new(struct supa *s, int object, const char *what, st_done_fn *fn, void *arg)
 }
 
 static void
-supa_put(struct store *st, const char *path, char *data, size_t len,
-    st_done_fn *fn, void *arg)
+supa_put(struct store *st, const char *path, const char *src, char *data,
+    size_t len, st_done_fn *fn, void *arg)
 {
 	struct supa *s = (struct supa *)st;
 	struct curl_slist *h = auth_headers(s, "image/jpeg");
 	char *url = xasprintf("%s/object/%s/%s", s->storage, st->bucket, path);
 
+	(void)src;
 	h = curl_slist_append(h, "x-upsert: true");
 	h = curl_slist_append(h, "Cache-Control: max-age=3600");
 	http_send(s->http, "POST", url, h, data, len, done, op_new(s, 1, st->bucket, fn, arg));
