@@ -144,12 +144,21 @@ stage_pid() {
 		grep -q "^# TYPE ${s}_" "$SPOOL/metrics/${s//_/-}.prom"
 	done
 	grep -q '^gxp_sub_messages_total [1-9]' "$SPOOL/metrics/gxp-sub.prom"
-	grep -q '^gxp_pub_published_total 3' "$SPOOL/metrics/gxp-pub.prom"
+	# written every METRICS_INTERVAL_S: the last ACK_OK may be a second behind
+	wait_until 10 sh -c "grep -q '^gxp_pub_published_total 3' '$SPOOL/metrics/gxp-pub.prom'"
 	kill -USR1 "$WORKER_PID"
 	wait_until 10 file_has "$WORKER_LOG" "gxp-assemble: info: counters:"
 	wait_until 10 file_has "$WORKER_LOG" "gxp-sub: info: counters:"
 	wait_until 10 file_has "$WORKER_LOG" "gxp-pub: info: counters:"
 	wait_until 10 file_has "$WORKER_LOG" "gxp-upload: info: counters:"
+	# the signal ended the supervisor's wait; it goes on, and drains as usual
+	sleep 0.5
+	kill -0 "$WORKER_PID"
+	! grep -q "unbound variable" "$WORKER_LOG"
+	! grep -q "restarting the pipeline" "$WORKER_LOG"
+	stop_worker
+	[ "$WORKER_RC" = 0 ]
+	grep -q "gxp-supervise: stopped" "$WORKER_LOG"
 }
 
 @test "supervise: examples/gxp.service passes systemd-analyze verify; make install lays out bin and man" {
