@@ -39,7 +39,8 @@ teardown() {
 vg() {
 	local name=$1
 	shift
-	exec valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
+	exec valgrind -q --suppressions="$GXP_TOP/tests/valgrind.supp" \
+		--leak-check=full --show-leak-kinds=definite,indirect \
 		--errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
 		--log-file="$W/vg.$name" "$GXP_TOP/bin/$name" --env "$W/w.env" "$@"
 }
@@ -66,14 +67,18 @@ vg() {
 	[ "$(tail -1 <<<"$output" | jq -r .acknowledged)" = 30 ]
 	kill -USR1 "$sub" "$asm" "$up" "$pub"	# the counters' code runs too
 	kill -TERM "$sub"
+	rcs=
 	for p in $sub $asm $up $pub; do
 		rc=0; wait "$p" || rc=$?
 		echo "pid $p exited $rc"
-		[ "$rc" = 0 ]
+		rcs+=$rc
 	done
 	VG_PIDS=
 	for s in gxp-sub gxp-assemble gxp-upload gxp-pub; do
-		echo "== $s"; cat "$W/vg.$s"
+		echo "== $s"; cat "$W/vg.$s"; tail -3 "$W/err.${s#gxp-}"
+	done
+	[ "$rcs" = 0000 ]
+	for s in gxp-sub gxp-assemble gxp-upload gxp-pub; do
 		[ ! -s "$W/vg.$s" ]	# -q: valgrind writes nothing unless it found something
 	done
 	[ "$(psql_q "select count(*) from captures where ingest_status = 'stored'")" = 30 ]

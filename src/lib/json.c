@@ -91,7 +91,12 @@ gxp_utf8_valid(const unsigned char *s, size_t len)
 		unsigned c = s[i];
 		size_t n;
 		unsigned cp, min;
+		uint64_t w;
 
+		if (len - i >= 8 && (memcpy(&w, s + i, 8), !(w & 0x8080808080808080ULL))) {
+			i += 8;	/* eight ASCII bytes */
+			continue;
+		}
 		if (c < 0x80) {
 			i++;
 			continue;
@@ -226,10 +231,30 @@ scan_u_escape(struct scan *s)
 	return 0;
 }
 
+/* The first byte from p that is a quote, a backslash or a control
+ * character, or near it: eight bytes at a time while none is (long plain
+ * strings, base64 payloads). */
+static const char *
+plain_run(const char *p, const char *end)
+{
+	const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+	uint64_t w, q, b;
+
+	while (end - p >= 8) {
+		memcpy(&w, p, 8);
+		q = w ^ (ones * '"');
+		b = w ^ (ones * '\\');
+		if ((((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w)) & high)
+			break;
+		p += 8;
+	}
+	return p;
+}
+
 static int
 scan_string(struct scan *s)
 {
-	for (s->p++; s->p < s->end; s->p++) {
+	for (s->p++; (s->p = plain_run(s->p, s->end)) < s->end; s->p++) {
 		unsigned char c = (unsigned char)*s->p;
 
 		if (c == '"') {
@@ -359,27 +384,6 @@ gxp_json_raw_member(const char *text, size_t len, const char *key,
 	}
 }
 
-/* scan_string for long plain strings (base64 payloads): skips eight bytes
- * at a time while none is a quote, a backslash or a control character. */
-static int
-scan_string_quick(struct scan *s)
-{
-	const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
-	const char *p = s->p + 1;
-	uint64_t w, q, b;
-
-	while (s->end - p >= 8) {
-		memcpy(&w, p, 8);
-		q = w ^ (ones * '"');
-		b = w ^ (ones * '\\');
-		if ((((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w)) & high)
-			break;
-		p += 8;
-	}
-	s->p = p - 1;	/* scan_string steps over one byte first */
-	return scan_string(s);
-}
-
 /* Finds the end of an object or array without checking what is between
  * its strings (GXP_JSON_SHALLOW). */
 static int
@@ -391,7 +395,7 @@ skip_container(struct scan *s)
 		char c = *s->p;
 
 		if (c == '"') {
-			if (scan_string_quick(s) == -1)
+			if (scan_string(s) == -1)
 				return -1;
 			continue;
 		}
@@ -443,7 +447,7 @@ gxp_json_next_member(const char *text, size_t len, size_t *pos, int flags,
 	skip_ws(&s);
 	*val = s.p;
 	if (s.p < s.end && *s.p == '"')
-		rc = scan_string_quick(&s);
+		rc = scan_string(&s);
 	else if (s.p < s.end && (*s.p == '{' || *s.p == '[') && (flags & GXP_JSON_SHALLOW))
 		rc = skip_container(&s);
 	else
