@@ -13,26 +13,6 @@
 
 #define ONE_BY_ONE 4	/* files synced one by one; more: syncfs(2) */
 
-/* Makes the directories of path that are missing, the deepest first, so
- * that one missing directory costs one mkdir(2). */
-static int
-mkdirs_up(char *path)
-{
-	char *slash;
-	int rc;
-
-	if (mkdir(path, 0755) == 0 || errno == EEXIST)
-		return 0;
-	if (errno != ENOENT || (slash = strrchr(path, '/')) == NULL || slash == path)
-		return -1;
-	*slash = '\0';
-	rc = mkdirs_up(path);
-	*slash = '/';
-	if (rc == -1 || (mkdir(path, 0755) == -1 && errno != EEXIST))
-		return -1;
-	return 0;
-}
-
 /* The directory of tmp, made because a first try found it missing. */
 static int
 make_parent(struct syncset *s, char *tmp)
@@ -45,7 +25,7 @@ make_parent(struct syncset *s, char *tmp)
 		return -1;
 	}
 	*slash = '\0';
-	rc = mkdirs_up(tmp);
+	rc = gxp_mkdirs(tmp, 0755);
 	*slash = '/';
 	if (rc == 0 && s)
 		s->made_dirs = 1;
