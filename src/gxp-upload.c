@@ -216,6 +216,14 @@ entry_exists(const char *area, const char *dev, const char *cap)
 	return rc;
 }
 
+/* The capture's photo is complete: stored, or in ready/ or work/. */
+static int
+photo_finished(const char *dev, const char *cap)
+{
+	return is_stored(dev, cap) || entry_exists("ready", dev, cap) ||
+	    entry_exists("work", dev, cap);
+}
+
 /* --- photos --- */
 
 /* The photos just stored: their stored/ records are synced, one sync for
@@ -864,14 +872,13 @@ ev_capture_started(const cJSON *j, const char *ts)
 	rows_device_seen(rows, dev, ts);
 	if (is_stored(dev, cap) && !rows_capture_seen(rows, dev, cap))
 		return;		/* a replay: its rows were written before */
-	if (is_stored(dev, cap) || entry_exists("ready", dev, cap) ||
-	    entry_exists("work", dev, cap))
+	if (photo_finished(dev, cap))
 		/* read after the photo was complete: "assembling" would undo
 		 * "stored"; the photo's own row gives the sensor row its id */
 		rows_capture_expect(rows, dev, cap);
 	else
 		rows_add(rows, T_CAPTURES, capture_row(j, cap, "assembling", NULL,
-		    NULL, NULL), dev, cap, CAP_NONE, NULL, NULL);
+		    NULL, NULL), dev, cap, CAP_NONE | ROW_KEEP_OUTCOME, NULL, NULL);
 	if (!cJSON_IsObject(s) || !has_reading(s))
 		return;
 	row = cJSON_CreateObject();
@@ -928,7 +935,10 @@ ev_error(const cJSON *j, const char *ts, int capture_failed)
 		cap = NULL;
 	if (dev)
 		rows_device_seen(rows, dev, ts);
-	if (capture_failed && cap && !is_stored(dev, cap)) {
+	/* a complete photo's capture has not failed: a copy of it assembled
+	 * again (the device sent it again) did, and "failed" would undo
+	 * "stored" */
+	if (capture_failed && cap && !photo_finished(dev, cap)) {
 		row = cJSON_CreateObject();
 		cJSON_AddStringToObject(row, "device_capture_id", cap);
 		cJSON_AddStringToObject(row, "ingest_status", "failed");

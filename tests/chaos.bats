@@ -89,6 +89,13 @@ kill_random_stage() {
 	[ "$n_kills" -ge 20 ]
 	[ "$acked" = 500 ]
 	[ "$objects" = 500 ] && [ "$distinct" = 500 ]
+	if [ "$stored" != "$rows" ]; then
+		psql_q "select device_capture_id, ingest_status, ingest_error from captures where ingest_status <> 'stored'" |
+		while IFS='|' read -r cap status err; do
+			echo "not stored: $cap ($status: $err); the worker's log about it:"
+			grep -F -- "${cap%%.*}" "$WORKER_LOG" | tail -30
+		done
+	fi
 	[ "$rows" = 500 ] && [ "$stored" = 500 ]
 	[ "$devices" = 50 ]
 	[ "$(psql_q "select count(*) from (select device_id, device_capture_id from captures group by 1, 2 having count(*) > 1) d")" = 0 ]
@@ -103,7 +110,6 @@ kill_random_stage() {
 	sent=$(for f in "$GXP_TOP"/examples/*.jpg; do sha256sum < "$f" | cut -d' ' -f1; done | sort)
 	[ "$(cut -d'|' -f2 "$BATS_TEST_TMPDIR/rows" | sort -u)" = "$sent" ]
 	# every photo ACKed on the wire, at least once
-	[ "$(grep ACK_OK "$BATS_TEST_TMPDIR/acks" | jq -r '.image_name' 2>/dev/null | wc -l)" -ge 0 ]
 	acked_wire=$(grep ACK_OK "$BATS_TEST_TMPDIR/acks" | sed 's/ .*"image_name":"\([^"]*\)".*/ \1/' | awk '{print $1, $2}' | sort -u | wc -l)
 	echo "checked: $acked_wire distinct (device, photo) ACK_OKs seen on the broker"
 	[ "$acked_wire" = 500 ]

@@ -311,6 +311,29 @@ $dev|23.5|45.2|1013.25|2025-10-04 12:34:57+00" ]
 		where c.device_capture_id = 'image_1.jpg'")" = 1 ]
 }
 
+@test "upload/db: a metadata-time upsert that lands after the photo's own keeps it stored" {
+	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
+	: > "$IN"
+	run_upload --once
+	[ "$RC" = 0 ]
+	before=$(psql_q "select ingest_status, storage_path, image_sha256 from captures")
+	[ "${before%%|*}" = stored ]
+	# as from a run that read the metadata before it knew of the photo
+	# (killed with its request on the wire): the spool no longer says stored
+	rm -r "$GXP_SPOOL/stored"
+	ev_capture_started $DEV image_1.jpg 3000 > "$IN"
+	run_upload
+	[ "$RC" = 0 ]
+	[ "$(ep_log | grep -c '"kind":"rest:captures"')" -ge 2 ]
+	[ "$(psql_q "select ingest_status, storage_path, image_sha256 from captures")" = "$before" ]
+	# the sensor reading of that metadata still found its capture
+	[ "$(psql_q "select count(*) from sensor_readings s join captures c using (capture_id)")" = 1 ]
+	# a capture first seen this way starts as assembling (the column's default)
+	ev_capture_started $DEV image_2.jpg 3000 > "$IN"
+	run_upload
+	[ "$(psql_q "select ingest_status from captures where device_capture_id = 'image_2.jpg'")" = assembling ]
+}
+
 @test "upload/db: last_seen_at is written at most once per DEVICE_SEEN_INTERVAL_S" {
 	for i in $(seq 1 30); do ev_status $DEV Alive "$i" "2025-10-04T12:30:$(printf %02d "$i").000000Z"; done > "$IN"
 	DEVICE_SEEN_INTERVAL_S=3600 run_upload

@@ -177,6 +177,20 @@ teardown() {
 	grep -q 'PUBLISH_LOG=some (environment): expected all, no-chunks or off' "$ERR"
 }
 
+@test "upload/dir: a capture_failed for a photo already complete writes no failed row" {
+	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
+	# a copy assembled again timed out while the photo waited in ready/
+	ev_capture_failed $DEV image_1.jpg 2201 "timeout: 3 of 3 chunks missing" > "$IN"
+	ev_capture_failed $DEV image_2.jpg 2201 "timeout: 3 of 3 chunks missing" >> "$IN"
+	run_upload
+	[ "$RC" = 0 ]
+	[ "$(jq -r '[.device_capture_id, .ingest_status] | @tsv' "$GXP_STORE/captures.ndjson" | sort)" = \
+"image_1.jpg	stored
+image_2.jpg	failed" ]
+	# the error itself is kept
+	[ "$(jq -r .error_code "$GXP_STORE/device_errors.ndjson" | sort | uniq -c | awk '{print $1, $2}')" = "2 2201" ]
+}
+
 @test "upload/dir: a damaged entry goes to failed/ with its reason, a 2204 row and a capture_failed event" {
 	make_entry "$GXP_SPOOL" $DEV bad.jpg 3000
 	printf 'X' | dd of="$GXP_SPOOL/ready/$DEV@bad.jpg/image.jpg" bs=1 seek=100 conv=notrunc 2>/dev/null

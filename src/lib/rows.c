@@ -17,7 +17,15 @@
  * nothing else is coming.  So a photo never waits for a timer, and rows
  * pile up into batches while a request is in flight.  A batch the server
  * refuses is split into single rows, so one bad row does not sink the
- * others. */
+ * others.
+ *
+ * The columns an upsert may write are the row's keys (columns=), except
+ * that a captures row written at metadata time (ROW_KEEP_OUTCOME) leaves
+ * out the outcome: ingest_status, ingest_error, storage_path and
+ * image_sha256.  A new row gets the table's defaults ('assembling'); an
+ * existing one keeps its outcome.  So such an upsert landing after the
+ * photo's own (a request of a killed run, the same metadata read again)
+ * never sets a stored capture back.  The local store writes the row whole. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,7 +42,7 @@ enum { E_UNKNOWN, E_PENDING, E_KNOWN };
 
 struct prow {
 	struct prow *next;
-	int table, need, solo, urgent;
+	int table, need, keep, solo, urgent;
 	cJSON *row;
 	char dev[GXP_DEVICE_MAX + 1], cap[GXP_CAPTURE_NAME_MAX + 1];
 	char *json, *cols;
@@ -223,6 +231,19 @@ fail_row(struct rows *r, struct prow *p, int rc, const char *msg)
 	prow_free(r, p);
 }
 
+static int
+outcome_column(const char *name)
+{
+	static const char *const outcome[] = {
+		"ingest_status", "ingest_error", "storage_path", "image_sha256"
+	};
+
+	for (size_t i = 0; i < sizeof outcome / sizeof outcome[0]; i++)
+		if (strcmp(name, outcome[i]) == 0)
+			return 1;
+	return 0;
+}
+
 static void
 columns(struct prow *p)
 {
@@ -230,7 +251,8 @@ columns(struct prow *p)
 	const cJSON *c;
 
 	cJSON_ArrayForEach(c, p->row)
-		gxp_buf_addf(&b, "%s%s", b.len ? "," : "", c->string);
+		if (!p->keep || !outcome_column(c->string))
+			gxp_buf_addf(&b, "%s%s", b.len ? "," : "", c->string);
 	p->cols = b.p ? b.p : xstrdup("");
 }
 
@@ -398,7 +420,9 @@ prow_new(struct rows *r, int table, const char *dev, const char *cap)
 /* Takes row.  dev: the MAC the row belongs to, or NULL; cap: the capture
  * (capture_name) it belongs to, or NULL; need: whether capture_id must be
  * known (CAP_REQUIRED), is added when known (CAP_IF_KNOWN) or is none of
- * this row's business.  fn (may be NULL) hears how it ended. */
+ * this row's business, or'ed with ROW_KEEP_OUTCOME for a captures row
+ * that must not overwrite a capture's outcome.  fn (may be NULL) hears how
+ * it ended. */
 void
 rows_add(struct rows *r, int table, cJSON *row, const char *dev, const char *cap,
     int need, row_done_fn *fn, void *arg)
@@ -411,7 +435,8 @@ rows_add(struct rows *r, int table, cJSON *row, const char *dev, const char *cap
 	}
 	p = prow_new(r, table, dev, cap);
 	p->row = row;
-	p->need = need;
+	p->need = need & CAP_MASK;
+	p->keep = table == T_CAPTURES && (need & ROW_KEEP_OUTCOME);
 	p->fn = fn;
 	p->arg = arg;
 	if (table == T_CAPTURES) {

@@ -119,7 +119,9 @@ void syncset_free(struct syncset *s);
  * per table, so upserts of one key apply in order), with device_id and
  * capture_id filled in from the upserts' representations. */
 enum { T_DEVICES, T_CAPTURES, T_SENSOR, T_STATUS, T_ERRORS, T_PUBLOG, T_COUNT };
-enum { CAP_NONE, CAP_IF_KNOWN, CAP_REQUIRED };
+enum { CAP_NONE, CAP_IF_KNOWN, CAP_REQUIRED, CAP_MASK = 3 };
+/* or'ed into need: a captures row written before the outcome is known */
+enum { ROW_KEEP_OUTCOME = 4 };
 typedef void row_done_fn(void *arg, int rc, const char *msg);
 struct rows;
 struct rows_stats {
