@@ -21,6 +21,8 @@
 #include "lib/gxp.h"
 #include "lib/store.h"
 
+#define GONE_PREFIX ".gone."	/* work/.gone.E: E on its way out */
+
 struct photo {
 	struct photo *next;
 	char entry[GXP_ENTRY_MAX + 1];
@@ -226,6 +228,26 @@ photo_finished(const char *dev, const char *cap)
 
 /* --- photos --- */
 
+/* work/E goes in two steps, renamed to work/.gone.E and then removed, so
+ * that a crash in the middle of the removal leaves no half entry that the
+ * next start would take for a damaged photo; recover() removes what such
+ * a crash leaves. */
+static void
+remove_entry(int fd, const char *dir, const char *entry)
+{
+	char gone[GXP_ENTRY_MAX + 8];
+
+	snprintf(gone, sizeof gone, GONE_PREFIX "%s", entry);
+	if (gxp_rmtree_at(fd, gone) == -1 || renameat(fd, entry, fd, gone) == -1) {
+		if (errno != ENOENT)
+			gxp_log(LOG_ERROR, "%s/%s: cannot remove: %s", dir, entry,
+			    strerror(errno));
+		return;
+	}
+	if (gxp_rmtree_at(fd, gone) == -1)
+		gxp_log(LOG_ERROR, "%s/%s: cannot remove: %s", dir, gone, strerror(errno));
+}
+
 /* The photos just stored: their stored/ records are synced, one sync for
  * all, and then their work/ entries go.  A crash before the removal only
  * repeats the end of the work (gxp-upload(1), FILES). */
@@ -247,8 +269,8 @@ retire(void)
 		struct name *n = retiring;
 
 		retiring = n->next;
-		if (fd != -1 && gxp_rmtree_at(fd, n->s) == -1)
-			gxp_log(LOG_ERROR, "%s/%s: cannot remove: %s", dir, n->s, strerror(errno));
+		if (fd != -1)
+			remove_entry(fd, dir, n->s);
 		free(n->s);
 		free(n);
 	}
@@ -780,6 +802,12 @@ recover(void)
 	if (d == NULL)
 		gxp_die_errno(EXIT_TEMP, "%s", dir);
 	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, GONE_PREFIX, sizeof GONE_PREFIX - 1) == 0) {
+			if (gxp_rmtree_at(dirfd(d), e->d_name) == -1)
+				gxp_log(LOG_WARN, "%s/%s: cannot remove: %s", dir, e->d_name,
+				    strerror(errno));
+			continue;
+		}
 		if (e->d_name[0] == '.')
 			continue;
 		from = spool_path("work", e->d_name, NULL);

@@ -90,10 +90,11 @@ kill_random_stage() {
 	[ "$acked" = 500 ]
 	[ "$objects" = 500 ] && [ "$distinct" = 500 ]
 	if [ "$stored" != "$rows" ]; then
-		psql_q "select device_capture_id, ingest_status, ingest_error from captures where ingest_status <> 'stored'" |
-		while IFS='|' read -r cap status err; do
-			echo "not stored: $cap ($status: $err); the worker's log about it:"
-			grep -F -- "${cap%%.*}" "$WORKER_LOG" | tail -30
+		psql_q "select d.device_hw_id, c.device_capture_id, c.ingest_status, c.ingest_error
+			from captures c join devices d using (device_id) where c.ingest_status <> 'stored'" |
+		while IFS='|' read -r mac cap status err; do
+			echo "not stored: $mac $cap ($status: $err); the worker's log about it:"
+			grep -F -- "$mac" "$WORKER_LOG" | grep -F -- "$cap" | tail -30
 		done
 	fi
 	[ "$rows" = 500 ] && [ "$stored" = 500 ]

@@ -12,6 +12,7 @@ setup() {
 }
 
 teardown() {
+	[ -n "${IMMUTABLE:-}" ] && chattr -R -i "$GXP_SPOOL" 2>/dev/null
 	teardown_upload
 }
 
@@ -126,6 +127,31 @@ teardown() {
 	[ -f "$GXP_SPOOL/stored/$DEV/image_3.jpg.json" ]
 	[ "$(find "$GXP_STORE" -name '*.tmp.*')" = "" ]
 	[ "$(find "$GXP_STORE" -name image_3.jpg | wc -l)" = 1 ]
+}
+
+@test "upload/dir: a removal from work/ cut short leaves no half entry for the next start" {
+	# a file that cannot be removed stops the removal halfway, as a crash would
+	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
+	touch "$GXP_SPOOL/ready/$DEV@image_1.jpg/stuck"
+	IMMUTABLE=$GXP_SPOOL/ready/$DEV@image_1.jpg/stuck
+	chattr +i "$IMMUTABLE" 2>/dev/null || skip "chattr +i is not supported here"
+	: > "$IN"
+	run_upload --once
+	[ "$RC" = 0 ]
+	[ "$(events stored | wc -l)" = 1 ]
+	IMMUTABLE=$GXP_SPOOL/work/.gone.$DEV@image_1.jpg/stuck
+	[ -f "$IMMUTABLE" ]
+	[ ! -e "$GXP_SPOOL/work/$DEV@image_1.jpg" ]
+	# the next start leaves the remains alone: no damaged entry, no 2204
+	run_upload --once
+	[ "$RC" = 0 ]
+	[ -z "$(ls -A "$GXP_SPOOL/ready")" ] && [ -z "$(ls -A "$GXP_SPOOL/failed")" ]
+	[ -z "$(events capture_failed)" ]
+	[ "$(jq -r .ingest_status "$GXP_STORE/captures.ndjson" | sort -u)" = stored ]
+	# and removes them once it can
+	chattr -i "$IMMUTABLE"
+	run_upload --once
+	[ -z "$(ls -A "$GXP_SPOOL/work")" ]
 }
 
 @test "upload/dir: a torn last line is cut before the next append; every line is JSON" {
