@@ -92,6 +92,8 @@ alter table public.captures add column if not exists storage_path text;
 alter table public.captures add column if not exists image_sha256 text;
 alter table public.captures add column if not exists sensor_data jsonb;
 alter table public.captures add column if not exists created_at timestamptz default now();
+-- gxp's upsert at metadata time leaves ingest_status to this default
+alter table public.captures alter column ingest_status set default 'assembling';
 alter table public.sensor_readings add column if not exists capture_id uuid;
 alter table public.sensor_readings add column if not exists gas_kohm double precision;
 alter table public.device_status add column if not exists pending_count integer;

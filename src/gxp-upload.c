@@ -235,13 +235,19 @@ photo_finished(const char *dev, const char *cap)
 static void
 remove_entry(int fd, const char *dir, const char *entry)
 {
-	char gone[GXP_ENTRY_MAX + 8];
+	char gone[GXP_ENTRY_MAX + sizeof GONE_PREFIX];
 
 	snprintf(gone, sizeof gone, GONE_PREFIX "%s", entry);
-	if (gxp_rmtree_at(fd, gone) == -1 || renameat(fd, entry, fd, gone) == -1) {
+	/* normally not there: left by a removal that failed earlier */
+	if (gxp_rmtree_at(fd, gone) == -1) {
+		gxp_log(LOG_ERROR, "%s/%s: cannot remove: %s; %s stays, and is stored "
+		    "again after the next start", dir, gone, strerror(errno), entry);
+		return;
+	}
+	if (renameat(fd, entry, fd, gone) == -1) {
 		if (errno != ENOENT)
-			gxp_log(LOG_ERROR, "%s/%s: cannot remove: %s", dir, entry,
-			    strerror(errno));
+			gxp_log(LOG_ERROR, "%s/%s: cannot rename to %s: %s", dir, entry,
+			    gone, strerror(errno));
 		return;
 	}
 	if (gxp_rmtree_at(fd, gone) == -1)

@@ -128,6 +128,9 @@ scenario() {
 		'image_sha256', 'sensor_data', 'ingest_meta')")" = 4 ]
 	[ "$(PGDATABASE=legacy psql_q "select count(*) from pg_indexes where tablename
 		in ('devices', 'captures') and indexdef like 'CREATE UNIQUE%'")" = 4 ]
+	# a new capture's row gets its status from the column's default
+	[ "$(PGDATABASE=legacy psql_q "select column_default from information_schema.columns
+		where table_name = 'captures' and column_name = 'ingest_status'")" = "'assembling'::text" ]
 	PGDATABASE=legacy psql_q "select 1 from sensor_readings, device_status,
 		device_errors, device_publish_log limit 1" > /dev/null
 }
