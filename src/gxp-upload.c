@@ -1304,21 +1304,73 @@ run(void)
 	gxp_lines_free(in);
 }
 
-/* What a drain cut short goes back to ready/. */
+/* Rows an earlier run could not write (rows/NAME.ndjson): queued again,
+ * and the file removed; what this run cannot write either goes to a new
+ * file when it ends. */
+static void
+load_rows(void)
+{
+	char *dir = spool_path("rows", NULL, NULL), *path;
+	struct dirent **names;
+	int n = scandir(dir, &names, NULL, alphasort);
+	long got, bad;
+
+	for (int i = 0; i < n; i++) {
+		const char *f = names[i]->d_name;
+		size_t len = strlen(f);
+
+		path = spool_path("rows", f, NULL);
+		if (f[0] == '.') {
+			;
+		} else if (strstr(f, ".tmp.")) {
+			unlink(path);	/* a write a crash cut short */
+		} else if (len > 7 && strcmp(f + len - 7, ".ndjson") == 0) {
+			if ((got = rows_load(rows, path, &bad)) == -1)
+				gxp_log(LOG_ERROR, "%s: %s", path, strerror(errno));
+			else {
+				gxp_log(LOG_INFO, "rows/%s: %ld row%s an earlier run did not "
+				    "write, queued again", f, got, got == 1 ? "" : "s");
+				if (bad)
+					gxp_log(LOG_WARN, "rows/%s: %ld line%s not rows; left "
+					    "out", f, bad, bad == 1 ? "" : "s");
+				if (unlink(path) == -1)
+					gxp_log(LOG_ERROR, "%s: %s", path, strerror(errno));
+			}
+		}
+		free(path);
+		free(names[i]);
+	}
+	if (n == -1)
+		gxp_log(LOG_ERROR, "%s: %s", dir, strerror(errno));
+	free(names);
+	free(dir);
+}
+
+/* What a drain cut short goes back to ready/; rows not written go to
+ * rows/ for the next run. */
 static void
 leave(void)
 {
-	size_t lost = 0;
-	struct rows_stats rs;
+	char name[64];
+	char *path;
+	long kept;
 
 	retire();
 	while (photos)
 		put_back(photos);
-	rows_stats(rows, &rs);
-	lost = rs.queued;
-	if (lost)
-		gxp_log(LOG_WARN, "%zu row%s not written before exit", lost,
-		    lost == 1 ? "" : "s");
+	snprintf(name, sizeof name, "%lld.%ld.ndjson", (long long)gxp_wall_us(),
+	    (long)getpid());
+	path = spool_path("rows", name, NULL);
+	if ((kept = rows_spill(rows, path)) == -1)
+		gxp_log(LOG_ERROR, "%s: %s; the rows not written are lost", path,
+		    strerror(errno));
+	else if (kept > 0) {
+		gxp_log(LOG_WARN, "%ld row%s not written yet, kept in rows/%s for the "
+		    "next run", kept, kept == 1 ? "" : "s", name);
+		if (!stopping())
+			gaveup = 1;
+	}
+	free(path);
 	while (todo) {
 		struct name *n = todo;
 
@@ -1406,6 +1458,7 @@ main(int argc, char **argv)
 	rows = rows_new(st);
 	if (once)
 		store_attempts(st, (int)gxp_cfg_int("UPLOAD_ONCE_ATTEMPTS"));
+	load_rows();
 	run();
 	leave();
 	update_counters();

@@ -126,7 +126,8 @@ kill_random_stage() {
 	[ "$acked_wire" = 500 ]
 	# no stray files in the spool
 	spool=$BATS_TEST_TMPDIR/spool
-	stray=$(find "$spool/tmp" "$spool/partial" "$spool/ready" "$spool/work" "$spool/failed" -mindepth 1 | wc -l)
+	stray=$(find "$spool/tmp" "$spool/partial" "$spool/ready" "$spool/work" "$spool/failed" \
+		"$spool/rows" -mindepth 1 | wc -l)
 	echo "checked: $stray stray files in the spool; $(find "$spool/stored" -name '*.json' | wc -l) stored records"
 	[ "$stray" = 0 ]
 }

@@ -135,11 +135,15 @@ ready_ok() {
 	stored_full=$(ls "$SPOOL/stored/DEVSTORE" 2>/dev/null | wc -l)
 	[ "$(($(ls "$SPOOL/ready" | wc -l) + stored_full))" = 10 ]
 	ready_ok
-	# read-only: nothing can be written, nothing is lost or moved aside
+	# read-only: nothing can be written, nothing is lost or moved aside; a
+	# heartbeat's row waits in the spool
 	mount -o remount,ro "$MNT"
-	run gxp-upload --once < /dev/null
+	echo '{"event":"status","v":1,"ts":"2025-10-04T12:30:00.000000Z","device":"DEVSTORE","status":"Alive","pending_count":7,"raw":{"status":"Alive","pendingImg":7}}' \
+		> "$BATS_TEST_TMPDIR/heartbeat"
+	run gxp-upload < "$BATS_TEST_TMPDIR/heartbeat"
 	[ "$status" = 111 ]
 	[[ $output == *"Read-only file system"* ]]
+	[[ $output == *"kept in rows/"* ]]
 	[ -z "$(ls "$SPOOL/failed")" ]
 	[ "$(ls "$SPOOL/ready" | wc -l)" = $((10 - stored_full)) ]
 	# writable and roomy again: everything is stored, once, whole
@@ -152,6 +156,8 @@ ready_ok() {
 	done
 	[ "$(find "$GXP_STORE" -name '*.jpg' | wc -l)" = 10 ]
 	for t in "$GXP_STORE"/*.ndjson; do jq -e . "$t" > /dev/null; done
+	[ "$(jq -r .pending_count "$GXP_STORE/device_status.ndjson")" = 7 ]
+	[ -z "$(ls "$SPOOL/rows")" ]
 	[ "$(jq -r 'select(.ingest_status == "stored") | .storage_path' "$GXP_STORE/captures.ndjson" | sort -u | wc -l)" = 10 ]
 	[ "$(jq -r 'select(.ingest_status == "stored") | .storage_path' "$GXP_STORE/captures.ndjson" | wc -l)" = 10 ]
 }

@@ -154,6 +154,32 @@ teardown() {
 	[ -z "$(ls -A "$GXP_SPOOL/work")" ]
 }
 
+@test "upload/dir: rows an earlier run kept in rows/ are written; bad lines there are left out" {
+	mkdir -p "$GXP_SPOOL/rows"
+	cat > "$GXP_SPOOL/rows/1.1.ndjson" <<-EOF
+	{"table":"device_status","dev":"$DEV","cap":"","need":0,"row":{"status":"Alive","pending_count":5,"created_at":"2025-10-04T12:30:00.000000Z"}}
+	{"table":"device_publish_log","dev":"$DEV","cols":"topic,direction,payload,received_at","json":{"topic":"ESP32CAM/$DEV/status","direction":"in","payload":{"n":1.50},"received_at":"2025-10-04T12:30:00.000000Z"}}
+	{"table":"devices","dev":"$DEV","seen":"2025-10-04T12:30:00.000000Z"}
+	not json
+	{"table":"device_status","dev":"../../etc","need":0,"row":{}}
+	{"table":"device_publish_log","dev":"$DEV","cols":"topic&select=x","json":{"topic":"t"}}
+	{"table":"captures","dev":"$DEV","cap":"x.jpg","need":0,"row":{"device_capture_id":"x.jpg"}}
+	{"table":"sensor_readings","dev":"$DEV","need":7,"row":{}}
+	EOF
+	echo '{"table":"device_status","dev":"$DEV","cap":"","need":0,' > "$GXP_SPOOL/rows/2.2.ndjson.tmp.99"
+	: > "$IN"
+	run_upload --once
+	[ "$RC" = 0 ]
+	grep -q 'rows/1.1.ndjson: 3 rows an earlier run did not write, queued again' "$ERR"
+	grep -q 'rows/1.1.ndjson: 5 lines not rows; left out' "$ERR"
+	[ -z "$(ls -A "$GXP_SPOOL/rows")" ]
+	[ "$(jq -r .pending_count "$GXP_STORE/device_status.ndjson")" = 5 ]
+	# the log row's payload as it was written, number and all
+	grep -q '"payload":{"n":1.50}' "$GXP_STORE/device_publish_log.ndjson"
+	[ "$(jq -r .last_seen_at "$GXP_STORE/devices.ndjson")" = 2025-10-04T12:30:00.000000Z ]
+	[ ! -e "$GXP_STORE/captures.ndjson" ]
+}
+
 @test "upload/dir: a torn last line is cut before the next append; every line is JSON" {
 	make_entry "$GXP_SPOOL" $DEV image_1.jpg
 	run_upload --once

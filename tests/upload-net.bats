@@ -156,6 +156,77 @@ stored_count() {
 	grep -q 'device AABBCCDDEEFF image p1.jpg: upload failed (HTTP 503' "$ERR"
 }
 
+@test "upload/net: rows the database would not take before the end wait in rows/ for the next run" {
+	{
+		ev_status $DEV Alive 3 2025-10-04T12:30:01.000000Z
+		ev_status $DEV Alive 2 2025-10-04T12:30:02.000000Z
+		ev_capture_started $DEV image_9.jpg 3000
+		ev_inbound_meta $DEV image_9.jpg
+		ev_error $DEV 2102 warning "chunk_id is not a number" image_9.jpg
+	} > "$IN"
+	ep_fault '{"match":"^/rest/","status":503,"seconds":120}'
+	UPLOAD_ONCE_ATTEMPTS=2 UPLOAD_RETRY_BASE_MS=20 run_upload
+	[ "$RC" = 111 ]
+	[ "$(psql_q "select count(*) from device_status")" = 0 ]
+	grep -q 'rows not written yet, kept in rows/' "$ERR"
+	[ "$(ls "$GXP_SPOOL/rows" | wc -l)" = 1 ]
+	# the next run, the database back, writes them: the device as first seen,
+	# the sensor reading and the error; the captures row is the photo's to
+	# write, and the capture never completed, so they name no capture
+	ep_reset
+	: > "$IN"
+	run_upload
+	[ "$RC" = 0 ]
+	grep -q 'an earlier run did not write, queued again' "$ERR"
+	[ -z "$(ls -A "$GXP_SPOOL/rows")" ]
+	[ "$(psql_q "select pending_count from device_status order by created_at")" = "3
+2" ]
+	[ "$(psql_q "select last_seen_at from devices where device_hw_id = '$DEV'")" = \
+		"2025-10-04 12:30:01+00" ]
+	[ "$(psql_q "select count(*) from captures")" = 0 ]
+	[ "$(psql_q "select temperature_c, capture_id is null from sensor_readings")" = "23.5|t" ]
+	[ "$(psql_q "select error_code from device_errors")" = 2102 ]
+	[ "$(psql_q "select count(*) from device_publish_log where direction = 'in'")" = 1 ]
+}
+
+@test "upload/net: kept rows that already had their ids keep them for the next run" {
+	{
+		ev_capture_started $DEV image_9.jpg 3000
+		ev_inbound_meta $DEV image_9.jpg
+	} > "$IN"
+	# devices and captures go in; the sensor reading and the log row do not
+	ep_fault '{"match":"^/rest/v1/(device_publish_log|sensor_readings)","status":503,"seconds":120}'
+	UPLOAD_ONCE_ATTEMPTS=2 UPLOAD_RETRY_BASE_MS=20 run_upload
+	[ "$RC" = 111 ]
+	[ "$(psql_q "select count(*) from captures")" = 1 ]
+	[ "$(psql_q "select count(*) from sensor_readings")" = 0 ]
+	ep_reset
+	: > "$IN"
+	run_upload
+	[ "$RC" = 0 ]
+	[ "$(psql_q "select count(*) from sensor_readings s join captures c using (capture_id)")" = 1 ]
+	[ "$(psql_q "select count(*) from device_publish_log l join devices d using (device_id)
+		where d.device_hw_id = '$DEV' and l.payload->>'image_name' = 'image_9.jpg'")" = 1 ]
+	[ "$(psql_q "select count(*) from captures")" = 1 ]
+}
+
+@test "upload/net: SIGTERM in an outage exits 0 and keeps the rows for the next run" {
+	ep_fault '{"match":"^/rest/","status":503,"seconds":120}'
+	UPLOAD_DRAIN_MS=500 UPLOAD_RETRY_BASE_MS=20 start_upload
+	ev_status $DEV Alive 4 >&7
+	tried_twice() { [ "$(ep_count rest:devices)" -ge 2 ]; }
+	wait_until 20 tried_twice
+	kill -TERM "$UP_PID"
+	stop_upload
+	[ "$RC" = 0 ]
+	[ "$(ls "$GXP_SPOOL/rows" | wc -l)" = 1 ]
+	ep_reset
+	: > "$IN"
+	run_upload
+	[ "$RC" = 0 ]
+	[ "$(psql_q "select pending_count from device_status")" = 4 ]
+}
+
 # start_endpoint2 ARGS...: a second endpoint (other layout or TLS).
 start_endpoint2() {
 	run_endpoint "$BATS_TEST_TMPDIR/ep2" "$@"

@@ -25,7 +25,19 @@
  * image_sha256.  A new row gets the table's defaults ('assembling'); an
  * existing one keeps its outcome.  So such an upsert landing after the
  * photo's own (a request of a killed run, the same metadata read again)
- * never sets a stored capture back.  The local store writes the row whole. */
+ * never sets a stored capture back.  The local store writes the row whole.
+ *
+ * Rows outlive the process that has them when they must: a row the store
+ * gave up on (ST_GAVEUP: its attempts ran out, or the local store could
+ * not write) is kept instead of dropped, and rows_spill() writes the kept
+ * rows with every row still queued, waiting or in flight to a file that
+ * rows_load() reads back in the next run.  Left out are the rows someone
+ * waits for (a photo's: the photo, still in the spool, makes them again)
+ * and captures rows, whose late arrival could undo a photo's stored row
+ * in the local store; a row that would have waited for one is written
+ * without its capture_id unless the next run knows it.  A loaded row
+ * whose device is not known makes a devices row that says nothing of when
+ * the device was seen. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,7 +54,7 @@ enum { E_UNKNOWN, E_PENDING, E_KNOWN };
 
 struct prow {
 	struct prow *next;
-	int table, need, keep, solo, urgent;
+	int table, need, keep, solo, urgent, queued;
 	cJSON *row;
 	char dev[GXP_DEVICE_MAX + 1], cap[GXP_CAPTURE_NAME_MAX + 1];
 	char *json, *cols;
@@ -68,6 +80,9 @@ struct rows {
 	struct batch *inflight[T_COUNT];
 	struct ent *devs[NBUCKETS], *caps[NBUCKETS];
 	size_t ncaps, live;
+	struct prow *kept, **ktail;	/* given up on, for rows_spill() */
+	size_t nkept;
+	int loading;		/* in rows_load() */
 	long long batch_max, flush_ms, seen_ms, queue_max, caps_max;
 	unsigned long long written, failed, dropped, requests;
 };
@@ -89,6 +104,7 @@ rows_new(struct store *st)
 	r->st = st;
 	for (int t = 0; t < T_COUNT; t++)
 		r->qtail[t] = &r->q[t];
+	r->ktail = &r->kept;
 	r->batch_max = gxp_cfg_int("ROW_BATCH_MAX");
 	r->flush_ms = gxp_cfg_int("ROW_FLUSH_MS");
 	r->seen_ms = gxp_cfg_int("DEVICE_SEEN_INTERVAL_S") * 1000;
@@ -201,13 +217,25 @@ release(struct rows *r, struct ent *e, int rc, const char *msg)
 }
 
 static void
-prow_free(struct rows *r, struct prow *p)
+prow_destroy(struct prow *p)
 {
 	cJSON_Delete(p->row);
 	free(p->json);
 	free(p->cols);
 	free(p);
+}
+
+static void
+prow_free(struct rows *r, struct prow *p)
+{
+	prow_destroy(p);
 	r->live--;
+}
+
+static int
+spillable(const struct prow *p)
+{
+	return p->fn == NULL && p->table != T_CAPTURES;
 }
 
 static void
@@ -219,13 +247,21 @@ fail_row(struct rows *r, struct prow *p, int rc, const char *msg)
 		e = *slot(r->devs, p->dev);
 	else if (p->table == T_CAPTURES)
 		e = cap_get(r, p->dev, p->cap, 0);
-	r->failed++;
 	/* first the rows that waited for this one, then its owner, who may
 	 * queue new rows for the same key */
 	if (e && e->state == E_PENDING) {
 		e->state = E_UNKNOWN;
 		release(r, e, rc, msg);
 	}
+	if (rc == ST_GAVEUP && spillable(p)) {
+		p->next = NULL;
+		*r->ktail = p;
+		r->ktail = &p->next;
+		r->live--;
+		r->nkept++;
+		return;
+	}
+	r->failed++;
 	if (p->fn)
 		p->fn(p->arg, rc, msg);
 	prow_free(r, p);
@@ -301,7 +337,8 @@ enqueue(struct rows *r, struct prow *p, const char *dev_uuid, const char *cap_uu
 		cJSON_AddItemToObject(p->row, "device_id", dev_uuid ?
 		    cJSON_CreateString(dev_uuid) : cJSON_CreateNull());
 	}
-	if (t == T_SENSOR || t == T_ERRORS)
+	/* a row from a spill file may have it already */
+	if ((t == T_SENSOR || t == T_ERRORS) && !cJSON_HasObjectItem(p->row, "capture_id"))
 		cJSON_AddItemToObject(p->row, "capture_id", cap_uuid ?
 		    cJSON_CreateString(cap_uuid) : cJSON_CreateNull());
 	if (p->row) {
@@ -310,6 +347,7 @@ enqueue(struct rows *r, struct prow *p, const char *dev_uuid, const char *cap_uu
 	} else
 		add_device_id(p, dev_uuid);
 	p->since = gxp_mono_ms();
+	p->queued = 1;
 	p->next = NULL;
 	*r->qtail[t] = p;
 	r->qtail[t] = &p->next;
@@ -318,16 +356,27 @@ enqueue(struct rows *r, struct prow *p, const char *dev_uuid, const char *cap_uu
 		mark_urgent(r, p);
 }
 
+/* when: the device was seen then, or NULL: only its id is wanted (the
+ * row leaves last_seen_at alone). */
 static void
 queue_device(struct rows *r, struct ent *d, const char *when)
 {
 	struct prow *p = d->queued;
 
-	d->seen_ms = gxp_mono_ms();
+	if (when)
+		d->seen_ms = gxp_mono_ms();
 	if (p) {
 		/* one row per device in a batch: update the one waiting */
-		cJSON_ReplaceItemInObjectCaseSensitive(p->row, "last_seen_at",
-		    when ? cJSON_CreateString(when) : cJSON_CreateNull());
+		if (when == NULL)
+			return;
+		if (cJSON_HasObjectItem(p->row, "last_seen_at"))
+			cJSON_ReplaceItemInObjectCaseSensitive(p->row, "last_seen_at",
+			    cJSON_CreateString(when));
+		else {
+			cJSON_AddStringToObject(p->row, "last_seen_at", when);
+			free(p->cols);
+			columns(p);
+		}
 		free(p->json);
 		p->json = gxp_json_print(p->row);
 		return;
@@ -339,8 +388,6 @@ queue_device(struct rows *r, struct ent *d, const char *when)
 	cJSON_AddStringToObject(p->row, "device_hw_id", d->key);
 	if (when)
 		cJSON_AddStringToObject(p->row, "last_seen_at", when);
-	else
-		cJSON_AddNullToObject(p->row, "last_seen_at");
 	r->live++;
 	if (d->state == E_UNKNOWN)
 		d->state = E_PENDING;
@@ -360,7 +407,7 @@ resolve(struct rows *r, struct prow *p)
 			char now[32];
 
 			gxp_fmt_utc(now, gxp_wall_us());
-			queue_device(r, d, now);
+			queue_device(r, d, r->loading ? NULL : now);
 		}
 		if (d->state != E_KNOWN) {
 			park(d, p);
@@ -396,7 +443,7 @@ rows_device_seen(struct rows *r, const char *dev, const char *when)
 static int
 full(struct rows *r, int table, int urgent)
 {
-	if (urgent || (long long)r->live < r->queue_max)
+	if (urgent || (long long)(r->live + r->nkept) < r->queue_max)
 		return 0;
 	if (r->dropped++ % 1000 == 0)
 		gxp_log(LOG_WARN, "more than ROW_QUEUE_MAX=%lld rows wait for the "
@@ -753,13 +800,202 @@ free_list(struct rows *r, struct prow *p)
 	}
 }
 
+/* A queued text row without the device_id that enqueue() added. */
+static void
+spill_text(struct gxp_buf *b, const struct prow *p)
+{
+	size_t n = strlen(p->json), c = strlen(p->cols), cut = 0, ccut = 0;
+	static const char key[] = "\"device_id\":";
+
+	if (p->queued) {
+		/* "device_id":"<uuid>"} or "device_id":null} at the end, after
+		 * a comma when the row had other members; likewise in cols */
+		cut = n > 2 && p->json[n - 2] == '"' ? sizeof key - 1 + 38 + 1 :
+		    sizeof key - 1 + 4 + 1;
+		if (cut > n)
+			cut = n;
+		cut += n > cut && p->json[n - cut - 1] == ',';
+		ccut = strlen("device_id") + (c > 9 && p->cols[c - 10] == ',');
+		if (ccut > c)
+			ccut = c;
+	}
+	gxp_buf_adds(b, ",\"cols\":");
+	gxp_buf_add_jstr(b, p->cols, c - ccut);
+	gxp_buf_adds(b, ",\"json\":");
+	gxp_buf_add(b, p->json, n - cut);
+	gxp_buf_adds(b, cut ? "}}" : "}");
+}
+
+static void
+spill_one(struct gxp_buf *b, const struct prow *p, long *n)
+{
+	const char *seen = p->table == T_DEVICES ? gxp_json_str(p->row, "last_seen_at") : NULL;
+
+	if (!spillable(p) || (p->table == T_DEVICES && seen == NULL))
+		return;
+	gxp_buf_adds(b, "{\"table\":\"");
+	gxp_buf_adds(b, rows_table_names[p->table]);
+	gxp_buf_adds(b, "\",\"dev\":");
+	gxp_buf_add_jstr(b, p->dev, strlen(p->dev));
+	if (seen) {
+		/* made again by rows_device_seen() */
+		gxp_buf_adds(b, ",\"seen\":");
+		gxp_buf_add_jstr(b, seen, strlen(seen));
+		gxp_buf_adds(b, "}");
+	} else if (p->row) {
+		cJSON *row = cJSON_Duplicate(p->row, 1);
+		int need = p->need;
+		char *text;
+
+		/* the device's id is the next run's to find; the capture's is
+		 * kept when it was found, else taken if the next run knows it
+		 * (its row may never come again) */
+		cJSON_DeleteItemFromObjectCaseSensitive(row, "device_id");
+		if (gxp_json_str(row, "capture_id"))
+			need = CAP_NONE;
+		else {
+			cJSON_DeleteItemFromObjectCaseSensitive(row, "capture_id");
+			if (need == CAP_REQUIRED)
+				need = CAP_IF_KNOWN;
+		}
+		text = gxp_json_print(row);
+		gxp_buf_adds(b, ",\"cap\":");
+		gxp_buf_add_jstr(b, p->cap, strlen(p->cap));
+		gxp_buf_addf(b, ",\"need\":%d,\"row\":%s}", need, text);
+		free(text);
+		cJSON_Delete(row);
+	} else
+		spill_text(b, p);
+	gxp_buf_add(b, "\n", 1);
+	++*n;
+}
+
+static void
+spill_list(struct gxp_buf *b, const struct prow *p, long *n)
+{
+	for (; p; p = p->next)
+		spill_one(b, p, n);
+}
+
+/* Writes the rows not written (see the top) to path, tmp + fsync +
+ * rename, in the order they came as far as each table goes; how many, or
+ * -1 (errno).  Nothing is written when there are none. */
+long
+rows_spill(struct rows *r, const char *path)
+{
+	struct gxp_buf b = { 0 };
+	long n = 0;
+	int rc = 0;
+
+	for (int t = 0; t < T_COUNT; t++) {
+		if (r->inflight[t])
+			spill_list(&b, r->inflight[t]->rows, &n);
+		spill_list(&b, r->q[t], &n);
+	}
+	for (int i = 0; i < NBUCKETS; i++) {
+		for (struct ent *e = r->devs[i]; e; e = e->next)
+			spill_list(&b, e->waiters, &n);
+		for (struct ent *e = r->caps[i]; e; e = e->next)
+			spill_list(&b, e->waiters, &n);
+	}
+	spill_list(&b, r->kept, &n);
+	if (n > 0)
+		rc = gxp_write_atomic(path, b.p, b.len);
+	gxp_buf_free(&b);
+	return rc == -1 ? -1 : n;
+}
+
+static int
+table_index(const char *name)
+{
+	for (int t = 0; name && t < T_COUNT; t++)
+		if (strcmp(name, rows_table_names[t]) == 0)
+			return t;
+	return -1;
+}
+
+/* One line of a spill file: 1 taken, 0 not (bad). */
+static int
+load_one(struct rows *r, const char *line, size_t len)
+{
+	cJSON *j = gxp_json_parse(line, len), *row;
+	const char *dev = gxp_json_str(j, "dev"), *cap = gxp_json_str(j, "cap");
+	const char *cols = gxp_json_str(j, "cols"), *seen = gxp_json_str(j, "seen"), *text;
+	int t = table_index(gxp_json_str(j, "table"));
+	long long need = 0;
+	size_t tlen;
+	int64_t us;
+	int ok = 0;
+
+	if (t < 0 || t == T_CAPTURES || dev == NULL || (*dev && !gxp_device_valid(dev)) ||
+	    (cap && *cap && !gxp_capture_name_valid(cap)))
+		goto out;
+	row = cJSON_GetObjectItemCaseSensitive(j, "row");
+	if (t == T_DEVICES) {
+		if ((ok = *dev && seen && gxp_parse_time(seen, &us) == 0))
+			rows_device_seen(r, dev, seen);
+	} else if (cJSON_IsObject(row) && gxp_json_int(j, "need", &need) == 1 &&
+	    need >= CAP_NONE && need <= CAP_REQUIRED) {
+		rows_add(r, t, cJSON_DetachItemViaPointer(j, row), *dev ? dev : NULL,
+		    cap && *cap ? cap : NULL, (int)need, NULL, NULL);
+		ok = 1;
+	} else if (cols && *cols && strspn(cols, "abcdefghijklmnopqrstuvwxyz_,") ==
+	    strlen(cols) && gxp_json_raw_member(line, len, "json", &text, &tlen) == 0 &&
+	    *text == '{') {
+		char *copy = xmalloc(tlen + 1);
+
+		memcpy(copy, text, tlen);
+		copy[tlen] = '\0';
+		rows_add_text(r, t, copy, cols, *dev ? dev : NULL);
+		ok = 1;
+	}
+out:
+	cJSON_Delete(j);
+	return ok;
+}
+
+/* Takes back the rows of a file rows_spill() wrote; how many, or -1
+ * (errno).  *bad: lines that were not such rows. */
+long
+rows_load(struct rows *r, const char *path, long *bad)
+{
+	char *buf, *line, *nl;
+	size_t len;
+	long n = 0;
+
+	*bad = 0;
+	if (gxp_read_file(path, &buf, &len, (size_t)1 << 30) == -1)
+		return -1;
+	r->loading = 1;
+	for (line = buf; line < buf + len; line = nl + 1) {
+		if ((nl = memchr(line, '\n', (size_t)(buf + len - line))) == NULL)
+			nl = buf + len;
+		if (nl > line) {
+			if (load_one(r, line, (size_t)(nl - line)))
+				n++;
+			else
+				++*bad;
+		}
+	}
+	r->loading = 0;
+	free(buf);
+	return n;
+}
+
 /* Rows still queued, waiting or in flight are lost (the caller flushed
- * first); free the store after this, which cancels the requests. */
+ * or spilled first); free the store after this, which cancels the
+ * requests. */
 void
 rows_free(struct rows *r)
 {
 	if (r == NULL)
 		return;
+	while (r->kept) {
+		struct prow *p = r->kept;
+
+		r->kept = p->next;
+		prow_destroy(p);
+	}
 	for (int t = 0; t < T_COUNT; t++) {
 		free_list(r, r->q[t]);
 		if (r->inflight[t]) {

@@ -17,7 +17,7 @@
 #include "gxp.h"
 
 static const char *const areas[] = {
-	"tmp", "partial", "ready", "work", "stored", "failed"
+	"tmp", "partial", "ready", "work", "stored", "failed", "rows"
 };
 
 int

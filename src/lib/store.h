@@ -140,6 +140,8 @@ int rows_idle(const struct rows *r);
 int rows_capture_seen(struct rows *r, const char *dev, const char *cap);
 void rows_capture_expect(struct rows *r, const char *dev, const char *cap);
 void rows_stats(const struct rows *r, struct rows_stats *s);
+long rows_spill(struct rows *r, const char *path);
+long rows_load(struct rows *r, const char *path, long *bad);
 void rows_free(struct rows *r);
 extern const char *const rows_table_names[T_COUNT];
 
