@@ -338,8 +338,9 @@ check_area(const char *area, int settled, int drained)
 void
 fz_check_spool(int settled, int drained)
 {
+	char *dir;
 	static const char *const top[] = { "tmp", "partial", "ready", "work", "stored",
-		"failed", "assemble.lock", NULL };
+		"failed", "rows", "assemble.lock", NULL };
 	char **names;
 	long n = names_in(base, &names);
 
@@ -357,6 +358,12 @@ fz_check_spool(int settled, int drained)
 	check_area("ready", settled, drained);
 	check_area("work", settled, drained);
 	check_area("failed", settled, drained);
+	/* gxp-upload's alone */
+	dir = xasprintf("%s/rows", fz_spool);
+	if ((n = names_in(dir, &names)) > 0)
+		fz_fail("%s/%s: gxp-assemble wrote in rows/", dir, names[0]);
+	gxp_names_free(names, n);
+	free(dir);
 }
 
 void
