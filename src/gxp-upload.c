@@ -1310,21 +1310,19 @@ run(void)
 static void
 load_rows(void)
 {
-	char *dir = spool_path("rows", NULL, NULL), *path;
-	struct dirent **names;
-	int n = scandir(dir, &names, NULL, alphasort);
-	long got, bad;
+	char *dir = spool_path("rows", NULL, NULL), *path, **names;
+	long n = gxp_dir_names(dir, NULL, 0, &names), got, bad;
 
-	for (int i = 0; i < n; i++) {
-		const char *f = names[i]->d_name;
+	if (n == -1)
+		gxp_log(LOG_ERROR, "%s: %s", dir, strerror(errno));
+	for (long i = 0; i < n; i++) {
+		const char *f = names[i];
 		size_t len = strlen(f);
 
 		path = spool_path("rows", f, NULL);
-		if (f[0] == '.') {
-			;
-		} else if (strstr(f, ".tmp.")) {
+		if (strstr(f, ".tmp."))
 			unlink(path);	/* a write a crash cut short */
-		} else if (len > 7 && strcmp(f + len - 7, ".ndjson") == 0) {
+		else if (f[0] != '.' && len > 7 && strcmp(f + len - 7, ".ndjson") == 0) {
 			if ((got = rows_load(rows, path, &bad)) == -1)
 				gxp_log(LOG_ERROR, "%s: %s", path, strerror(errno));
 			else {
@@ -1338,11 +1336,9 @@ load_rows(void)
 			}
 		}
 		free(path);
-		free(names[i]);
 	}
-	if (n == -1)
-		gxp_log(LOG_ERROR, "%s: %s", dir, strerror(errno));
-	free(names);
+	if (n >= 0)
+		gxp_names_free(names, n);
 	free(dir);
 }
 
