@@ -1039,8 +1039,6 @@ meta_start(const char *dev, struct asm *a, const struct meta *m,
 		schedule(a);
 }
 
-static int finished_elsewhere(const char *dev, const char *name);
-
 /* A marker in memory for a photo that is complete: the chunks a device
  * sends again for it are ignored for CAPTURE_TIMEOUT_MS. */
 static void
@@ -1371,7 +1369,7 @@ chunk_store(const char *dev, const char *name, uint32_t id, uint32_t len, long l
 		counters[C_DUPS].v++;
 		return;
 	}
-	if (a == NULL && finished_elsewhere(dev, name)) {
+	if (a == NULL && gxp_spool_finished(cfg.spool, dev, name)) {
 		/* a device's retry of a photo finished before a restart, which
 		 * forgot the marker: no partial/ entry for it */
 		mark_done(dev, name);
@@ -1887,21 +1885,6 @@ send_nack(struct asm *a, int64_t now)
 	log_at(LOG_INFO, dev, asm_name(a), msg);
 }
 
-/* Is dev@name in ready/ or work/, or stored? */
-static int
-finished_elsewhere(const char *dev, const char *name)
-{
-	char path[PATH_MAX];
-
-	snprintf(path, sizeof path, "%s/ready/%s@%s", cfg.spool, dev, name);
-	if (access(path, F_OK) == 0)
-		return 1;
-	snprintf(path, sizeof path, "%s/work/%s@%s", cfg.spool, dev, name);
-	if (access(path, F_OK) == 0)
-		return 1;
-	snprintf(path, sizeof path, "%s/stored/%s/%s.json", cfg.spool, dev, name);
-	return access(path, F_OK) == 0;
-}
 
 static void
 expire(struct asm *a)
@@ -1912,7 +1895,7 @@ expire(struct asm *a)
 	if (a->has_meta)
 		capture_failed(a, 2201, NULL, "timeout: %u of %u chunks missing after %lld ms",
 		    a->total - a->received, a->total, cfg.timeout);
-	else if (finished_elsewhere(dev, asm_name(a))) {
+	else if (gxp_spool_finished(cfg.spool, dev, asm_name(a))) {
 		counters[C_DUPS].v += a->received;
 		log_at(LOG_INFO, dev, asm_name(a), "late chunks of a finished photo dropped");
 	} else

@@ -207,23 +207,11 @@ is_stored(const char *dev, const char *cap)
 	return rc;
 }
 
-static int
-entry_exists(const char *area, const char *dev, const char *cap)
-{
-	char *e = xasprintf("%s@%s", dev, cap), *p = spool_path(area, e, NULL);
-	int rc = access(p, F_OK) == 0;
-
-	free(e);
-	free(p);
-	return rc;
-}
-
-/* The capture's photo is complete: stored, or in ready/ or work/. */
+/* The capture's photo is complete: in ready/ or work/, or stored. */
 static int
 photo_finished(const char *dev, const char *cap)
 {
-	return is_stored(dev, cap) || entry_exists("ready", dev, cap) ||
-	    entry_exists("work", dev, cap);
+	return gxp_spool_finished(spool, dev, cap);
 }
 
 /* --- photos --- */

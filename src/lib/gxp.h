@@ -215,6 +215,9 @@ void gxp_capture_altname(char out[GXP_CAPTURE_NAME_MAX + 1],
 int gxp_spool_lookup(const char *spool, const char *dev, const char *image_name,
     long long image_bytes, const char *timekey,
     char capture_name[GXP_CAPTURE_NAME_MAX + 1]);
+/* Whether dev@name is in ready/ or work/, or stored: looked at in the
+ * order an entry moves through them, so one moving on is not missed. */
+int gxp_spool_finished(const char *spool, const char *dev, const char *name);
 /* A sidecar (or stored/ record) as a JSON object; NULL with errno. */
 cJSON *gxp_sidecar_read(const char *path);
 /* Its image_bytes and time key; -1 if they are missing or malformed. */

@@ -225,6 +225,21 @@ gxp_spool_lookup(const char *spool, const char *dev, const char *image_name,
 	return name_state(spool, dev, capture_name, image_bytes, timekey, &other);
 }
 
+int
+gxp_spool_finished(const char *spool, const char *dev, const char *name)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof path, "%s/ready/%s@%s", spool, dev, name);
+	if (access(path, F_OK) == 0)
+		return 1;
+	snprintf(path, sizeof path, "%s/work/%s@%s", spool, dev, name);
+	if (access(path, F_OK) == 0)
+		return 1;
+	snprintf(path, sizeof path, "%s/stored/%s/%s.json", spool, dev, name);
+	return access(path, F_OK) == 0;
+}
+
 /* The capture time a metadata payload gives: capture_timeStamp (the
  * seed's firmware) or timestamp (newer firmware: ISO 8601, or Unix seconds,
  * or milliseconds when larger than 1e11).  1 with *us, or 0. */
