@@ -54,10 +54,11 @@ enum { E_UNKNOWN, E_PENDING, E_KNOWN };
 
 struct prow {
 	struct prow *next;
-	int table, need, keep, solo, urgent, queued;
+	int table, need, keep, solo, urgent;
 	cJSON *row;
 	char dev[GXP_DEVICE_MAX + 1], cap[GXP_CAPTURE_NAME_MAX + 1];
 	char *json, *cols;
+	size_t own_json, own_cols;	/* a text row: its own text, before device_id */
 	int64_t since;
 	row_done_fn *fn;
 	void *arg;
@@ -312,6 +313,8 @@ add_device_id(struct prow *p, const char *dev_uuid)
 	size_t n = strlen(p->json);
 	char *cols = xasprintf("%s%sdevice_id", p->cols, *p->cols ? "," : "");
 
+	p->own_json = n - 1;
+	p->own_cols = strlen(p->cols);
 	gxp_buf_grow(&b, n + 64);
 	gxp_buf_add(&b, p->json, n - 1);
 	gxp_buf_adds(&b, n > 2 ? ",\"device_id\":" : "\"device_id\":");
@@ -347,7 +350,6 @@ enqueue(struct rows *r, struct prow *p, const char *dev_uuid, const char *cap_uu
 	} else
 		add_device_id(p, dev_uuid);
 	p->since = gxp_mono_ms();
-	p->queued = 1;
 	p->next = NULL;
 	*r->qtail[t] = p;
 	r->qtail[t] = &p->next;
@@ -800,30 +802,19 @@ free_list(struct rows *r, struct prow *p)
 	}
 }
 
-/* A queued text row without the device_id that enqueue() added. */
+/* A text row as it came, without the device_id add_device_id() gave it. */
 static void
 spill_text(struct gxp_buf *b, const struct prow *p)
 {
-	size_t n = strlen(p->json), c = strlen(p->cols), cut = 0, ccut = 0;
-	static const char key[] = "\"device_id\":";
-
-	if (p->queued) {
-		/* "device_id":"<uuid>"} or "device_id":null} at the end, after
-		 * a comma when the row had other members; likewise in cols */
-		cut = n > 2 && p->json[n - 2] == '"' ? sizeof key - 1 + 38 + 1 :
-		    sizeof key - 1 + 4 + 1;
-		if (cut > n)
-			cut = n;
-		cut += n > cut && p->json[n - cut - 1] == ',';
-		ccut = strlen("device_id") + (c > 9 && p->cols[c - 10] == ',');
-		if (ccut > c)
-			ccut = c;
-	}
 	gxp_buf_adds(b, ",\"cols\":");
-	gxp_buf_add_jstr(b, p->cols, c - ccut);
+	gxp_buf_add_jstr(b, p->cols, p->own_json ? p->own_cols : strlen(p->cols));
 	gxp_buf_adds(b, ",\"json\":");
-	gxp_buf_add(b, p->json, n - cut);
-	gxp_buf_adds(b, cut ? "}}" : "}");
+	if (p->own_json) {
+		gxp_buf_add(b, p->json, p->own_json);
+		gxp_buf_add(b, "}", 1);
+	} else
+		gxp_buf_adds(b, p->json);
+	gxp_buf_adds(b, "}");
 }
 
 static void
