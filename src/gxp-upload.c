@@ -224,15 +224,21 @@ static void
 remove_entry(int fd, const char *dir, const char *entry)
 {
 	char gone[GXP_ENTRY_MAX + sizeof GONE_PREFIX];
+	int rc;
 
 	snprintf(gone, sizeof gone, GONE_PREFIX "%s", entry);
-	/* normally not there: left by a removal that failed earlier */
-	if (gxp_rmtree_at(fd, gone) == -1) {
-		gxp_log(LOG_ERROR, "%s/%s: cannot remove: %s; %s stays, and is stored "
-		    "again after the next start", dir, gone, strerror(errno), entry);
-		return;
+	rc = renameat(fd, entry, fd, gone);
+	if (rc == -1 && (errno == ENOTEMPTY || errno == EEXIST)) {
+		/* left by a removal of the same name that failed earlier */
+		if (gxp_rmtree_at(fd, gone) == -1) {
+			gxp_log(LOG_ERROR, "%s/%s: cannot remove: %s; %s stays, and is "
+			    "stored again after the next start", dir, gone, strerror(errno),
+			    entry);
+			return;
+		}
+		rc = renameat(fd, entry, fd, gone);
 	}
-	if (renameat(fd, entry, fd, gone) == -1) {
+	if (rc == -1) {
 		if (errno != ENOENT)
 			gxp_log(LOG_ERROR, "%s/%s: cannot rename to %s: %s", dir, entry,
 			    gone, strerror(errno));
