@@ -1,16 +1,20 @@
-/* driver.c: gxp-assemble itself (src/gxp-assemble.c, compiled in with its
- * main renamed), driven the way its main drives it, with its standard
- * output caught line by line and a kill at any rename of a commit (the
- * harnesses link with -Wl,--wrap=gxp_write_all,--wrap=renameat), and the
- * checks every harness makes. */
-#define main gxp_assemble_main
-int main(int argc, char **argv);
-#include "../src/gxp-assemble.c"
-#undef main
-
+/* driver.c: gxp-assemble itself (src/assemble/, every object but
+ * main.o), driven the way its main drives it, with its standard output
+ * caught line by line and a kill at any rename of a commit (the harnesses
+ * link with -Wl,--wrap=gxp_write_all,--wrap=renameat), and the checks every
+ * harness makes. */
+#include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
+#include <openssl/evp.h>
+
+#include "../src/assemble/assemble.h"
 #include "driver.h"
 
 const char *fz_spool;
@@ -104,16 +108,16 @@ fz_setup(void)
 void
 fz_begin(void)
 {
-	load_config();
+	assemble_config();
 	cfg.replay = 1;
 	gxp_out_closed = 0;
-	begin();
+	assemble_begin();
 }
 
 void
 fz_line(char *line, size_t len, long long lineno, int truncated)
 {
-	take(truncated ? LINE_TRUNCATED : LINE_OK, line, len, lineno);
+	assemble_line(truncated ? LINE_TRUNCATED : LINE_OK, line, len, lineno);
 }
 
 void
@@ -127,14 +131,14 @@ fz_end(int flush_at_eof)
 {
 	/* captures recovered at the start wait for the first tst to start
 	 * their timers (assemble-time.bats: "timers wait for more input") */
-	int drained = flush_at_eof && (clock_valid || nrecovered == 0);
+	int drained = flush_at_eof && recovered_waiting() == 0;
 
 	if (flush_at_eof) {
 		commit();
 		flush_timers();
 	}
 	commit();
-	free_all();
+	assemble_free();
 	if (partline.len)
 		fz_fail("stdout ends in the middle of a line");
 	return drained;
@@ -143,18 +147,13 @@ fz_end(int flush_at_eof)
 void
 fz_crash(int renames)
 {
-	if (renames > 0 && npend > 0) {
+	if (renames > 0 && commit_pending() > 0) {
 		crash_armed = renames;
 		if (setjmp(crash_at) == 0)
 			commit();
 		crash_armed = 0;
 	}
-	for (size_t i = 0; i < npend; i++) {
-		free(pend[i].tmp);
-		free(pend[i].dest);
-	}
-	npend = 0;
-	free_all();
+	assemble_free();
 	partline.len = 0;
 }
 
