@@ -5,10 +5,11 @@ CC = cc
 CFLAGS = -O2 -g
 LDFLAGS =
 SANITIZE =
+VERSION = 0.1.0
 
 WARN = -std=c11 -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wvla \
 	-Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wundef
-GXP_CPPFLAGS = -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Isrc
+GXP_CPPFLAGS = -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -DGXP_VERSION='"$(VERSION)"' -Isrc
 LIBS = -Wl,--as-needed -lmosquitto -lcurl -lcjson -lcrypto -lpthread -lm
 SAN_1 = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 ALL_CFLAGS = $(WARN) $(GXP_CPPFLAGS) $(CFLAGS) $(SAN_$(SANITIZE))

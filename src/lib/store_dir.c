@@ -300,9 +300,10 @@ lines_by_content(int t, char *json, size_t len, struct gxp_buf *lines)
 }
 
 static void
-dir_rows(struct store *st, const char *table, const char *query, int want_rows,
+dir_rows(struct store *st, const char *table, const char *query, int flags,
     char *json, size_t len, st_done_fn *fn, void *arg)
 {
+	int want_rows = flags & ROWS_WANT;
 	struct dirst *d = (struct dirst *)st;
 	int t = table_index(table);
 	struct gxp_buf lines = { 0 };
