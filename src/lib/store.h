@@ -146,6 +146,7 @@ void rows_add_text(struct rows *r, int table, char *json, const char *cols,
 void rows_flush(struct rows *r, int all);
 int64_t rows_due_ms(const struct rows *r);
 int rows_idle(const struct rows *r);
+const char *rows_fatal(const struct rows *r);
 int rows_capture_seen(struct rows *r, const char *dev, const char *cap);
 void rows_capture_expect(struct rows *r, const char *dev, const char *cap);
 void rows_stats(const struct rows *r, struct rows_stats *s);
