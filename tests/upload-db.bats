@@ -70,18 +70,21 @@ scenario() {
 		device_errors|message|text|YES
 		device_errors|details|jsonb|YES
 		device_errors|occurred_at|timestamp with time zone|NO
+		device_errors|event_id|uuid|YES
 		device_publish_log|id|uuid|NO
 		device_publish_log|device_id|uuid|YES
 		device_publish_log|topic|text|NO
 		device_publish_log|direction|text|NO
 		device_publish_log|payload|jsonb|YES
 		device_publish_log|received_at|timestamp with time zone|NO
+		device_publish_log|event_id|uuid|YES
 		device_status|id|uuid|NO
 		device_status|device_id|uuid|NO
 		device_status|status|text|YES
 		device_status|pending_count|integer|YES
 		device_status|raw|jsonb|YES
 		device_status|created_at|timestamp with time zone|NO
+		device_status|event_id|uuid|YES
 		devices|device_id|uuid|NO
 		devices|device_hw_id|text|NO
 		devices|model|text|YES
@@ -96,11 +99,14 @@ scenario() {
 		sensor_readings|pressure_hpa|double precision|YES
 		sensor_readings|gas_kohm|double precision|YES
 		sensor_readings|created_at|timestamp with time zone|NO
+		sensor_readings|event_id|uuid|YES
 	EOF
 	# the keys the upserts need, and the checks
 	psql_q "select conname from pg_constraint where contype = 'u' and
 		connamespace = 'public'::regnamespace order by 1" | diff -u - <(printf '%s\n' \
-		captures_device_id_device_capture_id_key devices_device_hw_id_key)
+		captures_device_id_device_capture_id_key device_errors_event_id_key \
+		device_publish_log_event_id_key device_status_event_id_key \
+		devices_device_hw_id_key sensor_readings_event_id_key)
 	run psql_q "insert into devices (device_hw_id) values ('D1'), ('D1')"
 	[ "$status" != 0 ] && [[ $output == *duplicate* ]]
 	run psql_q "insert into devices (device_hw_id) values ('D2');
