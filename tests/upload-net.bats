@@ -272,7 +272,7 @@ start_endpoint2() {
 	photos 1
 	SUPABASE_SERVICE_ROLE= run_upload --once
 	[ "$RC" = 100 ]
-	grep -q 'SUPABASE_SERVICE_ROLE is' "$ERR"
+	grep -q 'SUPABASE_SECRET_KEY is missing (or the legacy SUPABASE_SERVICE_ROLE)' "$ERR"
 	SUPABASE_URL=ftp://example.invalid run_upload --once
 	[ "$RC" = 100 ]
 	grep -q 'expected an http:// or https:// URL' "$ERR"
