@@ -18,6 +18,9 @@ TOOLS = gxp-sub gxp-assemble gxp-upload gxp-pub gxp-sim
 SCRIPTS = gxp-supervise
 LIB_SRC = $(wildcard src/lib/*.c)
 LIB_OBJ = $(LIB_SRC:src/%.c=build/%.o)
+# gxp-assemble is a folder of files; the fuzzers link all but main.o
+ASM_SRC = $(wildcard src/assemble/*.c)
+ASM_OBJ = $(ASM_SRC:src/%.c=build/%.o)
 BINS = $(TOOLS:%=bin/%) $(SCRIPTS:%=bin/%)
 MANS = $(wildcard man/*.[157])
 
@@ -45,6 +48,14 @@ build/lib/store_sync.o: src/lib/store.h
 build/libgxp.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJ)
+
+build/assemble/%.o: src/assemble/%.c src/assemble/assemble.h src/lib/gxp.h build/flags
+	@mkdir -p build/assemble
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+bin/gxp-assemble: $(ASM_OBJ) build/libgxp.a
+	@mkdir -p bin
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(ASM_OBJ) build/libgxp.a $(LIBS)
 
 bin/gxp-%: build/gxp-%.o build/libgxp.a
 	@mkdir -p bin
@@ -94,16 +105,21 @@ FUZZ_CC = clang
 FUZZ_CFLAGS = $(WARN) $(GXP_CPPFLAGS) -g -O1 -fno-omit-frame-pointer \
 	-Wno-format-nonliteral -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_LIB = $(LIB_SRC:src/%.c=build/fuzz/%.o)
+FUZZ_ASM = $(filter-out build/fuzz/assemble/main.o,$(ASM_SRC:src/%.c=build/fuzz/%.o))
 FUZZERS = build/fuzz/line build/fuzz/sequence
 
 build/fuzz/lib/%.o: src/lib/%.c src/lib/gxp.h src/lib/store.h
 	@mkdir -p build/fuzz/lib
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
-build/fuzz/%: fuzz/%.c fuzz/driver.c fuzz/driver.h src/gxp-assemble.c $(FUZZ_LIB)
+build/fuzz/assemble/%.o: src/assemble/%.c src/assemble/assemble.h src/lib/gxp.h
+	@mkdir -p build/fuzz/assemble
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/%: fuzz/%.c fuzz/driver.c fuzz/driver.h src/assemble/assemble.h $(FUZZ_ASM) $(FUZZ_LIB)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer \
 		-Wl,--wrap=gxp_write_all,--wrap=renameat -o $@ \
-		$< fuzz/driver.c $(FUZZ_LIB) $(LIBS)
+		$< fuzz/driver.c $(FUZZ_ASM) $(FUZZ_LIB) $(LIBS)
 
 fuzz: $(FUZZERS)
 	fuzz/run $(FUZZ_SECONDS) $(FUZZERS)

@@ -69,6 +69,22 @@ scenario() {
 		captures|image_sha256|text|YES
 		captures|sensor_data|jsonb|YES
 		captures|created_at|timestamp with time zone|NO
+		captures|image_url|text|YES
+		captures_with_sensors|capture_id|uuid|YES
+		captures_with_sensors|device_id|uuid|YES
+		captures_with_sensors|device_capture_id|text|YES
+		captures_with_sensors|captured_at|timestamp with time zone|YES
+		captures_with_sensors|image_url|text|YES
+		captures_with_sensors|storage_path|text|YES
+		captures_with_sensors|ingest_status|text|YES
+		captures_with_sensors|image_bytes|integer|YES
+		captures_with_sensors|image_sha256|text|YES
+		captures_with_sensors|temperature_c|numeric|YES
+		captures_with_sensors|humidity_pct|numeric|YES
+		captures_with_sensors|pressure_hpa|numeric|YES
+		captures_with_sensors|gas_kohm|numeric|YES
+		captures_with_sensors|sensor_data|jsonb|YES
+		captures_with_sensors|created_at|timestamp with time zone|YES
 		device_errors|id|uuid|NO
 		device_errors|device_id|uuid|YES
 		device_errors|capture_id|uuid|YES
@@ -332,7 +348,8 @@ $dev|23.5|45.2|1013.25|2025-10-04 12:34:57+00" ]
 	: > "$IN"
 	run_upload --once
 	[ "$RC" = 0 ]
-	before=$(psql_q "select ingest_status, storage_path, image_sha256 from captures")
+	before=$(psql_q "select ingest_status, storage_path, image_sha256, image_url from captures")
+	[[ $before == *"|$EP_URL/storage/v1/object/gxp-captures/captures/"* ]]
 	[ "${before%%|*}" = stored ]
 	# as from a run that read the metadata before it knew of the photo
 	# (killed with its request on the wire): the spool no longer says stored
@@ -341,7 +358,7 @@ $dev|23.5|45.2|1013.25|2025-10-04 12:34:57+00" ]
 	run_upload
 	[ "$RC" = 0 ]
 	[ "$(ep_log | grep -c '"kind":"rest:captures"')" -ge 2 ]
-	[ "$(psql_q "select ingest_status, storage_path, image_sha256 from captures")" = "$before" ]
+	[ "$(psql_q "select ingest_status, storage_path, image_sha256, image_url from captures")" = "$before" ]
 	# the sensor reading of that metadata still found its capture
 	[ "$(psql_q "select count(*) from sensor_readings s join captures c using (capture_id)")" = 1 ]
 	# a capture first seen this way starts as assembling (the column's default)
@@ -427,17 +444,17 @@ reload_cache() {
 }
 
 @test "upload/db: a column the schema cache lacks stops gxp-upload (100), the photo stays in ready/; schema.sql mends it" {
-	schema_change "alter table captures drop column sensor_data"
+	schema_change "alter table captures drop column ingest_meta"
 	reload_cache
 	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
 	run_upload --once
 	[ "$RC" = 100 ]
-	grep -q "stopping: HTTP 400 (PGRST204): Could not find the 'sensor_data' column of 'captures' in the schema cache; table captures or a column gxp writes is missing, or PostgREST's schema cache does not know it yet: run sql/schema.sql, then reload the cache (NOTIFY pgrst, 'reload schema')" "$ERR"
+	grep -q "stopping: HTTP 400 (PGRST204): Could not find the 'ingest_meta' column of 'captures' in the schema cache; table captures or a column gxp writes is missing, or PostgREST's schema cache does not know it yet: run sql/schema.sql, then reload the cache (NOTIFY pgrst, 'reload schema')" "$ERR"
 	[ -d "$GXP_SPOOL/ready/$DEV@image_1.jpg" ]
 	[ -z "$(ls -A "$GXP_SPOOL/failed")" ] && [ -z "$(ls -A "$GXP_SPOOL/work")" ]
 	[ "$(psql_q "select count(*) from captures")" = 0 ]
 	# the column back in the database, the cache not told: still refused
-	psql_q "alter table captures add column sensor_data jsonb" > /dev/null
+	psql_q "alter table captures add column ingest_meta jsonb" > /dev/null
 	run_upload --once
 	[ "$RC" = 100 ]
 	grep -q "PGRST204" "$ERR"
@@ -451,11 +468,11 @@ reload_cache() {
 
 @test "upload/db: a column, a table or a unique key missing in the database stops gxp-upload (100), rows kept for later" {
 	# the cache still knows the column: PostgreSQL says 42703
-	schema_change "alter table captures drop column sensor_data"
+	schema_change "alter table captures drop column ingest_meta"
 	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
 	run_upload --once
 	[ "$RC" = 100 ]
-	grep -q 'stopping: HTTP 400 (42703): column "sensor_data" of relation "captures" does not exist; table captures or a column gxp writes is missing.*run sql/schema.sql' "$ERR"
+	grep -q 'stopping: HTTP 400 (42703): column "ingest_meta" of relation "captures" does not exist; table captures or a column gxp writes is missing.*run sql/schema.sql' "$ERR"
 	[ -d "$GXP_SPOOL/ready/$DEV@image_1.jpg" ] && [ -z "$(ls -A "$GXP_SPOOL/failed")" ]
 	psql_file "$GXP_TOP/sql/schema.sql"
 	# no unique key for on_conflict: 42P10
