@@ -9,7 +9,7 @@ SANITIZE =
 
 WARN = -std=c11 -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wvla \
 	-Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wundef
-GXP_CPPFLAGS = -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Isrc
+GXP_CPPFLAGS = -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -DGXP_VERSION='"$(VERSION)"' -Isrc
 LIBS = -Wl,--as-needed -lmosquitto -lcurl -lcjson -lcrypto -lpthread -lm
 SAN_1 = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 ALL_CFLAGS = $(WARN) $(GXP_CPPFLAGS) $(CPPFLAGS) $(CFLAGS) $(SAN_$(SANITIZE))
@@ -32,7 +32,7 @@ VERSION = ${shell sed -n '1s/^gxp (\([^)]*\)).*/\1/p' debian/changelog}
 DEPS = gcc make pkg-config libmosquitto-dev libcurl4-openssl-dev \
 	libcjson-dev libssl-dev bats mosquitto mosquitto-clients openssl \
 	postgresql python3 python3-psycopg2 jq curl mandoc valgrind \
-	clang libclang-rt-14-dev systemd procps \
+	clang libclang-rt-14-dev systemd procps faketime \
 	dpkg-dev debhelper fakeroot lintian adduser
 
 all: $(BINS)

@@ -12,6 +12,8 @@ setup() {
 }
 
 teardown() {
+	# a gxp-sub whose wall clock stands still may never finish its drain
+	[ -n "${FROZEN:-}" ] && kill -KILL "$SUB_PID" 2>/dev/null
 	teardown_broker
 }
 
@@ -213,4 +215,17 @@ teardown() {
 	wait_until 15 file_has "$ERR" "Subscribed to topics"
 	mpub -q 1 -t t/x -m '{"late":true}'
 	wait_until 10 has_lines "$OUT" 1
+}
+
+@test "sub: each tst is later than the one before, even when the clock stands still" {
+	# the wall clock frozen (libfaketime), the monotonic one left alone
+	FROZEN=1
+	FAKETIME_DONT_FAKE_MONOTONIC=1 start_sub "$OUT" "$ERR" -t 't/#' --faketime
+	for i in $(seq 1 50); do echo "{\"n\":$i}"; done > "$BATS_TEST_TMPDIR/msgs"
+	mpub -q 1 -t t/a -l < "$BATS_TEST_TMPDIR/msgs"
+	wait_until 10 has_lines "$OUT" 50
+	[ "$(jq -r .tst "$OUT" | head -1)" = 2025-10-04T12:00:00.000000Z ]
+	# strictly increasing: no two messages share a time
+	jq -r .tst "$OUT" | sort -c -u
+	[ "$(jq -r .tst "$OUT" | tail -1)" = 2025-10-04T12:00:00.000049Z ]
 }

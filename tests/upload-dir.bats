@@ -38,11 +38,11 @@ teardown() {
 	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/captures.ndjson")" = \
 		'[["capture_id","captured_at","chunk_size_bytes","device_capture_id","device_id","image_bytes","image_sha256","image_url","img_format","ingest_error","ingest_meta","ingest_status","sensor_data","storage_path","total_chunks"]]' ]
 	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/sensor_readings.ndjson")" = \
-		'[["capture_id","created_at","device_id","gas_kohm","humidity_pct","id","pressure_hpa","temperature_c"]]' ]
+		'[["capture_id","created_at","device_id","event_id","gas_kohm","humidity_pct","pressure_hpa","temperature_c"]]' ]
 	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/device_status.ndjson")" = \
-		'[["created_at","device_id","id","pending_count","raw","status"]]' ]
+		'[["created_at","device_id","event_id","pending_count","raw","status"]]' ]
 	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/device_publish_log.ndjson")" = \
-		'[["device_id","direction","id","payload","received_at","topic"]]' ]
+		'[["device_id","direction","event_id","payload","received_at","topic"]]' ]
 	# the ids fit together
 	dev_id=$(jq -r .device_id "$GXP_STORE/devices.ndjson")
 	[ "$(jq -r .device_id "$GXP_STORE/captures.ndjson" | sort -u)" = "$dev_id" ]
