@@ -51,10 +51,75 @@ photo_shas() {
 	find "$1" -name '*.jpg' -exec sha256sum {} + | awk '{print $1}' | sort
 }
 
-# sim_shas: the sha256 of each photo gxp-sim sends: the examples, cycled.
+# stage_pid NAME: the pid of the running stage NAME under this test's worker.
+stage_pid() {
+	pgrep -P "$WORKER_PID" -x "$1" | head -1
+}
+
+# kill_when_up NAME [DELAY]: SIGKILLs stage NAME once the pipeline runs a
+# stage of that name other than the last one this killed, DELAY seconds
+# (default 0.2) after it came up.  Sets KILLED_PID.
+kill_when_up() {
+	local pid stage=$1
+	wait_until 60 eval 'pid=$(stage_pid "$stage") && [ -n "$pid" ] && [ "$pid" != "${KILLED_PID:-}" ]' ||
+		return 1
+	sleep "${2:-0.2}"
+	kill -KILL "$pid" 2>/dev/null
+	KILLED_PID=$pid
+}
+
 e2e_teardown() {
 	stop_worker
+	[ -n "${PUB_PID:-}" ] && kill "$PUB_PID" 2>/dev/null
+	PUB_PID=
 	[ -n "${ACKCAP_PID:-}" ] && kill "$ACKCAP_PID" 2>/dev/null
 	ACKCAP_PID=
 	teardown_broker
+}
+
+# numbered_pub OUT ARGS...: tests/chaos-pub in the background against the
+# test broker (numbered heartbeats, and readings with --mix readings); the
+# messages the broker acknowledged go to OUT.acked, its summary to OUT.
+# Sets PUB_PID.
+numbered_pub() {
+	local out=$1
+	shift
+	/usr/bin/python3 "$GXP_TOP/tests/chaos-pub" --port "$BROKER_PORT" --acked "$out.acked" \
+		"$@" > "$out" 2> "$out.err" 3>&- &
+	PUB_PID=$!
+}
+
+# wait_pub: waits for numbered_pub; fails if it did not get every PUBACK.
+wait_pub() {
+	local rc=0
+	wait "$PUB_PID" || rc=$?
+	PUB_PID=
+	[ "$rc" = 0 ] || { cat "$1" "$1.err" >&2; return 1; }
+}
+
+# acked_seqs OUT KIND: the numbers of the KIND messages the broker took, sorted.
+acked_seqs() {
+	awk -v k="$2" '$1 == k { print $2 }' "$1.acked" | sort -n
+}
+
+# local_status_seqs STORE / local_reading_seqs STORE: the numbers the rows
+# in the local store carry, one line per row, sorted (a number twice: two rows).
+local_status_seqs() {
+	[ -f "$1/device_status.ndjson" ] || return 0
+	jq -r '.raw.seq // empty' "$1/device_status.ndjson" | sort -n
+}
+
+local_reading_seqs() {
+	[ -f "$1/sensor_readings.ndjson" ] || return 0
+	jq -r '.pressure_hpa' "$1/sensor_readings.ndjson" | sort -n
+}
+
+# compare_seqs WHAT ACKED ROWS: every acknowledged number has one row,
+# none has two; says how many are missing and how many are twice.
+compare_seqs() {
+	local what=$1 missing twice
+	missing=$(comm -23 <(sort -u "$2") <(sort -u "$3") | wc -l)
+	twice=$(sort "$3" | uniq -d | wc -l)
+	echo "checked: $what: $(wc -l < "$2") acknowledged, $(wc -l < "$3") rows, $missing missing, $twice twice"
+	[ "$missing" = 0 ] && [ "$twice" = 0 ]
 }

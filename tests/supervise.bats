@@ -18,11 +18,6 @@ teardown() {
 	e2e_teardown
 }
 
-# stage_pid NAME: the pid of the running stage NAME under this test's worker.
-stage_pid() {
-	pgrep -P "$WORKER_PID" -x "$1" | head -1
-}
-
 @test "supervise: --check prints one line per check and exits 0 when all is well" {
 	run gxp-supervise --env "$BATS_TEST_TMPDIR/w.env" --check
 	echo "$output"
