@@ -48,7 +48,7 @@ build/%.o: src/%.c src/lib/gxp.h build/flags
 
 # gxp-upload's own header
 build/gxp-upload.o build/lib/http.o build/lib/rows.o build/lib/store.o build/lib/store_dir.o build/lib/store_supabase.o: src/lib/store.h
-build/lib/store_sync.o: src/lib/store.h
+build/lib/store_sync.o build/lib/marks.o: src/lib/store.h
 
 build/libgxp.a: $(LIB_OBJ)
 	rm -f $@

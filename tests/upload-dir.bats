@@ -288,5 +288,5 @@ image_2.jpg	failed" ]
 	[ "$status" = 100 ]
 	run gxp-upload --help
 	[ "$status" = 0 ]
-	[ "$output" = "usage: gxp-upload [--check | --once] [--env file]" ]
+	[ "$output" = "usage: gxp-upload [--check | --once] [--env file] [-J dir]" ]
 }

@@ -402,7 +402,7 @@ commit(void)
 	int64_t now = clock_ms();
 
 	if (npend == 0) {
-		out_flush(out_len());
+		out_flush_all();
 		return;
 	}
 	if (sync_pending() == -1)
@@ -419,7 +419,7 @@ commit(void)
 	for (size_t i = 0; i < npend; i++)
 		pending_done(&pend[i], now);
 	npend = 0;
-	out_flush(out_len());
+	out_flush_all();
 }
 
 /* Photos built in tmp/ and waiting for the next commit. */
