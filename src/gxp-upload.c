@@ -63,6 +63,8 @@ static struct {
 	const char *dir;
 	struct marks *marks;
 	uint64_t written;	/* the seq journal/committed holds */
+	uint64_t head;		/* the journal's last line when this run began */
+	long long base[T_COUNT];	/* the committed offsets this run began with */
 	int64_t next_ms;
 } jc;
 
@@ -919,23 +921,24 @@ ev_capture_started(const cJSON *j, const char *ts)
 		return;
 	}
 	rows_device_seen(rows, dev, ts);
-	if (is_stored(dev, cap) && !rows_capture_seen(rows, dev, cap)) {
-		/* a log replayed: its rows were written before */
-		if (jc.marks == NULL)
-			return;
-		/* the journal's lines read again after a crash: the rows may not
-		 * have been; those that were are stored once (row identity) */
-		cJSON *id = cJSON_CreateObject();
-
-		cJSON_AddStringToObject(id, "device_capture_id", cap);
-		rows_add(rows, T_CAPTURES, id, dev, cap, CAP_NONE | ROW_LOOKUP, NULL, NULL);
-	} else if (photo_finished(dev, cap))
-		/* read after the photo was complete: "assembling" would undo
-		 * "stored"; the photo's own row gives the sensor row its id */
-		rows_capture_expect(rows, dev, cap);
-	else
+	if (!photo_finished(dev, cap))
 		rows_add(rows, T_CAPTURES, capture_row(j, cap, "assembling", NULL,
 		    NULL, NULL), dev, cap, CAP_NONE | ROW_KEEP_OUTCOME, NULL, NULL);
+	else if (!rows_capture_seen(rows, dev, cap)) {
+		/* read after the photo was complete: "assembling" would undo
+		 * "stored".  A log replayed: its rows were written before; the
+		 * journal's lines read again after a crash: they may not have
+		 * been (those that were are stored once: row identity).  The
+		 * sensor row gets the capture's id from a captures upsert of its
+		 * keys alone, which changes nothing. */
+		cJSON *id;
+
+		if (jc.marks == NULL && is_stored(dev, cap))
+			return;
+		id = cJSON_CreateObject();
+		cJSON_AddStringToObject(id, "device_capture_id", cap);
+		rows_add(rows, T_CAPTURES, id, dev, cap, CAP_NONE | ROW_LOOKUP, NULL, NULL);
+	}
 	if (!cJSON_IsObject(s) || !has_reading(s))
 		return;
 	row = cJSON_CreateObject();
@@ -1071,10 +1074,12 @@ ev_mark(const cJSON *j)
 	}
 	if (jc.marks == NULL)
 		return;
-	for (int t = 0; t < T_COUNT; t++)
-		off[t] = -1;
-	for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
-		off[tables[i]] = store_mark(st, rows_table_names[tables[i]]);
+	/* lines up to the journal's end at start may have rows from before
+	 * the restart anywhere after the offsets this run began with */
+	memcpy(off, jc.base, sizeof off);
+	if ((uint64_t)seq >= jc.head)
+		for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+			off[tables[i]] = store_mark(st, rows_table_names[tables[i]]);
 	marks_mark(jc.marks, (uint64_t)seq, off);
 }
 
@@ -1315,7 +1320,11 @@ commit_tick(int force)
  * again by the lines gxp-sub replays; the local store keeps them from
  * being written twice.  A record of another store (or none) is replaced
  * by one about this store, before any line is read, so that it always
- * tells where this store stood. */
+ * tells where this store stood.  The offsets a commit records are where
+ * every row of a later line is: for a line the journal had at start, a
+ * row written before the restart may be anywhere after the offsets this
+ * run began with, so those are kept until the marks pass the journal's
+ * end at start (jc.head). */
 static void
 journal_begin(void)
 {
@@ -1337,16 +1346,20 @@ journal_begin(void)
 	o = cJSON_GetObjectItemCaseSensitive(c, "offsets");
 	for (int t = 0; t < T_COUNT; t++)
 		off[t] = -1;
+	jc.head = gxp_journal_last(jc.dir);
 	if (store && strcmp(store, st->url_base) == 0) {
 		for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
-			if (gxp_json_int(o, rows_table_names[tables[i]], &v) == 1 && v >= 0)
+			if (gxp_json_int(o, rows_table_names[tables[i]], &v) == 1 && v >= 0) {
 				store_known_after(st, rows_table_names[tables[i]], v);
+				off[tables[i]] = v;
+			}
 	} else {
 		for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
 			off[tables[i]] = store_mark(st, rows_table_names[tables[i]]);
 		if (commit_write((uint64_t)seq, off) == -1)
 			gxp_die(EXIT_TEMP, "journal %s: cannot write its committed record", jc.dir);
 	}
+	memcpy(jc.base, off, sizeof jc.base);
 	jc.written = (uint64_t)seq;
 	jc.marks = marks_new();
 	rows_journal(rows, jc.marks);

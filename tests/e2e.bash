@@ -18,15 +18,39 @@ worker_env() {
 	} > "$f"
 }
 
-# start_worker ENVFILE: gxp-supervise in the background, waited for until
-# the pipeline runs.  Sets WORKER_PID and WORKER_LOG.
+# start_worker ENVFILE [--own-group]: gxp-supervise in the background (in
+# a process group of its own with --own-group, which kill_worker_group
+# kills), waited for until the pipeline runs.  Sets WORKER_PID and
+# WORKER_LOG, which each start appends to.
 start_worker() {
+	local pre=() started
+	[ "${2:-}" = --own-group ] && pre=(setsid)
 	WORKER_LOG=$BATS_TEST_TMPDIR/worker.log
-	gxp-supervise --env "$1" --events "$BATS_TEST_TMPDIR/events.ndjson" \
-		2> "$WORKER_LOG" 3>&- &
+	started=$(grep -c "Subscribed to topics" "$WORKER_LOG" 2>/dev/null || true)
+	"${pre[@]}" gxp-supervise --env "$1" --events "$BATS_TEST_TMPDIR/events.ndjson" \
+		2>> "$WORKER_LOG" 3>&- &
 	WORKER_PID=$!
-	wait_until 30 file_has "$WORKER_LOG" "Worker started" &&
-		wait_until 10 file_has "$WORKER_LOG" "Subscribed to topics"
+	wait_until 30 eval '[ "$(grep -c "Subscribed to topics" "$WORKER_LOG")" -gt "${started:-0}" ]'
+}
+
+# kill_worker_group: SIGKILL to the whole process group of a worker started
+# with --own-group, gxp-supervise included, as a crash of the machine's
+# service manager would; its stages must die with it.  Waits for them.
+kill_worker_group() {
+	local stages
+	stages=$(pgrep -P "$WORKER_PID" | tr '\n' ' ')
+	kill -KILL -- "-$WORKER_PID"
+	wait "$WORKER_PID" 2>/dev/null || true
+	WORKER_PID=
+	wait_until 10 all_gone $stages
+}
+
+# all_gone PID...: none of these processes is alive.
+all_gone() {
+	local p
+	for p in "$@"; do
+		! kill -0 "$p" 2>/dev/null || return 1
+	done
 }
 
 # stop_worker: SIGTERM and wait; the status is left in WORKER_RC.
@@ -66,6 +90,26 @@ kill_when_up() {
 	sleep "${2:-0.2}"
 	kill -KILL "$pid" 2>/dev/null
 	KILLED_PID=$pid
+}
+
+# kill_random_stage: SIGKILL one of the four stages, chosen at random, once
+# the pipeline is up.  Prints the stage's name.
+kill_random_stage() {
+	local stages=(gxp-sub gxp-assemble gxp-upload gxp-pub) s pid i
+	s=${stages[RANDOM % 4]}
+	# the stage may be between a death and its restart, or end on its own
+	# between the lookup and the kill: look again
+	for i in $(seq 1 60); do
+		pid=$(stage_pid "$s")
+		if [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; then
+			echo "$s"
+			return 0
+		fi
+		sleep 0.5
+	done
+	echo "no $s to kill for 30 s; the worker's log ends:" >&2
+	tail -20 "$WORKER_LOG" >&2
+	return 1
 }
 
 e2e_teardown() {

@@ -267,7 +267,14 @@ handle_line(char *line, size_t len, long long lineno, int truncated)
 		pass_line();
 		break;
 	case ENV_BAD:
-		error_event(2101, NULL, NULL, truncated ? "truncated last line" : "not JSON");
+		if (truncated && e.seq) {
+			/* a journal line cut in the pipe (its writer died): it comes
+			 * again whole from the journal, so it is not done */
+			gxp_log(LOG_INFO, "line %lld: the last line (seq %llu) was cut short; "
+			    "the journal has it", lineno, (unsigned long long)e.seq);
+			e.seq = 0;
+		} else
+			error_event(2101, NULL, NULL, truncated ? "truncated last line" : "not JSON");
 		break;
 	default:
 		message(&e);

@@ -194,6 +194,7 @@ void gxp_journal_tail(struct gxp_journal *j, long long max,
 void gxp_journal_close(struct gxp_journal *j);
 int gxp_journal_line_seq(const char *line, size_t len, uint64_t *seq);
 uint64_t gxp_journal_committed(const char *dir);
+uint64_t gxp_journal_last(const char *dir);
 
 /* hist.c: a histogram of durations in microseconds, for quantiles. */
 struct gxp_hist;

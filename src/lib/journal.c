@@ -538,6 +538,35 @@ gxp_journal_close(struct gxp_journal *j)
 	free(j);
 }
 
+/* The seq of the last line in the journal in dir, read without taking
+ * it (0 when there is none). */
+uint64_t
+gxp_journal_last(const char *dir)
+{
+	char **names;
+	long n = gxp_dir_names(dir, is_segment, 1, &names);
+	uint64_t seq = 0;
+
+	for (long i = n - 1; i >= 0 && seq == 0; i--) {
+		int fd = open(names[i], O_RDONLY | O_CLOEXEC);
+		struct stat sb;
+		long long end, at;
+
+		if (fd == -1 || fstat(fd, &sb) == -1) {
+			if (fd != -1)
+				close(fd);
+			continue;
+		}
+		for (end = line_start(fd, (long long)sb.st_size); end > 0 && seq == 0; end = at)
+			if ((at = line_start(fd, end - 1)) == -1 || seq_at(fd, at, &seq) == -1)
+				seq = 0;
+		close(fd);
+	}
+	if (n > 0)
+		gxp_names_free(names, n);
+	return seq;
+}
+
 /* The seq gxp-upload last committed in dir/committed: every row caused by
  * a line up to it is durable.  0 when there is none. */
 uint64_t

@@ -874,18 +874,6 @@ rows_capture_seen(struct rows *r, const char *dev, const char *cap)
 	return e && e->state != E_UNKNOWN;
 }
 
-/* A captures row for the capture will come (the photo is complete and its
- * row is the photo flow's to write): rows that need its id wait for it. */
-void
-rows_capture_expect(struct rows *r, const char *dev, const char *cap)
-{
-	struct ent *e = cap_get(r, dev, cap, 1);
-
-	if (e->state == E_UNKNOWN)
-		e->state = E_PENDING;
-	caps_trim(r);
-}
-
 void
 rows_stats(const struct rows *r, struct rows_stats *s)
 {

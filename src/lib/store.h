@@ -157,7 +157,6 @@ int64_t rows_due_ms(const struct rows *r);
 int rows_idle(const struct rows *r);
 const char *rows_fatal(const struct rows *r);
 int rows_capture_seen(struct rows *r, const char *dev, const char *cap);
-void rows_capture_expect(struct rows *r, const char *dev, const char *cap);
 void rows_stats(const struct rows *r, struct rows_stats *s);
 long rows_spill(struct rows *r, const char *path);
 long rows_load(struct rows *r, const char *path, long *bad);
