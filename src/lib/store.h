@@ -1,6 +1,7 @@
 /* store.h: gxp-upload's own library: the HTTP engine (http.c), the two
  * stores behind one interface (store.c, store_dir.c, store_supabase.c) and
- * the row batches (rows.c).  Only gxp-upload uses it. */
+ * the row batches (rows.c).  gxp-report uses the HTTP engine, the synced
+ * writes (store_sync.c) and the settings' checks too. */
 #ifndef GXP_STORE_H
 #define GXP_STORE_H
 
@@ -81,6 +82,7 @@ struct store {
 	const char *kind;	/* "supabase" or "dir" */
 	const char *bucket;
 };
+const char *gxp_bucket(void);
 struct store *store_open(void);
 struct store *store_dir_open(const char *dir, const char *bucket);
 struct store *store_supabase_open(const char *bucket);
