@@ -35,6 +35,46 @@ fleet_play() {
 	mpub -t ESP32CAM/QUIET1/status -m "$(jq -cn --arg s "$QUIET_STATUS" '{device_id:"QUIET1",status:$s,pendingImg:0}')"
 }
 
+# run_report [ARGS...]: gxp-report -o $OUT; status in RC, stdout in
+# $BATS_TEST_TMPDIR/stdout, stderr in $BATS_TEST_TMPDIR/stderr.
+run_report() {
+	RC=0
+	gxp-report -o "$OUT" "$@" > "$BATS_TEST_TMPDIR/stdout" 2> "$BATS_TEST_TMPDIR/stderr" || RC=$?
+	cat "$BATS_TEST_TMPDIR/stderr"
+}
+
+# fleet_tiles_ok DIR BADJPEG_CODE DEVERR_CODE: the report in DIR says of
+# each device of the fleet what it must (the codes: those of the store's
+# device_errors rows).
+fleet_tiles_ok() {
+	local out=$1 id page label stored failed err thumb badges
+	tiles_of "$out" > "$BATS_TEST_TMPDIR/tiles"
+	cat "$BATS_TEST_TMPDIR/tiles"
+	[ "$(wc -l < "$BATS_TEST_TMPDIR/tiles")" = 7 ] || return 1
+	for id in $FLEET_IDS; do
+		[ "$(tile "$out" "$id" | wc -l)" = 1 ] || return 1
+	done
+	# the stored photos: counts and a thumbnail, a JPEG
+	for id in SIM000001 SIM000002 SIM000003; do
+		IFS=$'\t' read -r page label stored failed err thumb badges <<<"$(tile "$out" "$id")"
+		[ "$page" = "$id" ] && [ "$stored" = 2 ] && [ "$failed" = 0 ] && [ "$err" = - ] &&
+			[[ $thumb == thumbs/*.jpg ]] && [ -f "$out/devices/$id.html" ] &&
+			[ "$(od -An -tx1 -N3 "$out/$thumb" | tr -d ' ')" = ffd8ff ] || return 1
+	done
+	# the failed ones: counted, with their last error's code and meaning
+	IFS=$'\t' read -r page label stored failed err thumb badges <<<"$(tile "$out" BADJPEG1)"
+	[ "$stored" = 0 ] && [ "$failed" = 1 ] && [ "$err" = 2203 ] && [ "$err" = "$2" ] &&
+		[[ $badges == errors* ]] && grep -q 'Invalid JPEG signature' "$out/index.html" || return 1
+	IFS=$'\t' read -r page label stored failed err thumb badges <<<"$(tile "$out" DEVERR1)"
+	[ "$failed" = 1 ] && [ "$err" = "$3" ] && [ "$err" != - ] &&
+		[ "$thumb" = "ph:no photo yet" ] || return 1
+	IFS=$'\t' read -r page label stored failed err thumb badges <<<"$(tile "$out" CORRUPT000001)"
+	[ "$stored" = 1 ] && [ "$thumb" = "ph:photo unreadable" ] || return 1
+	# attention first: the two with errors lead
+	[ "$(head -2 "$BATS_TEST_TMPDIR/tiles" | cut -f2 | sort | tr '\n' ' ')" = "BADJPEG1 DEVERR1 " ] &&
+		grep -q 'Photos per hour over the last 24 h: 7 stored, 2 failed' "$out/index.html"
+}
+
 # tiles_of DIR: the tiles of every index page of the report in DIR.
 tiles_of() {
 	local pages=("$1"/index.html)
