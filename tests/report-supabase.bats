@@ -160,7 +160,8 @@ put_photo() {
 	[ "$RC" = 0 ]
 	[[ $(tile "$OUT" SIM000001 | cut -f7) == *late* ]]
 	[[ $(tile "$OUT" SIM000002 | cut -f7) != *late* ]]
-	grep -q '<dt>next wake</dt><dd>in 4 h' "$OUT/devices/SIM000002.html"
+	grep 'id="d-SIM000002"' "$OUT/index.html" | grep -q '<dt>next wake</dt><dd>in 4 h'
+	grep -q "<dt>next wake</dt><dd>$(date -u -d '+5 hours' +%F)" "$OUT/devices/SIM000002.html"
 	grep -q '<dt>next wake</dt><dd><span class="mut">not scheduled' "$OUT/devices/SIM000003.html"
 }
 

@@ -74,6 +74,9 @@ error_code() {
 	! grep -q 'placeholder' "$BATS_TEST_TMPDIR/stderr"
 	grep -q '0 made, .* 2 unreadable' "$BATS_TEST_TMPDIR/stderr"
 	[ "$(tile "$OUT" CORRUPT000001 | cut -f6)" = "ph:photo unreadable" ]
+	# -f tries them again
+	run_report -f
+	grep -q 'device "CORRUPT000001", photo image_1.jpg .*; shown as a placeholder' "$BATS_TEST_TMPDIR/stderr"
 }
 
 @test "report: text and ids from the store are escaped; rows that are not rows are skipped and logged" {
@@ -115,6 +118,8 @@ error_code() {
 	[ "$RC" = 0 ]
 	grep -q 'incremental read: 0 rows .*thumbnails: 0 made, 6 kept, 1 unreadable, 0 for later; 0 photos fetched' "$BATS_TEST_TMPDIR/stderr"
 	ls -li "$OUT/thumbs" | diff -u "$BATS_TEST_TMPDIR/before" -
+	# and the pages that did not change are not written again: index.html is
+	grep -q '; 1 pages written, 8 unchanged' "$BATS_TEST_TMPDIR/stderr"
 	# SIM000001 stores a third photo: one row read, one photo fetched
 	uuid=$(jq -r 'select(.device_hw_id == "SIM000001") | .device_id' "$GXP_STORE/devices.ndjson" | head -1)
 	day=$(date -u +%Y/%m/%d)
@@ -176,8 +181,9 @@ error_code() {
 	[ "$RC" = 0 ]
 	[[ $(tile "$OUT" SIM000002 | cut -f7) == *late* ]]
 	[[ $(tile "$OUT" SIM000003 | cut -f7) != *late* ]]
-	grep -q '<dt>next wake</dt><dd>in 2 h' "$OUT/devices/SIM000003.html"
-	grep -q '<dt>next wake</dt><dd>2 h ago' "$OUT/devices/SIM000002.html"
+	grep 'id="d-SIM000003"' "$OUT/index.html" | grep -q '<dt>next wake</dt><dd>in 2 h'
+	grep 'id="d-SIM000002"' "$OUT/index.html" | grep -q '<dt>next wake</dt><dd>2 h ago'
+	grep -q "<dt>next wake</dt><dd>$(date -u -d '+3 hours' +%F)" "$OUT/devices/SIM000003.html"
 	! grep -q 'next wake' "$OUT/devices/SIM000001.html"
 }
 

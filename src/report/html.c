@@ -34,7 +34,7 @@ const char report_css[] =
 	".tile{background:var(--card);border:1px solid var(--line);border-top:4px solid var(--ok);"
 	"border-radius:8px;overflow:hidden}\n"
 	".tile.errors{border-top-color:var(--err)}.tile.offline{border-top-color:var(--off)}"
-	".tile.late{border-top-color:var(--late)}.tile.nophoto,.tile.pending{border-top-color:var(--warn)}\n"
+	".tile.late{border-top-color:var(--late)}.tile.nophoto{border-top-color:var(--warn)}\n"
 	".img{display:block;width:100%;aspect-ratio:4/3;object-fit:cover;background:#e4e9ed}\n"
 	".ph{display:flex;align-items:center;justify-content:center;color:var(--mut);"
 	"font-size:13px;text-align:center;padding:8px}\n"
@@ -47,7 +47,8 @@ const char report_css[] =
 	".badge{font-size:11px;font-weight:600;padding:1px 7px;border-radius:9px;color:#fff;"
 	"background:var(--ok);white-space:nowrap}\n"
 	".badge.errors{background:var(--err)}.badge.offline{background:var(--off)}"
-	".badge.late{background:var(--late)}.badge.nophoto,.badge.pending{background:var(--warn)}\n"
+	".badge.late{background:var(--late)}.badge.nophoto{background:var(--warn)}"
+	".badge.pending{background:#e3eaf0;color:#37474f}\n"
 	"dl.facts{margin:0;display:grid;grid-template-columns:auto 1fr;gap:1px 8px;font-size:12.5px}\n"
 	"dl.facts dt{color:var(--mut)}dl.facts dd{margin:0;overflow-wrap:anywhere}\n"
 	".err{color:var(--err)}.mut{color:var(--mut)}\n"
@@ -74,27 +75,34 @@ page_head(struct gxp_buf *b, const char *title, const char *css)
 	gxp_buf_addf(b, "</title>\n<link rel=\"stylesheet\" href=\"%s\">\n</head>\n<body>\n", css);
 }
 
+/* With stamped, the time the page was made; without, the page changes only
+ * when what it shows does, and is not written again otherwise. */
 void
-page_foot(struct gxp_buf *b, const struct fleet *f, const struct page_opts *po)
+page_foot(struct gxp_buf *b, const struct fleet *f, const struct page_opts *po,
+    int stamped)
 {
 	char when[32];
 
 	gxp_fmt_utc(when, f->now);
-	gxp_buf_adds(b, "<footer>Made by gxp-report at ");
-	gxp_buf_addf(b, "%.10s %.8s UTC from ", when, when + 11);
+	gxp_buf_adds(b, "<footer>Made by gxp-report");
+	if (stamped)
+		gxp_buf_addf(b, " at %.10s %.8s UTC", when, when + 11);
+	gxp_buf_adds(b, " from ");
 	html_esc(b, po->source);
-	gxp_buf_adds(b, ". Times are UTC; \"ago\" is counted from then.</footer>\n"
-	    "</body>\n</html>\n");
+	gxp_buf_adds(b, stamped ? ". Times are UTC; \"ago\" is counted from then.</footer>\n" :
+	    ". Times are UTC.</footer>\n");
+	gxp_buf_adds(b, "</body>\n</html>\n");
 }
 
 static const char *const flag_names[5] = { "pending", "nophoto", "late", "offline", "errors" };
 static const char *const flag_text[5] = { "pending", "no photo", "late", "offline", "errors" };
 
-/* The class of a device's worst flag ("ok" without one). */
+/* The class of a device's worst flag ("ok" without one, or with only
+ * photos pending on it, which is news, not trouble). */
 static const char *
 worst(int flags)
 {
-	for (int i = 4; i >= 0; i--)
+	for (int i = 4; i >= 1; i--)
 		if (flags & (1 << i))
 			return flag_names[i];
 	return "ok";
@@ -119,17 +127,34 @@ tile_class(int flags)
 	return worst(flags);
 }
 
-/* "3 min ago (2026-12-01 15:07 UTC)" */
-static void
-when(struct gxp_buf *b, int64_t t, int64_t now)
+/* "3 min ago", or with now 0 "2026-12-01 15:07 UTC". */
+void
+ago(struct gxp_buf *b, int64_t t, int64_t now)
 {
 	char abs[32];
 
-	fmt_when(b, t, now);
-	if (t == 0)
+	if (now || t == 0) {
+		fmt_when(b, t, now);
+		return;
+	}
+	fmt_utc_short(abs, t);
+	gxp_buf_adds(b, abs);
+}
+
+/* "3 min ago (15:07 UTC)", the date too when it is not today's, or with
+ * now 0 the time alone. */
+static void
+when(struct gxp_buf *b, int64_t t, int64_t now)
+{
+	char abs[32], today[32];
+
+	ago(b, t, now);
+	if (t == 0 || now == 0)
 		return;
 	fmt_utc_short(abs, t);
-	gxp_buf_addf(b, " <span class=\"mut\">(%s)</span>", abs);
+	fmt_utc_short(today, now);
+	gxp_buf_addf(b, " <span class=\"mut\">(%s)</span>",
+	    strncmp(abs, today, 10) == 0 ? abs + 11 : abs);
 }
 
 static void
@@ -139,7 +164,7 @@ fact(struct gxp_buf *b, const char *name)
 }
 
 static void
-reading(struct gxp_buf *b, const struct rdev *d, const struct fleet *f)
+reading(struct gxp_buf *b, const struct rdev *d, int64_t now)
 {
 	static const char *const unit[4] = { "&#8239;&#176;C", "&#8239;%",
 		"&#8239;hPa", "&#8239;k&#937;" };
@@ -157,7 +182,7 @@ reading(struct gxp_buf *b, const struct rdev *d, const struct fleet *f)
 	if (n == 0)
 		gxp_buf_adds(b, "<span class=\"mut\">no values</span>");
 	gxp_buf_adds(b, " <span class=\"mut\">");
-	fmt_when(b, d->reading_t, f->now);
+	ago(b, d->reading_t, now);
 	gxp_buf_adds(b, "</span></dd>");
 }
 
@@ -176,7 +201,7 @@ error_text(struct gxp_buf *b, const struct rerr *e)
 }
 
 static void
-latest_error(struct gxp_buf *b, const struct rdev *d, const struct fleet *f)
+latest_error(struct gxp_buf *b, const struct rdev *d, const struct fleet *f, int64_t now)
 {
 	if (!d->has_err)
 		return;
@@ -184,17 +209,18 @@ latest_error(struct gxp_buf *b, const struct rdev *d, const struct fleet *f)
 	    "err" : "mut");
 	error_text(b, &d->err);
 	gxp_buf_adds(b, " <span class=\"mut\">");
-	fmt_when(b, d->err.t, f->now);
+	ago(b, d->err.t, now);
 	gxp_buf_adds(b, "</span></dd>");
 }
 
-/* The facts of a tile and of a device page, as a <dl>. */
+/* The facts of a tile and of a device page, as a <dl>; times relative to
+ * now, or (now 0) absolute only. */
 void
-tile_facts(struct gxp_buf *b, const struct rdev *d, const struct fleet *f)
+tile_facts(struct gxp_buf *b, const struct rdev *d, const struct fleet *f, int64_t now)
 {
 	gxp_buf_adds(b, "<dl class=\"facts\">");
 	fact(b, "seen");
-	when(b, d->seen, f->now);
+	when(b, d->seen, now);
 	gxp_buf_adds(b, "</dd>");
 	fact(b, "status");
 	if (d->status || d->pending >= 0) {
@@ -208,12 +234,12 @@ tile_facts(struct gxp_buf *b, const struct rdev *d, const struct fleet *f)
 	gxp_buf_addf(b, "<span class=\"n-stored\">%d</span> stored &#183; "
 	    "<span class=\"n-failed%s\">%d</span> failed</dd>", d->stored24,
 	    d->failed24 ? " err" : "", d->failed24);
-	reading(b, d, f);
-	latest_error(b, d, f);
+	reading(b, d, now);
+	latest_error(b, d, f, now);
 	if (d->has_next_wake) {
 		fact(b, "next wake");
 		if (d->next_wake)
-			when(b, d->next_wake, f->now);
+			when(b, d->next_wake, now);
 		else
 			gxp_buf_adds(b, "<span class=\"mut\">not scheduled</span>");
 		gxp_buf_adds(b, "</dd>");

@@ -104,9 +104,35 @@ summary(const struct run *r)
 	    f->total_failed);
 	gxp_log(LOG_INFO, "%s read: %llu rows (%llu unusable), %llu requests; thumbnails: "
 	    "%llu made, %llu kept, %llu unreadable, %llu for later; %llu photos fetched "
-	    "(%llu bytes), %llu URLs signed", r->full ? "full" : "incremental", f->rows,
-	    f->bad_rows, r->src->requests, r->ps.made, r->ps.cached, r->ps.bad, r->ps.later,
-	    r->src->downloads, r->ps.fetched_bytes, r->src->signed_urls);
+	    "(%llu bytes), %llu URLs signed; %llu pages written, %llu unchanged",
+	    r->full ? "full" : "incremental", f->rows, f->bad_rows, r->src->requests,
+	    r->ps.made, r->ps.cached, r->ps.bad, r->ps.later, r->src->downloads,
+	    r->ps.fetched_bytes, r->src->signed_urls, r->o.wrote, r->o.unchanged);
+}
+
+static void
+drop_key(const char *key, void *val, void *arg)
+{
+	(void)val;
+	free(map_del(arg, key));
+}
+
+static void
+bad_key(const char *key, void *val, void *arg)
+{
+	if (*(const char *)val)
+		map_put(arg, key, NULL);
+}
+
+/* -f: photos that could not be shown are tried again. */
+static void
+forget_bad(struct map *thumbs)
+{
+	struct map *bad = map_new();
+
+	map_each(thumbs, bad_key, bad);
+	map_each(bad, drop_key, thumbs);
+	map_free(bad, NULL);
 }
 
 static int
@@ -126,11 +152,17 @@ report(struct run *r, int force_full)
 	}
 	if (r->full)
 		r->x.full_at = r->f->now;
+	if (force_full)
+		forget_bad(r->x.thumbs);
 	model_finish(r->f);
-	out_init(&r->o, r->dir);
+	out_init(&r->o, r->dir, r->x.sums);
 	later = photos_update(r->src, r->f, &r->o, &r->x, &r->ps) == -1;
 	later |= r->src->links(r->src, r->f, r->dir, &r->x) == -1;
 	write_pages(r);
+	map_free(r->x.sums, free);	/* the state keeps this run's */
+	r->x.sums = r->o.sums;
+	r->o.sums = NULL;
+	r->o.old_sums = NULL;
 	if (out_sync(&r->o) == -1 || r->o.failed || state_save(state, r->src, r->f, &r->x) == -1) {
 		free(state);
 		return EXIT_TEMP;

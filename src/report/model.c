@@ -693,16 +693,16 @@ model_device_json(const struct rdev *d)
 	return o;
 }
 
+/* The lists first, oldest first, so that captures of the same time are
+ * read in the order the last run read them. */
 int
 model_device_load(struct fleet *f, const cJSON *j)
 {
 	const cJSON *r;
 
-	if (model_view_row(f, j) == -1)
-		return -1;
 	cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(j, "captures"))
 		model_row(f, R_CAPTURES, r);
 	cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(j, "errors"))
 		model_row(f, R_ERRORS, r);
-	return 0;
+	return model_view_row(f, j);
 }

@@ -5,29 +5,54 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "report.h"
 
+/* sums: the pages' checksums from the last run (the state), or NULL. */
 void
-out_init(struct out *o, const char *dir)
+out_init(struct out *o, const char *dir, struct map *sums)
 {
 	memset(o, 0, sizeof *o);
 	o->dir = xstrdup(dir);
 	o->written = map_new();
+	o->old_sums = sums;
+	o->sums = map_new();
+}
+
+/* A page the last run wrote with the same bytes, and still there, is left
+ * alone (a device page changes only when its device does); the others are
+ * written. */
+static int
+unchanged(struct out *o, const char *rel, const char *path, const char *sum)
+{
+	const char *old = o->old_sums ? map_get(o->old_sums, rel) : NULL;
+	struct stat sb;
+
+	return old && strcmp(old, sum) == 0 && stat(path, &sb) == 0;
 }
 
 void
 out_file(struct out *o, const char *rel, const void *data, size_t len)
 {
-	char *path = xasprintf("%s/%s", o->dir, rel);
+	char *path = xasprintf("%s/%s", o->dir, rel), sum[65];
+	int page = strncmp(rel, "thumbs/", 7) != 0;	/* thumbnails: written once */
 
-	if (syncset_write(&o->ss, path, data, len) == -1) {
+	gxp_sha256_hex(sum, data, len);
+	if (page && unchanged(o, rel, path, sum)) {
+		o->unchanged++;
+		map_put(o->written, rel, o);
+	} else if (syncset_write(&o->ss, path, data, len) == -1) {
 		gxp_log(LOG_ERROR, "%s: %s", path, strerror(errno));
 		o->failed = 1;
-	} else
+	} else {
+		o->wrote += page;
 		map_put(o->written, rel, o);
+	}
+	if (page)
+		free(map_put(o->sums, rel, xstrdup(sum)));
 	free(path);
 }
 
@@ -77,5 +102,6 @@ out_free(struct out *o)
 {
 	syncset_free(&o->ss);
 	map_free(o->written, NULL);
+	map_free(o->sums, free);
 	free(o->dir);
 }

@@ -23,7 +23,7 @@ linked(struct gxp_buf *b, const struct rcap *c, const char *alt)
 }
 
 static void
-photo(struct gxp_buf *b, const struct rcap *c, const struct fleet *f)
+photo(struct gxp_buf *b, const struct rcap *c)
 {
 	char abs[32];
 
@@ -36,11 +36,6 @@ photo(struct gxp_buf *b, const struct rcap *c, const struct fleet *f)
 	if (c->captured_at) {
 		fmt_utc_short(abs, c->captured_at);
 		gxp_buf_addf(b, "taken %s", abs);
-	}
-	if (c->t) {
-		gxp_buf_adds(b, " <span class=\"mut\">(");
-		fmt_when(b, c->t, f->now);
-		gxp_buf_adds(b, ")</span>");
 	}
 	if (c->bytes >= 0)
 		gxp_buf_addf(b, "<br>%lld bytes", c->bytes);
@@ -64,12 +59,12 @@ photos(struct gxp_buf *b, const struct rdev *d, const struct fleet *f)
 	}
 	gxp_buf_adds(b, "<div class=\"photos\">\n");
 	for (size_t i = 0; i < n; i++)
-		photo(b, &d->caps[i], f);
+		photo(b, &d->caps[i]);
 	gxp_buf_adds(b, "</div>\n");
 }
 
 static void
-errors(struct gxp_buf *b, const struct rdev *d, const struct fleet *f)
+errors(struct gxp_buf *b, const struct rdev *d)
 {
 	char abs[32];
 
@@ -83,9 +78,7 @@ errors(struct gxp_buf *b, const struct rdev *d, const struct fleet *f)
 		const struct rerr *e = &d->errs[i];
 
 		fmt_utc_short(abs, e->t);
-		gxp_buf_addf(b, "<tr><td>%s <span class=\"mut\">(", e->t ? abs : "?");
-		fmt_when(b, e->t, f->now);
-		gxp_buf_adds(b, ")</span></td><td>");
+		gxp_buf_addf(b, "<tr><td>%s</td><td>", e->t ? abs : "?");
 		error_text(b, e);
 		gxp_buf_adds(b, "</td><td>");
 		html_esc(b, e->severity ? e->severity : "");
@@ -133,12 +126,12 @@ device_page(struct out *o, const struct rdev *d, const struct fleet *f,
 	gxp_buf_adds(&b, "<div class=\"body\"><h3>Latest");
 	badges(&b, d->flags);
 	gxp_buf_adds(&b, "</h3>");
-	tile_facts(&b, d, f);
+	tile_facts(&b, d, f, 0);
 	gxp_buf_adds(&b, "</div></article></div>\n");
 	photos(&b, d, f);
-	errors(&b, d, f);
+	errors(&b, d);
 	gxp_buf_adds(&b, "</main>\n");
-	page_foot(&b, f, po);
+	page_foot(&b, f, po, 0);
 	out_file(o, rel, b.p, b.len);
 	gxp_buf_free(&b);
 	gxp_buf_free(&title);

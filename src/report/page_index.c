@@ -76,7 +76,7 @@ tile(struct gxp_buf *b, const struct rdev *d, const struct fleet *f)
 	gxp_buf_adds(b, "</a>");
 	badges(b, d->flags);
 	gxp_buf_adds(b, "</h3>");
-	tile_facts(b, d, f);
+	tile_facts(b, d, f, f->now);
 	gxp_buf_adds(b, "</div></article>\n");
 }
 
@@ -117,7 +117,7 @@ page_index_all(struct out *o, const struct fleet *f, const struct page_opts *po)
 		gxp_buf_adds(&b, "</div>\n");
 		nav(&b, p, pages);
 		gxp_buf_adds(&b, "</main>\n");
-		page_foot(&b, f, po);
+		page_foot(&b, f, po, 1);
 		out_file(o, name, b.p, b.len);
 		gxp_buf_free(&b);
 	}

@@ -160,6 +160,7 @@ struct source *src_supa_open(const char *bucket);
 struct state_extra {
 	struct map *thumbs;		/* key -> "" (made) or the reason it is bad */
 	struct map *signed_urls;	/* storage_path -> struct signed */
+	struct map *sums;		/* page -> sha256 of what was written */
 	int64_t full_at;		/* last full read (Supabase) */
 };
 struct signed_url {
@@ -197,10 +198,12 @@ void thumb_key(char out[33], const char *path, const char *sha, long long bytes)
 struct out {
 	char *dir;
 	struct syncset ss;
-	struct map *written;		/* relative paths written this run */
+	struct map *written;		/* relative paths in place this run */
+	struct map *old_sums, *sums;	/* relative path -> sha256 of the bytes */
+	unsigned long long wrote, unchanged;
 	int failed;
 };
-void out_init(struct out *o, const char *dir);
+void out_init(struct out *o, const char *dir, struct map *sums);
 void out_file(struct out *o, const char *rel, const void *data, size_t len);
 /* Removes files in <dir>/<sub>/ this run did not write (and kept() does not
  * keep); then makes what was written durable.  0 or -1. */
@@ -218,9 +221,12 @@ struct page_opts {
 void page_index_all(struct out *o, const struct fleet *f, const struct page_opts *po);
 void page_device_all(struct out *o, const struct fleet *f, const struct page_opts *po);
 void page_head(struct gxp_buf *b, const char *title, const char *css);
-void page_foot(struct gxp_buf *b, const struct fleet *f, const struct page_opts *po);
+void page_foot(struct gxp_buf *b, const struct fleet *f, const struct page_opts *po,
+    int stamped);
 void svg_chart(struct gxp_buf *b, const struct fleet *f);
-void tile_facts(struct gxp_buf *b, const struct rdev *d, const struct fleet *f);
+void tile_facts(struct gxp_buf *b, const struct rdev *d, const struct fleet *f,
+    int64_t now);
+void ago(struct gxp_buf *b, int64_t t, int64_t now);
 void badges(struct gxp_buf *b, int flags);
 const char *tile_class(int flags);
 void error_text(struct gxp_buf *b, const struct rerr *e);

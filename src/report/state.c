@@ -6,6 +6,7 @@
  *   {"thumb":"KEY"}       thumbs/KEY.jpg is made and synced
  *   {"thumb":"KEY","bad":"why"}   that photo cannot be shown
  *   {"signed":"PATH","url":"...","exp":"..."}   a signed URL and its expiry
+ *   {"page":"devices/ID.html","sum":"..."}   the sha256 of a page written
  *
  * A state that does not parse, is of another version or of another source
  * is set aside: the run reads everything again. */
@@ -33,7 +34,8 @@ state_extra_free(struct state_extra *x)
 {
 	map_free(x->thumbs, free);
 	map_free(x->signed_urls, signed_url_free);
-	x->thumbs = x->signed_urls = NULL;
+	map_free(x->sums, free);
+	x->thumbs = x->signed_urls = x->sums = NULL;
 }
 
 static int
@@ -60,9 +62,14 @@ line(const cJSON *j, struct fleet *f, struct state_extra *x)
 {
 	const cJSON *dev = cJSON_GetObjectItemCaseSensitive(j, "device");
 	const char *thumb = gxp_json_str(j, "thumb"), *path = gxp_json_str(j, "signed");
+	const char *page = gxp_json_str(j, "page"), *sum = gxp_json_str(j, "sum");
 
 	if (cJSON_IsObject(dev))
 		return model_device_load(f, dev);
+	if (page && sum) {
+		free(map_put(x->sums, page, xstrdup(sum)));
+		return 0;
+	}
 	if (thumb) {
 		const char *why = gxp_json_str(j, "bad");
 
@@ -91,6 +98,7 @@ forget(struct fleet *f, struct state_extra *x)
 	state_extra_free(x);
 	x->thumbs = map_new();
 	x->signed_urls = map_new();
+	x->sums = map_new();
 	x->full_at = 0;
 }
 
@@ -155,6 +163,16 @@ save_thumb(const char *key, void *val, void *arg)
 }
 
 static void
+save_sum(const char *page, void *val, void *arg)
+{
+	cJSON *j = cJSON_CreateObject();
+
+	cJSON_AddStringToObject(j, "page", page);
+	cJSON_AddStringToObject(j, "sum", val);
+	add_json_line(arg, j);
+}
+
+static void
 save_signed(const char *path, void *val, void *arg)
 {
 	const struct signed_url *s = val;
@@ -191,6 +209,7 @@ state_save(const char *path, struct source *src, const struct fleet *f,
 	}
 	map_each(x->thumbs, save_thumb, &b);
 	map_each(x->signed_urls, save_signed, &b);
+	map_each(x->sums, save_sum, &b);
 	if ((rc = gxp_write_atomic(path, b.p, b.len)) == -1)
 		gxp_log(LOG_ERROR, "%s: %s", path, strerror(errno));
 	gxp_buf_free(&b);
