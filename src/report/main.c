@@ -87,7 +87,7 @@ write_pages(struct run *r)
 {
 	struct page_opts po = { 0 };
 
-	po.source = r->src->id;
+	po.source = r->src->label;
 	po.page_tiles = gxp_cfg_int("REPORT_PAGE_TILES");
 	out_file(&r->o, "report.css", report_css, strlen(report_css));
 	page_device_all(&r->o, r->f, &po);

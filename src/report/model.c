@@ -382,6 +382,11 @@ model_row(struct fleet *f, int table, const cJSON *row)
 	int rc = 0;
 
 	f->rows++;
+	/* an error no device can be named for (a message on no device's
+	 * topic) is the worker's, not a device's: not for this report */
+	if (table == R_ERRORS && cJSON_IsObject(row) && (uuid == NULL ||
+	    cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(row, "device_id"))))
+		return 0;
 	if (uuid == NULL || *uuid == '\0' || strlen(uuid) > ID_MAX) {
 		f->bad_rows++;
 		return -1;

@@ -244,7 +244,7 @@ photos_update(struct source *src, struct fleet *f, struct out *o,
 
 		if (d->has_photo)
 			need(&c, d, &d->photo);
-		for (size_t k = 0; k < d->ncaps; k++)
+		for (size_t k = 0; k < d->ncaps && k < (size_t)f->recent_photos; k++)
 			need(&c, d, &d->caps[k]);
 	}
 	run_jobs(&c);

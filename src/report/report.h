@@ -135,6 +135,7 @@ typedef void fetch_fn(void *arg, int rc, const char *data, size_t len,
 struct source {
 	const char *kind;		/* "dir" or "supabase" */
 	char *id;			/* what the state must match */
+	char *label;			/* what the pages say it is */
 	/* Reads the rows new since the cursors (all when full) into f. */
 	int (*read)(struct source *, struct fleet *, int full);
 	/* A photo's bytes: fn is called with ST_OK, or ST_PERM (the photo

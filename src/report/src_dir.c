@@ -247,7 +247,7 @@ dir_links(struct source *src, struct fleet *f, const char *outdir, struct state_
 
 		if (d->has_photo)
 			set_href(s, &d->photo, root);
-		for (size_t k = 0; k < d->ncaps; k++)
+		for (size_t k = 0; k < d->ncaps && k < (size_t)f->recent_photos; k++)
 			set_href(s, &d->caps[k], root);
 	}
 	free(root);
@@ -323,6 +323,7 @@ dir_free(struct source *src)
 	free(s->dir);
 	free(s->bucket);
 	free(src->id);
+	free(src->label);
 	free(s);
 }
 
@@ -336,6 +337,7 @@ src_dir_open(const char *dir, const char *bucket)
 		gxp_die(EXIT_PERM, "local store %s: %s (GXP_STORE)", dir, strerror(errno));
 	s->base.kind = "dir";
 	s->base.id = xasprintf("local store %s, bucket %s", real, bucket);
+	s->base.label = xstrdup(s->base.id);
 	s->base.read = dir_read;
 	s->base.fetch = dir_fetch;
 	s->base.wait = dir_wait;

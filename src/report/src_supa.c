@@ -618,6 +618,7 @@ supa_free(struct source *src)
 	free(s->key);
 	free(s->bucket);
 	free(src->id);
+	free(src->label);
 	free(s);
 }
 
@@ -656,7 +657,9 @@ src_supa_open(const char *bucket)
 	s->base.refresh_us = gxp_cfg_int("REPORT_REFRESH_S") * 1000000LL;
 	s->storage = base_url("SUPABASE_STORAGE_URL", url, "/storage/v1");
 	s->rest = base_url("SUPABASE_REST_URL", url, "/rest/v1");
-	s->base.id = xasprintf("Supabase %s, bucket %s", s->rest, bucket);
+	s->base.id = xasprintf("Supabase %s, storage %s, bucket %s", s->rest, s->storage,
+	    bucket);
+	s->base.label = xasprintf("Supabase %s, bucket %s", url, bucket);
 	s->key = xstrdup(key);
 	s->bucket = xstrdup(bucket);
 	s->overlap_us = gxp_cfg_int("REPORT_OVERLAP_S") * 1000000LL;
