@@ -7,7 +7,7 @@
 -- Columns another migration may or may not have added (devices.next_wake_at
 -- from the control plane, captures.image_url) are read through to_jsonb(),
 -- so the views work with and without them and need no change when they
--- come.
+-- come; a column that is not there is not in the JSON either.
 
 begin;
 
@@ -20,14 +20,15 @@ select c.capture_id, c.device_id, c.device_capture_id, c.captured_at,
        to_jsonb(c) ->> 'image_url' as image_url
 from public.captures c;
 
--- One row per device: its columns and, as JSON objects shaped like rows of
--- their tables, its latest status, sensor reading and error, and its latest
--- stored photo.  Each latest_* is one index lookup per device (the indexes
--- of sql/schema.sql), so a page of devices costs a page of lookups.
+-- One row per device: its id, its devices row as JSON (with whatever
+-- columns the table has: next_wake_at only where the control plane added
+-- it), and, as JSON objects shaped like rows of their tables, its latest
+-- status, sensor reading and error, and its latest stored photo.  Each
+-- latest_* is one index lookup per device (the indexes of sql/schema.sql),
+-- so a page of devices costs a page of lookups.
 create or replace view public.gxp_report_devices
 with (security_invoker = true) as
-select d.device_id, d.device_hw_id, d.model, d.last_seen_at, d.last_ip,
-       (to_jsonb(d) ->> 'next_wake_at')::timestamptz as next_wake_at,
+select d.device_id, to_jsonb(d) as device,
        (select to_jsonb(s) from (
             select x.id, x.device_id, x.status, x.pending_count, x.created_at
             from public.device_status x

@@ -96,8 +96,8 @@ put_photo() {
 	run curl -s "${u/image_1.jpg/image_2.jpg}"
 	[[ $output == *'"statusCode": "400"'* ]]
 	# the key is in no output
-	! grep -qF "$EP_SERVICE_KEY" "$BATS_TEST_TMPDIR/stderr" "$BATS_TEST_TMPDIR/stdout"
-	! grep -rqF "$EP_SERVICE_KEY" "$OUT"
+	refute grep -qF "$EP_SERVICE_KEY" "$BATS_TEST_TMPDIR/stderr" "$BATS_TEST_TMPDIR/stdout"
+	refute grep -rqF "$EP_SERVICE_KEY" "$OUT"
 }
 
 @test "report/supabase: a second run downloads and signs nothing; a new photo is the only download" {
@@ -107,7 +107,8 @@ put_photo() {
 	run_report
 	[ "$RC" = 0 ]
 	grep -q 'incremental read: .* 0 made, 6 kept, 1 unreadable, 0 for later; 0 photos fetched (0 bytes), 0 URLs signed' "$BATS_TEST_TMPDIR/stderr"
-	[ "$(requests 'GET /storage/')" = 0 ] && [ "$(requests 'POST /storage/')" = 0 ]
+	[ "$(requests 'GET /storage/')" = 0 ]
+	[ "$(requests 'POST /storage/')" = 0 ]
 	# only rows: a page and an empty page per table, the open captures by id
 	[ "$(requests 'GET /rest/v1/')" -le 12 ]
 	[ "$(requests 'GET /rest/v1/gxp_report_devices')" = 0 ]
@@ -151,7 +152,7 @@ put_photo() {
 
 @test "report/supabase: next_wake_at shows when the column exists" {
 	run_report
-	! grep -q 'next wake' "$OUT/index.html"
+	refute grep -q 'next wake' "$OUT/index.html"
 	psql_q "alter table devices add column next_wake_at timestamptz" > /dev/null
 	psql_q "update devices set next_wake_at = now() - interval '3 hours' where device_hw_id = 'SIM000001';
 		update devices set next_wake_at = now() + interval '5 hours' where device_hw_id = 'SIM000002'" > /dev/null
@@ -178,7 +179,7 @@ put_photo() {
 	SUPABASE_SERVICE_ROLE=wrong-$EP_SERVICE_KEY run_report
 	[ "$RC" = 100 ]
 	grep -q 'HTTP 401.*check SUPABASE_SERVICE_ROLE' "$BATS_TEST_TMPDIR/stderr"
-	! grep -qF "$EP_SERVICE_KEY" "$BATS_TEST_TMPDIR/stderr"
+	refute grep -qF "$EP_SERVICE_KEY" "$BATS_TEST_TMPDIR/stderr"
 	ep_fault '{"match":"/rest/","status":503,"seconds":30}'
 	UPLOAD_ONCE_ATTEMPTS=2 run_report
 	[ "$RC" = 111 ]
@@ -208,4 +209,24 @@ put_photo() {
 	SUPABASE_SERVICE_ROLE=nope run gxp-report --check -o "$OUT"
 	[ "$status" = 100 ]
 	[[ $output == *"FAIL: view gxp_report_devices: HTTP 401"* ]]
+}
+
+@test "report/supabase: sql/report.sql runs again; its views answer as the tables do (security_invoker)" {
+	psql_file "$GXP_TOP/sql/report.sql"
+	psql_file "$GXP_TOP/sql/report.sql"
+	[ "$(psql_q "select count(*) from gxp_report_devices" service_role)" = 7 ]
+	[ "$(psql_q "select count(*) from gxp_report_captures" authenticated)" = 9 ]
+	run psql_q "select count(*) from gxp_report_devices" anon
+	[ "$status" != 0 ]
+	[[ $output == *"permission denied for view gxp_report_devices"* ]]
+	# granted the view, anon still reads nothing: the view runs with the
+	# rights of whoever reads it, not of its owner
+	psql_q "grant select on gxp_report_devices to anon" > /dev/null
+	run psql_q "select count(*) from gxp_report_devices" anon
+	psql_q "revoke select on gxp_report_devices from anon" > /dev/null
+	[ "$status" != 0 ]
+	[[ $output == *"permission denied for table devices"* ]]
+	# and through PostgREST with the anon key: nothing
+	run curl -s -H "apikey: $EP_ANON_KEY" "$EP_URL/rest/v1/gxp_report_devices?select=*"
+	[[ $output == *'"code": "42501"'* ]]
 }

@@ -11,6 +11,14 @@
 FLEET_IDS="SIM000001 SIM000002 SIM000003 CORRUPT000001 BADJPEG1 DEVERR1 QUIET1"
 QUIET_STATUS='<b>Alive</b> & "well"'
 
+# refute COMMAND...: COMMAND fails.  (A bare "! COMMAND" in a test never
+# fails it: set -e ignores a negated command.)
+refute() {
+	if "$@"; then
+		return 1
+	fi
+}
+
 # corrupt_jpeg FILE: starts and ends like a JPEG, decodes as nothing.
 corrupt_jpeg() {
 	{

@@ -64,14 +64,15 @@ error_code() {
 	run_report
 	[ "$RC" = 0 ]
 	IFS=$'\t' read -r page label stored failed err thumb badges <<<"$(tile "$OUT" CORRUPT000001)"
-	[ "$stored" = 1 ] && [ "$thumb" = "ph:photo unreadable" ]
+	[ "$stored" = 1 ]
+	[ "$thumb" = "ph:photo unreadable" ]
 	grep -q 'warning: device "CORRUPT000001", photo image_1.jpg (captures/CORRUPT000001/.*): not a JPEG we can read: .*; shown as a placeholder' "$BATS_TEST_TMPDIR/stderr"
 	grep -q "warning: device \"SIM000003\", photo .*($path): .*No such file or directory; shown as a placeholder" "$BATS_TEST_TMPDIR/stderr"
 	grep -q 'photo unreadable' "$OUT/devices/SIM000003.html"
 	# the next run knows them: no second attempt, no second log line
 	run_report
 	[ "$RC" = 0 ]
-	! grep -q 'placeholder' "$BATS_TEST_TMPDIR/stderr"
+	refute grep -q 'placeholder' "$BATS_TEST_TMPDIR/stderr"
 	grep -q '0 made, .* 2 unreadable' "$BATS_TEST_TMPDIR/stderr"
 	[ "$(tile "$OUT" CORRUPT000001 | cut -f6)" = "ph:photo unreadable" ]
 	# -f tries them again
@@ -95,7 +96,7 @@ error_code() {
 	run_report
 	[ "$RC" = 0 ]
 	# no tag from the store survives as a tag, anywhere
-	! grep -rq '<script>\|<img src=x\|<b>Alive\|<i>ip' "$OUT"/*.html "$OUT"/devices/
+	refute grep -rq '<script>\|<img src=x\|<b>Alive\|<i>ip' "$OUT"/*.html "$OUT"/devices/
 	grep -q '&lt;script&gt;alert(1)&lt;/script&gt;&quot;x&#39;' "$OUT/index.html"
 	grep -q '&lt;img src=x onerror=alert(2)&gt;' "$OUT/index.html"
 	grep -q '&lt;b&gt;Alive&lt;/b&gt; &amp; &quot;well&quot;' "$OUT/index.html"
@@ -105,11 +106,12 @@ error_code() {
 		"$OUT/index.html" | grep -qF "$QUIET_STATUS"
 	# the strange id gets a page of a name no valid id has, and a log line
 	IFS=$'\t' read -r page label rest <<<"$(tile "$OUT" "<script>alert(1)</script>\"x'")"
-	[[ $page == x.[0-9a-f]* ]] && [ -f "$OUT/devices/$page.html" ]
+	[[ $page == x.[0-9a-f]* ]]
+	[ -f "$OUT/devices/$page.html" ]
 	grep -q "not a valid device id; its page is devices/$page.html" "$BATS_TEST_TMPDIR/stderr"
 	[ "$(find "$OUT/devices" -type f | wc -l)" = 8 ]
 	grep -q 'devices.ndjson: 2 lines skipped (not a row' "$BATS_TEST_TMPDIR/stderr"
-	! grep -q 'device_errors.ndjson: .* skipped' "$BATS_TEST_TMPDIR/stderr"
+	refute grep -q 'device_errors.ndjson: .* skipped' "$BATS_TEST_TMPDIR/stderr"
 }
 
 @test "report: a second run fetches and decodes nothing; a new photo is the only one made" {
@@ -157,14 +159,18 @@ error_code() {
 	export GXP_STORE=$store
 	REPORT_PAGE_TILES=10 run_report
 	[ "$RC" = 0 ]
-	[ -f "$OUT/page-2.html" ] && [ -f "$OUT/page-3.html" ] && [ ! -f "$OUT/page-4.html" ]
+	[ -f "$OUT/page-2.html" ]
+	[ -f "$OUT/page-3.html" ]
+	[ ! -f "$OUT/page-4.html" ]
 	[ "$(tiles_of "$OUT" | wc -l)" = 25 ]
 	grep -q '<a href="page-3.html">3</a>' "$OUT/index.html"
 	touch "$OUT/devices/GONE.html" "$OUT/index.html.tmp.99999"
 	REPORT_PAGE_TILES=20 run_report
 	[ "$RC" = 0 ]
-	[ -f "$OUT/page-2.html" ] && [ ! -f "$OUT/page-3.html" ]
-	[ ! -e "$OUT/devices/GONE.html" ] && [ ! -e "$OUT/index.html.tmp.99999" ]
+	[ -f "$OUT/page-2.html" ]
+	[ ! -f "$OUT/page-3.html" ]
+	[ ! -e "$OUT/devices/GONE.html" ]
+	[ ! -e "$OUT/index.html.tmp.99999" ]
 	[ -z "$(find "$OUT" -name '*.tmp.*')" ]
 	# while another gxp-report writes the directory: exit 111, nothing touched
 	exec 8> "$OUT/.lock"
@@ -188,7 +194,7 @@ error_code() {
 	grep 'id="d-SIM000003"' "$OUT/index.html" | grep -q '<dt>next wake</dt><dd>in 2 h'
 	grep 'id="d-SIM000002"' "$OUT/index.html" | grep -q '<dt>next wake</dt><dd>2 h ago'
 	grep -q "<dt>next wake</dt><dd>$(date -u -d '+3 hours' +%F)" "$OUT/devices/SIM000003.html"
-	! grep -q 'next wake' "$OUT/devices/SIM000001.html"
+	refute grep -q 'next wake' "$OUT/devices/SIM000001.html"
 }
 
 @test "report: headless Chromium shows every device, and the thumbnails load" {
@@ -202,7 +208,8 @@ error_code() {
 	screenshot "$BATS_TEST_TMPDIR/shot.png" "file://$OUT/index.html"
 	read -r w h colors <<<"$("$GXP_TOP/tests/png-colors" "$BATS_TEST_TMPDIR/shot.png")"
 	echo "screenshot: $w x $h, $colors colours"
-	[ "$w" = 1280 ] && [ "$h" = 1000 ]
+	[ "$w" = 1280 ]
+	[ "$h" = 1000 ]
 	# photos bring tens of thousands of colours; the page without them, a few
 	# thousand (the text's antialiasing)
 	[ "$colors" -gt 20000 ]
@@ -220,7 +227,8 @@ error_code() {
 
 @test "report: usage, --check, bad settings, an unreadable store" {
 	run gxp-report --help
-	[ "$status" = 0 ] && [ "$output" = "usage: gxp-report [-f] [--check] [--env file] [-o dir]" ]
+	[ "$status" = 0 ]
+	[ "$output" = "usage: gxp-report [-f] [--check] [--env file] [-o dir]" ]
 	run gxp-report extra
 	[ "$status" = 100 ]
 	run gxp-report --check -f

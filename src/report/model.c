@@ -408,12 +408,15 @@ static const char *const latest_keys[] = {
 	NULL, "latest_photo", "latest_reading", "latest_status", "latest_error"
 };
 
-/* A gxp_report_devices row (sql/report.sql), or a device of the state:
- * the devices columns, and each latest_* member a row of its table. */
+/* A gxp_report_devices row (sql/report.sql: the devices row in "device"),
+ * or a device of the state (the devices columns at the top); each latest_*
+ * member a row of its table. */
 int
 model_view_row(struct fleet *f, const cJSON *row)
 {
-	if (model_row(f, R_DEVICES, row) == -1)
+	const cJSON *dev = cJSON_GetObjectItemCaseSensitive(row, "device");
+
+	if (model_row(f, R_DEVICES, cJSON_IsObject(dev) ? dev : row) == -1)
 		return -1;
 	for (int t = R_CAPTURES; t < R_COUNT; t++) {
 		const cJSON *sub = cJSON_GetObjectItemCaseSensitive(row, latest_keys[t]);
