@@ -245,3 +245,29 @@ error_code() {
 	[[ $output == *"local store $BATS_TEST_TMPDIR/nowhere: No such file or directory (GXP_STORE)"* ]]
 	[ ! -e "$OUT/index.html" ]
 }
+
+@test "report: a SIGKILL at any moment leaves the last report whole; the next run finishes it" {
+	store=$BATS_TEST_TMPDIR/big
+	"$GXP_TOP/bench/genstore" --dir "$store" --devices 300 --photos 2 --seed 3
+	export GXP_STORE=$store
+	for kill_at in 5 150 400; do
+		gxp-report -o "$OUT" > /dev/null 2> "$BATS_TEST_TMPDIR/killed" &
+		pid=$!
+		wait_until 60 sh -c "[ \$(find '$OUT/thumbs' -name '*.jpg' 2>/dev/null | wc -l) -ge $kill_at ] || ! kill -0 $pid 2>/dev/null"
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" || true
+		# every page there is whole: it ends as a page ends
+		for f in "$OUT"/index.html "$OUT"/devices/*.html; do
+			[ -e "$f" ] || continue
+			[ "$(tail -c 8 "$f")" = "</html>" ] || { echo "torn: $f"; false; }
+		done
+	done
+	run_report
+	[ "$RC" = 0 ]
+	[ -z "$(find "$OUT" -name '*.tmp.*')" ]
+	[ "$(tiles_of "$OUT" | wc -l)" = 300 ]
+	# the same report as a run that was never killed
+	OUT=$BATS_TEST_TMPDIR/clean run_report
+	diff <(tiles_of "$OUT") <(tiles_of "$BATS_TEST_TMPDIR/clean")
+	[ "$(ls "$OUT/thumbs" | wc -l)" = "$(ls "$BATS_TEST_TMPDIR/clean/thumbs" | wc -l)" ]
+}

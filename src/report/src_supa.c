@@ -379,7 +379,7 @@ supa_read(struct source *src, struct fleet *f, int full)
 			rc = read_since(s, f, t, since);
 		}
 	}
-	if (rc == EXIT_OK)
+	if (rc == EXIT_OK && !full)	/* a full read is fresh already */
 		rc = read_open(s, f);
 	for (int t = 0; t < R_COUNT; t++)
 		if (f->max_t[t] > s->wm[t])
