@@ -87,8 +87,12 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $$missing; \
 	fi
 
+# A line "! cmd" inside a bats test cannot fail it (errexit ignores "!"):
+# such a check must read "! cmd || false" or "run ! cmd".
 lint:
 	mandoc -T lint -W warning $(MANS)
+	@if grep -nE '^[[:space:]]*! [^|]*$$' tests/*.bats; then \
+		echo 'lint: a "! cmd" line in a bats test cannot fail it; add "|| false"' >&2; exit 1; fi
 
 # share/gxp: the photos gxp-sim sends by default, and the SQL for Supabase.
 install: all

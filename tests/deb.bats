@@ -213,7 +213,7 @@ sd_shutdown() {
 	run lintian --fail-on error,warning "${DEB%.deb}.changes"
 	echo "$output"
 	[ "$status" = 0 ]
-	! grep -E '^[EW]: ' <<<"$output"
+	! grep -E '^[EW]: ' <<<"$output" || false
 	# built in a copy: no build products in the tree's debian/
 	if git -C "$GXP_TOP" rev-parse 2> /dev/null; then
 		[ -z "$(git -C "$GXP_TOP" status --porcelain --ignored -- debian | grep '^!!')" ]
@@ -403,7 +403,7 @@ sd_shutdown() {
 	[ -d /var/lib/gxp/spool ]
 
 	dpkg_do --purge gxp
-	! dpkg-query -W gxp 2> /dev/null
+	! dpkg-query -W gxp 2> /dev/null || false
 	# the administrator's own file stays, the package's goes
 	[ "$(ls -A /etc/gxp)" = w1.env ]
 	rm /etc/gxp/w1.env
