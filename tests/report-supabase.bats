@@ -199,10 +199,27 @@ put_photo() {
 	[[ $(tile "$OUT" SIM000001 | cut -f6) == thumbs/*.jpg ]]
 }
 
+@test "report/supabase: a secret key (sb_secret_...) goes in apikey alone; a publishable key is refused" {
+	unset SUPABASE_SERVICE_ROLE
+	export SUPABASE_SECRET_KEY=$EP_SECRET_KEY
+	run_report
+	[ "$RC" = 0 ]
+	[ "$(tiles_of "$OUT" | wc -l)" = 7 ]
+	# every request had no bearer token, and said who it is
+	[ "$(ep_log | jq -r 'select(.path | startswith("/_control") | not) | .bearer' | sort -u)" = false ]
+	[ "$(ep_log | jq -r 'select(.path | startswith("/_control") | not) | .ua' | sort -u)" = "gxp/$(sed -n '1s/^gxp (\([^)]*\)).*/\1/p' "$GXP_TOP/debian/changelog")" ]
+	refute grep -rqF "$EP_SECRET_KEY" "$OUT" "$BATS_TEST_TMPDIR/stderr"
+	SUPABASE_SECRET_KEY=$EP_PUBLISHABLE_KEY run gxp-report -o "$OUT"
+	[ "$status" = 100 ]
+	[[ $output == *"SUPABASE_SECRET_KEY (environment) holds a publishable key (sb_publishable_...)"* ]]
+	[[ $output != *"$EP_PUBLISHABLE_KEY"* ]]
+}
+
 @test "report/supabase: --check reads the views and the bucket with the key" {
 	run gxp-report --check -o "$OUT"
 	echo "$output"
 	[ "$status" = 0 ]
+	[[ $output == *"key: a legacy service_role key (JWT), from SUPABASE_SERVICE_ROLE"* ]]
 	[[ $output == *"ok: view gxp_report_devices readable with the key"* ]]
 	[[ $output == *"ok: view gxp_report_captures readable with the key"* ]]
 	[[ $output == *"ok: bucket gxp-captures readable with the key"* ]]

@@ -28,6 +28,7 @@ struct ssrc {
 	struct source base;
 	struct http *http;
 	char *storage, *rest, *key, *bucket;
+	struct gxp_apikey k;
 	int64_t wm[R_COUNT];	/* the newest row time seen, per table */
 	int64_t overlap_us;
 	long long page_rows, signed_s, max_image;
@@ -47,51 +48,24 @@ static const struct {
 	    "id,device_id,capture_id,error_code,severity,message,occurred_at" },
 };
 
-/* The headers of every request: the key as apikey and bearer token, as
- * store_supabase.c sends it.  Kept in this one function so that the rules
- * for Supabase's newer keys (a secret key is not a JWT and goes in apikey
- * only) can be switched to the shared ones in one place. */
+/* The key as gxp-upload sends it (store_supabase.c): in apikey, and as
+ * the bearer token when it is a legacy JWT key. */
 static struct curl_slist *
 request_headers(const struct ssrc *s, const char *content_type)
 {
-	struct curl_slist *h = NULL;
-	char *v;
-
-	v = xasprintf("apikey: %s", s->key);
-	h = curl_slist_append(h, v);
-	free(v);
-	v = xasprintf("Authorization: Bearer %s", s->key);
-	h = curl_slist_append(h, v);
-	free(v);
-	if (content_type) {
-		v = xasprintf("Content-Type: %s", content_type);
-		h = curl_slist_append(h, v);
-		free(v);
-	}
-	return h;
+	return supabase_headers(&s->k, content_type);
 }
 
-/* "HTTP 404: relation ... does not exist (hint)", the key never in it. */
 static char *
 describe(const struct ssrc *s, const struct http_res *r)
 {
 	struct gxp_buf b = { 0 };
-	cJSON *j = r->len ? gxp_json_parse(r->body, r->len) : NULL;
-	const char *m = j ? gxp_json_str(j, "message") : NULL, *h = j ? gxp_json_str(j, "hint") : NULL;
-	char *p;
 
 	if (r->curl_code)
 		gxp_buf_adds(&b, r->err);
 	else
-		gxp_buf_addf(&b, "HTTP %d%s%.200s%s%.200s%s", r->status, m ? ": " : "",
-		    m ? m : "", h ? " (" : "", h ? h : "", h ? ")" : "");
-	cJSON_Delete(j);
-	while (strlen(s->key) >= 4 && (p = strstr(b.p, s->key)) != NULL)
-		memset(p, '*', strlen(s->key));
-	for (p = b.p; *p; p++)
-		if ((unsigned char)*p < 0x20)
-			*p = ' ';
-	return b.p;
+		supabase_describe(s->key, &b, r);
+	return b.p ? b.p : xstrdup("");
 }
 
 struct call {
@@ -142,7 +116,7 @@ call(struct ssrc *s, struct call *c, const char *method, const char *url, char *
 	c->s = s;
 	s->base.requests++;
 	http_send(s->http, method, url, request_headers(s, body ? "application/json" : NULL),
-	    body, body ? strlen(body) : 0, call_done, c);
+	    body, body ? strlen(body) : 0, 0, call_done, c);
 	while (!c->done && !gxp_sig_term)
 		http_wait(s->http, 200, -1, NULL);
 	if (!c->done) {
@@ -164,8 +138,9 @@ failed(struct call *c, const char *what)
 {
 	int rc = c->rc;
 
-	gxp_log(LOG_ERROR, "Supabase: reading %s: %s%s", what, c->msg, c->status == 401 ||
-	    c->status == 403 ? "; check SUPABASE_SERVICE_ROLE and the RLS policies" :
+	gxp_log(LOG_ERROR, "Supabase: reading %s: %s%s%s%s", what, c->msg, c->status == 401 ||
+	    c->status == 403 ? "; check " : "", c->status == 401 || c->status == 403 ?
+	    c->s->k.setting : "", c->status == 401 || c->status == 403 ? " and the RLS policies" :
 	    c->status == 404 && strncmp(what, "gxp_report_", 11) == 0 ?
 	    "; run sql/report.sql in the project" : "");
 	call_free(c);
@@ -426,7 +401,7 @@ supa_fetch(struct source *src, const char *path, fetch_fn *fn, void *arg)
 	c->arg = arg;
 	src->downloads++;
 	src->requests++;
-	http_send(s->http, "GET", url, request_headers(s, NULL), NULL, 0, fetched, c);
+	http_send(s->http, "GET", url, request_headers(s, NULL), NULL, 0, 0, fetched, c);
 	free(url);
 }
 
@@ -586,6 +561,7 @@ supa_check(struct source *src)
 	int worst = EXIT_OK;
 
 	http_attempts(s->http, 1);
+	printf("gxp-report: key: %s, from %s\n", gxp_apikey_kind(&s->k), s->k.setting);
 	for (int i = 0; i < 3; i++) {
 		char *url = i < 2 ? xasprintf("%s/%s?select=*&limit=1", s->rest, what[i]) :
 		    xasprintf("%s/bucket/%s", s->storage, s->bucket);
@@ -622,29 +598,19 @@ supa_free(struct source *src)
 	free(s);
 }
 
-static char *
-base_url(const char *setting, const char *url, const char *suffix)
-{
-	const char *v = gxp_cfg(setting);
-	char *u = v ? xstrdup(v) : xasprintf("%s%s", url, suffix);
-	size_t n = strlen(u);
-
-	while (n > 0 && u[n - 1] == '/')
-		u[--n] = '\0';
-	return u;
-}
-
 struct source *
 src_supa_open(const char *bucket)
 {
 	struct ssrc *s = xcalloc(1, sizeof *s);
-	const char *url = gxp_cfg("SUPABASE_URL"), *key = gxp_cfg("SUPABASE_SERVICE_ROLE");
+	const char *url = gxp_cfg("SUPABASE_URL");
 	struct http_opts o = { 0 };
 
-	if (key == NULL)
-		gxp_die(EXIT_PERM, "SUPABASE_URL is set but SUPABASE_SERVICE_ROLE is not");
-	if (strpbrk(key, "\r\n"))
-		gxp_die(EXIT_PERM, "SUPABASE_SERVICE_ROLE contains a line break");
+	/* a missing or publishable key stopped gxp_config_common() already */
+	gxp_apikey(&s->k);
+	if (s->k.value == NULL)
+		gxp_die(EXIT_PERM, "SUPABASE_URL is set but SUPABASE_SECRET_KEY is not");
+	if (strpbrk(s->k.value, "\r\n"))
+		gxp_die(EXIT_PERM, "%s contains a line break", s->k.setting);
 	s->base.kind = "supabase";
 	s->base.read = supa_read;
 	s->base.fetch = supa_fetch;
@@ -655,12 +621,12 @@ src_supa_open(const char *bucket)
 	s->base.check = supa_check;
 	s->base.free = supa_free;
 	s->base.refresh_us = gxp_cfg_int("REPORT_REFRESH_S") * 1000000LL;
-	s->storage = base_url("SUPABASE_STORAGE_URL", url, "/storage/v1");
-	s->rest = base_url("SUPABASE_REST_URL", url, "/rest/v1");
+	s->storage = supabase_base_url(gxp_cfg("SUPABASE_STORAGE_URL"), url, "/storage/v1");
+	s->rest = supabase_base_url(gxp_cfg("SUPABASE_REST_URL"), url, "/rest/v1");
 	s->base.id = xasprintf("Supabase %s, storage %s, bucket %s", s->rest, s->storage,
 	    bucket);
 	s->base.label = xasprintf("Supabase %s, bucket %s", url, bucket);
-	s->key = xstrdup(key);
+	s->key = xstrdup(s->k.value);
 	s->bucket = xstrdup(bucket);
 	s->overlap_us = gxp_cfg_int("REPORT_OVERLAP_S") * 1000000LL;
 	s->page_rows = gxp_cfg_int("REPORT_PAGE_ROWS");
