@@ -99,6 +99,8 @@ struct store *store_supabase_open(const char *bucket);
 /* store_supabase.c's rules for any Supabase client (gxp-report too): the
  * API bases, the key's headers, a server's answer described without the key. */
 char *supabase_base_url(const char *override, const char *url, const char *suffix);
+void supabase_key(struct gxp_apikey *k);
+struct http *supabase_http(int max_conns);
 struct curl_slist *supabase_headers(const struct gxp_apikey *k, const char *content_type);
 void supabase_describe(const char *key, struct gxp_buf *b, const struct http_res *r);
 void store_put(struct store *s, const char *path, const char *src, char *data,

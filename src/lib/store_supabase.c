@@ -455,19 +455,42 @@ static const struct store_ops supa_ops = {
 	supa_seen, supa_stats, supa_free, supa_check
 };
 
+/* The key from the settings, the one way every Supabase client takes it. */
+void
+supabase_key(struct gxp_apikey *k)
+{
+	/* gxp_config_problems() refused a missing or publishable key */
+	gxp_apikey(k);
+	if (k->value == NULL || gxp_apikey_refused(k))
+		gxp_die(EXIT_PERM, "SUPABASE_URL is set but SUPABASE_SECRET_KEY is not");
+	if (strpbrk(k->value, "\r\n"))
+		gxp_die(EXIT_PERM, "%s contains a line break", k->setting);
+}
+
+/* An HTTP engine for Supabase: SUPABASE_CAFILE, gxp-upload's time limit
+ * and retries, max_conns connections. */
+struct http *
+supabase_http(int max_conns)
+{
+	struct http_opts o = { 0 };
+
+	o.cafile = gxp_cfg("SUPABASE_CAFILE");
+	o.timeout_ms = gxp_cfg_int("UPLOAD_TIMEOUT_MS");
+	o.retry_base_ms = gxp_cfg_int("UPLOAD_RETRY_BASE_MS");
+	o.retry_max_ms = gxp_cfg_int("UPLOAD_RETRY_MAX_MS");
+	if (o.retry_base_ms > o.retry_max_ms)
+		o.retry_base_ms = o.retry_max_ms;
+	o.max_conns = max_conns;
+	return http_new(&o);
+}
+
 struct store *
 store_supabase_open(const char *bucket)
 {
 	struct supa *s = xcalloc(1, sizeof *s);
 	const char *url = gxp_cfg("SUPABASE_URL");
-	struct http_opts o = { 0 };
 
-	/* gxp_config_problems() refused a missing or publishable key */
-	gxp_apikey(&s->k);
-	if (s->k.value == NULL || gxp_apikey_refused(&s->k))
-		gxp_die(EXIT_PERM, "SUPABASE_URL is set but SUPABASE_SECRET_KEY is not");
-	if (strpbrk(s->k.value, "\r\n"))
-		gxp_die(EXIT_PERM, "%s contains a line break", s->k.setting);
+	supabase_key(&s->k);
 	s->base.ops = &supa_ops;
 	s->base.kind = "supabase";
 	s->base.bucket = bucket;
@@ -475,15 +498,8 @@ store_supabase_open(const char *bucket)
 	s->rest = supabase_base_url(gxp_cfg("SUPABASE_REST_URL"), url, "/rest/v1");
 	s->base.url_base = xasprintf("%s/object", s->storage);
 	s->key = xstrdup(s->k.value);
-	o.cafile = gxp_cfg("SUPABASE_CAFILE");
-	o.timeout_ms = gxp_cfg_int("UPLOAD_TIMEOUT_MS");
-	o.retry_base_ms = gxp_cfg_int("UPLOAD_RETRY_BASE_MS");
-	o.retry_max_ms = gxp_cfg_int("UPLOAD_RETRY_MAX_MS");
-	if (o.retry_base_ms > o.retry_max_ms)
-		o.retry_base_ms = o.retry_max_ms;
 	/* the uploads, plus one request per table for the rows */
-	o.max_conns = (int)gxp_cfg_int("UPLOAD_CONCURRENCY") + T_COUNT;
-	s->http = http_new(&o);
+	s->http = supabase_http((int)gxp_cfg_int("UPLOAD_CONCURRENCY") + T_COUNT);
 	gxp_log(LOG_INFO, "Supabase: %s", url);
 	gxp_log(LOG_INFO, "Storage Bucket: %s", bucket);
 	gxp_log(LOG_INFO, "Supabase key: %s from %s", gxp_apikey_kind(&s->k), s->k.setting);

@@ -603,14 +603,8 @@ src_supa_open(const char *bucket)
 {
 	struct ssrc *s = xcalloc(1, sizeof *s);
 	const char *url = gxp_cfg("SUPABASE_URL");
-	struct http_opts o = { 0 };
 
-	/* a missing or publishable key stopped gxp_config_common() already */
-	gxp_apikey(&s->k);
-	if (s->k.value == NULL)
-		gxp_die(EXIT_PERM, "SUPABASE_URL is set but SUPABASE_SECRET_KEY is not");
-	if (strpbrk(s->k.value, "\r\n"))
-		gxp_die(EXIT_PERM, "%s contains a line break", s->k.setting);
+	supabase_key(&s->k);
 	s->base.kind = "supabase";
 	s->base.read = supa_read;
 	s->base.fetch = supa_fetch;
@@ -632,14 +626,7 @@ src_supa_open(const char *bucket)
 	s->page_rows = gxp_cfg_int("REPORT_PAGE_ROWS");
 	s->signed_s = gxp_cfg_int("REPORT_SIGNED_URL_S");
 	s->max_image = gxp_cfg_int("MAX_IMAGE_BYTES");
-	o.cafile = gxp_cfg("SUPABASE_CAFILE");
-	o.timeout_ms = gxp_cfg_int("UPLOAD_TIMEOUT_MS");
-	o.retry_base_ms = gxp_cfg_int("UPLOAD_RETRY_BASE_MS");
-	o.retry_max_ms = gxp_cfg_int("UPLOAD_RETRY_MAX_MS");
-	if (o.retry_base_ms > o.retry_max_ms)
-		o.retry_base_ms = o.retry_max_ms;
-	o.max_conns = (int)gxp_cfg_int("REPORT_CONCURRENCY");
-	s->http = http_new(&o);
+	s->http = supabase_http((int)gxp_cfg_int("REPORT_CONCURRENCY"));
 	http_attempts(s->http, (int)gxp_cfg_int("UPLOAD_ONCE_ATTEMPTS"));
 	return &s->base;
 }
