@@ -274,7 +274,7 @@ sd_shutdown() {
 	echo "$output"
 	[ "$status" = 100 ]
 	[[ $output == *"MQTT_USERNAME is set (/etc/gxp/gxp.env line "*") but MQTT_PASSWORD is missing"* ]]
-	[[ $output == *"but SUPABASE_SERVICE_ROLE is missing"* ]]
+	[[ $output == *"but SUPABASE_SECRET_KEY is missing"* ]]
 	[[ $output == *"the configuration is not usable (above); nothing started"* ]]
 	[[ $output == *"Spool: /var/lib/gxp/spool"* ]]
 }
