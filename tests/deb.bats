@@ -275,7 +275,7 @@ sd_shutdown() {
 	echo "$output"
 	[ "$status" = 100 ]
 	[[ $output == *"MQTT_USERNAME is set (/etc/gxp/gxp.env line "*") but MQTT_PASSWORD is missing"* ]]
-	[[ $output == *"but SUPABASE_SECRET_KEY is missing (or the legacy SUPABASE_SERVICE_ROLE)"* ]]
+	[[ $output == *"but SUPABASE_SECRET_KEY is missing"* ]]
 	[[ $output == *"the configuration is not usable (above); nothing started"* ]]
 	[[ $output == *"Spool: /var/lib/gxp/spool"* ]]
 }
