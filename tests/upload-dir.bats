@@ -190,7 +190,7 @@ teardown() {
 	grep -q 'removing a torn last line' "$ERR"
 	jq -e . "$GXP_STORE/captures.ndjson" > /dev/null
 	[ "$(lines_in "$GXP_STORE/captures.ndjson")" = 2 ]
-	! grep -q torn "$GXP_STORE/captures.ndjson"
+	! grep -q torn "$GXP_STORE/captures.ndjson" || false
 }
 
 @test "upload/dir: other lines pass through byte for byte; publish events pass and are logged" {
@@ -215,7 +215,7 @@ teardown() {
 	} > "$IN"
 	run_upload
 	[ "$(lines_in "$GXP_STORE/device_publish_log.ndjson")" = 3 ]
-	! grep -q '/9j/4AAQ' "$GXP_STORE/device_publish_log.ndjson"
+	! grep -q '/9j/4AAQ' "$GXP_STORE/device_publish_log.ndjson" || false
 	jq -e 'select(.payload.chunk_id == 1) | .payload.payload_bytes == 6' \
 		"$GXP_STORE/device_publish_log.ndjson"
 	rm -rf "$GXP_STORE"

@@ -205,6 +205,10 @@ unsigned long long gxp_hist_count(const struct gxp_hist *h);
 int64_t gxp_hist_max(const struct gxp_hist *h);
 void gxp_hist_free(struct gxp_hist *h);
 
+/* errcode.c: the meaning of a device_errors code (README, "Error codes"). */
+#define GXP_MEANING_MAX 48
+const char *gxp_error_meaning(long code, char buf[GXP_MEANING_MAX]);
+
 /* sig.c: signals become flags read by the main loop. */
 extern volatile sig_atomic_t gxp_sig_term, gxp_sig_usr1;
 void gxp_signals_init(void);
