@@ -124,7 +124,8 @@ stamp(char buf[32])
  * at start, the journal's last lines) recognise them: after a CONNACK that
  * says the session was kept, the messages that match are dropped, until
  * the first one that does not. */
-#define RECENT 4096
+#define RECENT 1024
+#define TAIL_BYTES (1 << 20)	/* of the journal read for them at start */
 
 static struct {
 	uint64_t fp[RECENT];
@@ -584,7 +585,10 @@ static int
 reading_paused(void)
 {
 	static int paused;
-	int full = (long long)counters[C_JBYTES].v >= jn.max_bytes;
+	int full;
+
+	counters[C_JBYTES].v = (unsigned long long)gxp_journal_bytes(jn.j);
+	full = (long long)counters[C_JBYTES].v >= jn.max_bytes;
 
 	if (full && !paused) {
 		counters[C_JFULL].v++;
@@ -618,7 +622,7 @@ journal_start(void)
 	if (gxp_journal_find(jn.j, committed, &jn.start_seg, &jn.start_off) == -1)
 		gxp_die_errno(EXIT_TEMP, "journal %s", jn.dir);
 	gxp_journal_head(jn.j, &q.head_seg, &q.head_end);
-	gxp_journal_tail(jn.j, 8 << 20, seen_line, NULL);
+	gxp_journal_tail(jn.j, TAIL_BYTES, seen_line, NULL);
 	q.appended = (unsigned long long)gxp_journal_since(jn.j, jn.start_seg, jn.start_off);
 	jn.window = gxp_hist_new();
 	next = gxp_journal_next(jn.j);

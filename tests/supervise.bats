@@ -100,6 +100,24 @@ teardown() {
 	[ -z "$(pgrep -f "gxp-sub --env $BATS_TEST_TMPDIR/w.env")" ]
 }
 
+@test "supervise: a SIGKILL of gxp-supervise takes its stages with it; a new one starts clean and replays the journal" {
+	start_worker "$BATS_TEST_TMPDIR/w.env" --own-group
+	stages=$(pgrep -P "$WORKER_PID" -x 'gxp-(sub|assemble|upload|pub)' | tr '\n' ' ')
+	[ "$(wc -w <<<"$stages")" = 4 ]
+	kill -KILL "$WORKER_PID"
+	wait "$WORKER_PID" 2>/dev/null || true
+	WORKER_PID=
+	wait_until 10 all_gone $stages
+	# its stages no longer hold the spool or the journal
+	start_worker "$BATS_TEST_TMPDIR/w.env"
+	mpub -q 1 -t ESP32CAM/DEV9/status -m '{"device_id":"DEV9","status":"Alive","pendingImg":0}'
+	wait_until 20 file_has "$STORE/device_status.ndjson" DEV9
+	stop_worker
+	[ "$WORKER_RC" = 0 ]
+	[ "$(jq .seq "$SPOOL/journal/committed")" -ge 1 ]
+	! grep -q "failed permanently" "$WORKER_LOG" || false
+}
+
 @test "supervise: SIGTERM drains within SUPERVISE_DRAIN_TIMEOUT_S even when a stage hangs" {
 	worker_env "$BATS_TEST_TMPDIR/w.env" SUPERVISE_DRAIN_TIMEOUT_S=2
 	start_worker "$BATS_TEST_TMPDIR/w.env"
