@@ -55,6 +55,7 @@ static struct {
 	int64_t msg_us;			/* when the current callback began */
 	int64_t broken_until;		/* an append failed: no reading until then */
 	_Atomic int stop_sync;
+	_Atomic int failed;		/* the writer could not read the journal */
 } jn;
 
 static char **topics;
@@ -494,13 +495,15 @@ open_segment(uint64_t seg)
 
 /* With a journal: streams it to stdout from the start position, segment
  * after segment, to its end; then waits for more.  Stops when stdout is
- * closed, or when told the input is done and all is out. */
+ * closed, or when told the input is done and all is out; when it cannot
+ * read the journal, it stops gxp-sub too (exit 111: a restart reads it
+ * again from the committed position). */
 static void *
 writer_journal(void *arg)
 {
 	uint64_t seg = jn.start_seg, hseg, next;
 	long long off = jn.start_off, hend;
-	int fd = open_segment(seg), done;
+	int fd = open_segment(seg), done = 0;
 	struct stat sb;
 
 	(void)arg;
@@ -516,8 +519,12 @@ writer_journal(void *arg)
 		done = q.done;
 		pthread_mutex_unlock(&q.mu);
 		if (hseg == seg) {
-			if (copy_out(fd, &off, hend) == -1 || (done && off >= hend))
+			if (copy_out(fd, &off, hend) == -1)
 				break;
+			if (done && off >= hend) {
+				close(fd);
+				return NULL;
+			}
 			continue;
 		}
 		/* a segment before the last one: whole, not growing any more */
@@ -533,6 +540,10 @@ writer_journal(void *arg)
 	}
 	if (fd != -1)
 		close(fd);
+	if (!gxp_out_closed) {
+		jn.failed = 1;
+		gxp_out_closed = 1;
+	}
 	return NULL;
 }
 
@@ -807,6 +818,8 @@ main(int argc, char **argv)
 	rc = run(m);
 	gxp_mqtt_disconnect(m);
 	threads_stop();
+	if (jn.failed && rc == EXIT_OK)
+		rc = EXIT_TEMP;
 	gxp_buf_free(&q.buf);
 	gxp_metrics_tick(1);
 	if (counters[C_DROPPED].v)

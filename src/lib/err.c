@@ -17,6 +17,7 @@ gxp_init(const char *argv0)
 
 	if (argv0)
 		gxp_progname = slash ? slash + 1 : argv0;
+	gxp_die_with_supervisor();
 }
 
 int

@@ -39,6 +39,9 @@ _Noreturn void gxp_die(int code, const char *fmt, ...)
 _Noreturn void gxp_die_errno(int code, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* parent.c: a stage of gxp-supervise dies with it (GXP_SUPERVISOR_PID). */
+void gxp_die_with_supervisor(void);
+
 /* alloc.c: allocation that dies (exit 111) instead of returning NULL. */
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
