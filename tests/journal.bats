@@ -100,6 +100,9 @@ seqs() {
 }
 
 @test "journal: gxp-sub -J with a stalled reader: 40 MB of backlog on disk, its memory stays small" {
+	# AddressSanitizer keeps freed memory in quarantine: RSS says nothing
+	[ -z "${SANITIZE:-}" ] || [ "$SANITIZE" = 0 ] ||
+		skip "SANITIZE=$SANITIZE: memory is measured in the plain pass"
 	broker_env
 	mkfifo "$BATS_TEST_TMPDIR/fifo"
 	# a reader that never reads
