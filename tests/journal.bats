@@ -178,4 +178,15 @@ seqs() {
 	[ "$(jq -c '[.seq, .payload.n]' "$BATS_TEST_TMPDIR/out2")" = '[3,3]' ]
 	grep -q 'the broker sent again a message received before the reconnect' "$BATS_TEST_TMPDIR/err2"
 	[ "$(cat "$J"/*.ndjson | jq -c .payload.n | paste -sd' ')" = "1 2 3" ]
+	# QoS 0 is never sent again: the same QoS 0 message first after a
+	# reconnect is a new one
+	start_sub "$BATS_TEST_TMPDIR/out3" "$BATS_TEST_TMPDIR/err3" -c -i redo -J "$J"
+	mpub -q 0 -t ESP32CAM/AA/status -m '{"n":4}'
+	wait_until 10 has_lines "$BATS_TEST_TMPDIR/out3" 1
+	stop_pid "$SUB_PID"
+	start_sub "$BATS_TEST_TMPDIR/out4" "$BATS_TEST_TMPDIR/err4" -c -i redo -J "$J"
+	mpub -q 0 -t ESP32CAM/AA/status -m '{"n":4}'
+	wait_until 10 has_lines "$BATS_TEST_TMPDIR/out4" 1
+	stop_pid "$SUB_PID"
+	[ "$(cat "$J"/*.ndjson | jq -c .payload.n | paste -sd' ')" = "1 2 3 4 4" ]
 }
