@@ -80,6 +80,25 @@ error_code() {
 	grep -q 'device "CORRUPT000001", photo image_1.jpg .*; shown as a placeholder' "$BATS_TEST_TMPDIR/stderr"
 }
 
+@test "report: a progressive JPEG of more than 500 scans is not decoded: a placeholder and a log line" {
+	copy_store
+	# SIM000001's and SIM000002's latest photos become progressive JPEGs of
+	# 501 and 500 scans (their rows' image_sha256 too)
+	for dev in SIM000001:501 SIM000002:500; do
+		path=$(jq -r --arg d "${dev%:*}" 'select(.ingest_status == "stored" and
+			(.storage_path | contains($d))) | .storage_path' "$GXP_STORE/captures.ndjson" | sort | tail -1)
+		old=$(sha256sum "$GXP_STORE/gxp-captures/$path" | cut -d' ' -f1)
+		many_scans_jpeg "$GXP_STORE/gxp-captures/$path" "${dev#*:}"
+		new=$(sha256sum "$GXP_STORE/gxp-captures/$path" | cut -d' ' -f1)
+		sed -i "s/$old/$new/g" "$GXP_STORE/captures.ndjson"
+	done
+	run_report
+	[ "$RC" = 0 ]
+	[ "$(tile "$OUT" SIM000001 | cut -f6)" = "ph:photo unreadable" ]
+	grep -q 'warning: device "SIM000001", photo .*: damaged JPEG: Progressive JPEG image has more than 500 scans; shown as a placeholder' "$BATS_TEST_TMPDIR/stderr"
+	[[ $(tile "$OUT" SIM000002 | cut -f6) == thumbs/*.jpg ]]
+}
+
 @test "report: text and ids from the store are escaped; rows that are not rows are skipped and logged" {
 	copy_store
 	now=$(date -u +%FT%TZ)
