@@ -99,6 +99,23 @@ error_code() {
 	[[ $(tile "$OUT" SIM000002 | cut -f6) == thumbs/*.jpg ]]
 }
 
+@test "report: the local store's errors are told apart by their event_id: two at one time both listed, a repeated line once" {
+	copy_store
+	uuid=$(jq -r 'select(.device_hw_id == "SIM000002") | .device_id' "$GXP_STORE/devices.ndjson" | head -1)
+	now=$(date -u +%FT%T.000000Z)
+	for e in 1:first 2:second 1:first; do
+		jq -cn --arg d "$uuid" --arg t "$now" --arg m "${e#*:}" --arg id "${e%:*}" '{error_code:2102,
+			severity:"warn",message:$m,details:{},occurred_at:$t,
+			event_id:("00000000-0000-8000-8000-00000000000" + $id),device_id:$d,capture_id:null}'
+	done >> "$GXP_STORE/device_errors.ndjson"
+	for run in 1 2; do
+		run_report
+		[ "$RC" = 0 ]
+		[ "$(grep -c '<td><b>2102</b> Chunk missing payload field: first</td>' "$OUT/devices/SIM000002.html")" = 1 ]
+		[ "$(grep -c '<td><b>2102</b> Chunk missing payload field: second</td>' "$OUT/devices/SIM000002.html")" = 1 ]
+	done
+}
+
 @test "report: text and ids from the store are escaped; rows that are not rows are skipped and logged" {
 	copy_store
 	now=$(date -u +%FT%TZ)
