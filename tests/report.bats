@@ -55,6 +55,26 @@ error_code() {
 	[ "$(grep -o 'href="[^"]*\.jpg"' "$OUT/devices/SIM000002.html" | sort -u | wc -l)" = 2 ]
 }
 
+@test "report: the links to the local store's photos open from a store whose path has a space, # or %" {
+	export GXP_STORE="$BATS_TEST_TMPDIR/my store #1 %41"
+	cp -a "$FLEET/store" "$GXP_STORE"
+	run_report
+	[ "$RC" = 0 ]
+	# each link resolved as a browser does, against the page's file:// URL
+	python3 - "$OUT/devices/SIM000002.html" > "$BATS_TEST_TMPDIR/targets" <<-'EOF'
+	import html, pathlib, re, sys, urllib.parse
+	page = pathlib.Path(sys.argv[1]).resolve()
+	for href in re.findall(r'href="([^"]*[.]jpg)"', page.read_text()):
+	    url = urllib.parse.urljoin(page.as_uri(), html.unescape(href))
+	    print(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+	EOF
+	[ "$(sort -u "$BATS_TEST_TMPDIR/targets" | wc -l)" = 2 ]
+	while IFS= read -r target; do
+		[[ $target == "$GXP_STORE"/gxp-captures/* ]]
+		cmp "$target" "$GXP_STORE/gxp-captures/${target#*gxp-captures/}"
+	done < "$BATS_TEST_TMPDIR/targets"
+}
+
 @test "report: a photo that does not decode, or is missing, gets a placeholder and a log line" {
 	copy_store
 	# SIM000003's latest photo is gone from the store
