@@ -302,6 +302,23 @@ error_code() {
 	[ ! -e "$OUT/index.html" ]
 }
 
+@test "report: a directory that holds other files and no report is refused, and nothing in it removed" {
+	mkdir -p "$OUT/devices"
+	echo mine > "$OUT/page-notes.txt"
+	echo mine > "$OUT/devices/keep.me"
+	run gxp-report -o "$OUT"
+	[ "$status" = 100 ]
+	[[ $output == *"$OUT: not empty and not a report gxp-report made; give -o a new or empty directory"* ]]
+	[ "$(cat "$OUT/page-notes.txt" "$OUT/devices/keep.me")" = "mine
+mine" ]
+	[ ! -e "$OUT/index.html" ]
+	# an empty directory, and a report's own, are fine
+	rm -rf "$OUT"; mkdir "$OUT"
+	gxp-report -o "$OUT"
+	gxp-report -o "$OUT"
+	[ -s "$OUT/index.html" ]
+}
+
 @test "report: a SIGKILL at any moment leaves the last report whole; the next run finishes it" {
 	store=$BATS_TEST_TMPDIR/big
 	"$GXP_TOP/bench/genstore" --dir "$store" --devices 300 --photos 2 --seed 3
