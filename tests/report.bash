@@ -28,6 +28,30 @@ corrupt_jpeg() {
 	} > "$1"
 }
 
+# many_scans_jpeg FILE SCANS: a 64 x 64 grey progressive JPEG of SCANS
+# scans, a DC scan and then the same AC scan again and again (every scan a
+# pass over the whole image: a few hundred kB of them in a large image
+# take minutes to decode).
+many_scans_jpeg() {
+	python3 - "$1" "$2" <<-'EOF'
+	import struct, sys
+	def seg(marker, body):
+	    return bytes([0xff, marker]) + struct.pack(">H", len(body) + 2) + body
+	def entropy(bits):
+	    bits += "1" * (-len(bits) % 8)
+	    return bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8))
+	table = bytes([1] + [0] * 15)   # one code, "0"
+	jpeg = b"\xff\xd8" + seg(0xdb, b"\x00" + b"\x01" * 64)
+	jpeg += seg(0xc2, struct.pack(">BHHB", 8, 64, 64, 1) + b"\x01\x11\x00")
+	jpeg += seg(0xc4, b"\x00" + table + b"\x00")   # DC: difference 0
+	jpeg += seg(0xc4, b"\x10" + table + b"\x00")   # AC: end of block
+	jpeg += seg(0xda, b"\x01\x01\x00\x00\x00\x00") + entropy("0" * 64)
+	for _ in range(int(sys.argv[2]) - 1):
+	    jpeg += seg(0xda, b"\x01\x01\x00\x01\x3f\x00") + entropy("0" * 64)
+	open(sys.argv[1], "wb").write(jpeg + b"\xff\xd9")
+	EOF
+}
+
 # fleet_play ENVFILE: plays the fleet through the running worker.
 fleet_play() {
 	local env=$1 bad

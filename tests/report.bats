@@ -55,6 +55,26 @@ error_code() {
 	[ "$(grep -o 'href="[^"]*\.jpg"' "$OUT/devices/SIM000002.html" | sort -u | wc -l)" = 2 ]
 }
 
+@test "report: the links to the local store's photos open from a store whose path has a space, # or %" {
+	export GXP_STORE="$BATS_TEST_TMPDIR/my store #1 %41"
+	cp -a "$FLEET/store" "$GXP_STORE"
+	run_report
+	[ "$RC" = 0 ]
+	# each link resolved as a browser does, against the page's file:// URL
+	python3 - "$OUT/devices/SIM000002.html" > "$BATS_TEST_TMPDIR/targets" <<-'EOF'
+	import html, pathlib, re, sys, urllib.parse
+	page = pathlib.Path(sys.argv[1]).resolve()
+	for href in re.findall(r'href="([^"]*[.]jpg)"', page.read_text()):
+	    url = urllib.parse.urljoin(page.as_uri(), html.unescape(href))
+	    print(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+	EOF
+	[ "$(sort -u "$BATS_TEST_TMPDIR/targets" | wc -l)" = 2 ]
+	while IFS= read -r target; do
+		[[ $target == "$GXP_STORE"/gxp-captures/* ]]
+		cmp "$target" "$GXP_STORE/gxp-captures/${target#*gxp-captures/}"
+	done < "$BATS_TEST_TMPDIR/targets"
+}
+
 @test "report: a photo that does not decode, or is missing, gets a placeholder and a log line" {
 	copy_store
 	# SIM000003's latest photo is gone from the store
@@ -78,6 +98,42 @@ error_code() {
 	# -f tries them again
 	run_report -f
 	grep -q 'device "CORRUPT000001", photo image_1.jpg .*; shown as a placeholder' "$BATS_TEST_TMPDIR/stderr"
+}
+
+@test "report: a progressive JPEG of more than 500 scans is not decoded: a placeholder and a log line" {
+	copy_store
+	# SIM000001's and SIM000002's latest photos become progressive JPEGs of
+	# 501 and 500 scans (their rows' image_sha256 too)
+	for dev in SIM000001:501 SIM000002:500; do
+		path=$(jq -r --arg d "${dev%:*}" 'select(.ingest_status == "stored" and
+			(.storage_path | contains($d))) | .storage_path' "$GXP_STORE/captures.ndjson" | sort | tail -1)
+		old=$(sha256sum "$GXP_STORE/gxp-captures/$path" | cut -d' ' -f1)
+		many_scans_jpeg "$GXP_STORE/gxp-captures/$path" "${dev#*:}"
+		new=$(sha256sum "$GXP_STORE/gxp-captures/$path" | cut -d' ' -f1)
+		sed -i "s/$old/$new/g" "$GXP_STORE/captures.ndjson"
+	done
+	run_report
+	[ "$RC" = 0 ]
+	[ "$(tile "$OUT" SIM000001 | cut -f6)" = "ph:photo unreadable" ]
+	grep -q 'warning: device "SIM000001", photo .*: damaged JPEG: Progressive JPEG image has more than 500 scans; shown as a placeholder' "$BATS_TEST_TMPDIR/stderr"
+	[[ $(tile "$OUT" SIM000002 | cut -f6) == thumbs/*.jpg ]]
+}
+
+@test "report: the local store's errors are told apart by their event_id: two at one time both listed, a repeated line once" {
+	copy_store
+	uuid=$(jq -r 'select(.device_hw_id == "SIM000002") | .device_id' "$GXP_STORE/devices.ndjson" | head -1)
+	now=$(date -u +%FT%T.000000Z)
+	for e in 1:first 2:second 1:first; do
+		jq -cn --arg d "$uuid" --arg t "$now" --arg m "${e#*:}" --arg id "${e%:*}" '{error_code:2102,
+			severity:"warn",message:$m,details:{},occurred_at:$t,
+			event_id:("00000000-0000-8000-8000-00000000000" + $id),device_id:$d,capture_id:null}'
+	done >> "$GXP_STORE/device_errors.ndjson"
+	for run in 1 2; do
+		run_report
+		[ "$RC" = 0 ]
+		[ "$(grep -c '<td><b>2102</b> Chunk missing payload field: first</td>' "$OUT/devices/SIM000002.html")" = 1 ]
+		[ "$(grep -c '<td><b>2102</b> Chunk missing payload field: second</td>' "$OUT/devices/SIM000002.html")" = 1 ]
+	done
 }
 
 @test "report: text and ids from the store are escaped; rows that are not rows are skipped and logged" {
@@ -244,6 +300,23 @@ error_code() {
 	[ "$status" = 100 ]
 	[[ $output == *"local store $BATS_TEST_TMPDIR/nowhere: No such file or directory (GXP_STORE)"* ]]
 	[ ! -e "$OUT/index.html" ]
+}
+
+@test "report: a directory that holds other files and no report is refused, and nothing in it removed" {
+	mkdir -p "$OUT/devices"
+	echo mine > "$OUT/page-notes.txt"
+	echo mine > "$OUT/devices/keep.me"
+	run gxp-report -o "$OUT"
+	[ "$status" = 100 ]
+	[[ $output == *"$OUT: not empty and not a report gxp-report made; give -o a new or empty directory"* ]]
+	[ "$(cat "$OUT/page-notes.txt" "$OUT/devices/keep.me")" = "mine
+mine" ]
+	[ ! -e "$OUT/index.html" ]
+	# an empty directory, and a report's own, are fine
+	rm -rf "$OUT"; mkdir "$OUT"
+	gxp-report -o "$OUT"
+	gxp-report -o "$OUT"
+	[ -s "$OUT/index.html" ]
 }
 
 @test "report: a SIGKILL at any moment leaves the last report whole; the next run finishes it" {

@@ -33,6 +33,21 @@ check_outdir(const char *dir)
 	return rc == 0 ? EXIT_OK : EXIT_PERM;
 }
 
+/* A run removes what it did not write, so it writes only into a new or
+ * empty directory, or one a gxp-report made (it holds the lock file). */
+static void
+refuse_foreign(const char *dir, const char *lock)
+{
+	char **names;
+	long n = gxp_dir_names(dir, NULL, 0, &names);
+
+	if (n > 0)
+		gxp_names_free(names, n);
+	if (n > 0 && access(lock, F_OK) == -1)
+		gxp_die(EXIT_PERM, "%s: not empty and not a report gxp-report made; "
+		    "give -o a new or empty directory", dir);
+}
+
 /* The report directory, locked against a second gxp-report. */
 static void
 prepare(const char *dir)
@@ -40,6 +55,7 @@ prepare(const char *dir)
 	char *sub[] = { xasprintf("%s/devices", dir), xasprintf("%s/thumbs", dir),
 		xasprintf("%s/.lock", dir) };
 
+	refuse_foreign(dir, sub[2]);
 	for (int i = 0; i < 2; i++)
 		if (gxp_mkdirs(sub[i], 0755) == -1)
 			gxp_die_errno(errno == EACCES || errno == EROFS ? EXIT_PERM : EXIT_TEMP,

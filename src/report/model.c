@@ -241,6 +241,8 @@ error_row(struct fleet *f, struct rdev *d, const cJSON *row)
 	if (gxp_json_int(row, "error_code", &code) != 1 || code < -2147483648LL ||
 	    code > 2147483647LL)
 		return -1;
+	if (id == NULL)		/* the local store's rows: gxp-upload's row identity */
+		id = gxp_json_str(row, "event_id");
 	if (id == NULL) {	/* rows of an older store: the time and code */
 		snprintf(synth, sizeof synth, "%lld/%lld", (long long)t, code);
 		id = synth;

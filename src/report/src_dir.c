@@ -220,7 +220,7 @@ set_href(struct dsrc *s, struct rcap *c, const char *root)
 
 	if (c->status != CAP_STORED || c->path == NULL || !storage_path_safe(c->path))
 		return;
-	gxp_buf_adds(&b, root);
+	url_path_esc(&b, root);		/* the store's path may hold a # or a % */
 	gxp_buf_adds(&b, "/");
 	url_path_esc(&b, c->path);
 	s->hrefs = xrealloc(s->hrefs, (s->nhrefs + 1) * sizeof *s->hrefs);

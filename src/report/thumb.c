@@ -1,7 +1,10 @@
 /* thumb.c: a thumbnail of a JPEG.  libjpeg-turbo decodes the photo already
  * scaled down (1/2, 3/8, 1/4 ... 1/8: it skips most of the work of a full
  * decode), to the smallest size at least as large as wanted; an area
- * average takes that to the exact size, and the result is encoded again. */
+ * average takes that to the exact size, and the result is encoded again.
+ * A progressive JPEG of more than 500 scans is refused (TJFLAG_LIMITSCANS):
+ * each scan is a pass over the whole image, whatever the scaling, so a
+ * crafted file of a few hundred kB would take minutes to decode. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,7 +107,7 @@ decode(tjhandle d, const unsigned char *jpeg, size_t len, const struct thumb_opt
 	*h = TJSCALED(jh, f);
 	*rgb = xmalloc((size_t)*w * *h * 3);
 	if (tjDecompress2(d, jpeg, (unsigned long)len, *rgb, *w, 0, *h, TJPF_RGB,
-	    TJFLAG_FASTDCT) == -1) {
+	    TJFLAG_FASTDCT | TJFLAG_LIMITSCANS) == -1) {
 		if (tjGetErrorCode(d) != TJERR_WARNING) {
 			free(*rgb);
 			*rgb = NULL;
