@@ -192,15 +192,16 @@ on_connect_flags(struct mosquitto *mosq, void *arg, int rc, int flags)
 	seen.armed = rc == 0 && (flags & 1) && seen.n > 0;
 }
 
-/* Whether the envelope in b is a message received before, sent again. */
+/* Whether the envelope in b is a message received before, sent again
+ * (QoS 0 never is: the broker does not keep it in flight). */
 static int
-redelivered(const struct gxp_buf *b)
+redelivered(const struct gxp_buf *b, int qos)
 {
 	uint64_t fp;
 
 	if (line_fingerprint(b->p, b->len - 1, &fp) == -1)
 		return 0;
-	if (seen.armed && seen_has(fp)) {
+	if (seen.armed && qos > 0 && seen_has(fp)) {
 		if (counters[C_REDELIVERED].v++ % 1000 == 0)
 			gxp_log(LOG_INFO, "the broker sent again a message received before the "
 			    "reconnect (%.*s): not written twice", (int)(b->len > 120 ? 120 : b->len - 1),
@@ -334,7 +335,7 @@ on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *m)
 	counters[C_BYTES].v += (unsigned long long)m->payloadlen;
 	b->len = 0;
 	envelope(b, m);
-	if (redelivered(b))
+	if (redelivered(b, m->qos))
 		return;
 	if (jn.j)
 		journal_line(b);
