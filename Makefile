@@ -31,7 +31,7 @@ VERSION = ${shell sed -n '1s/^gxp (\([^)]*\)).*/\1/p' debian/changelog}
 # Debian packages for building, testing, the demo and the benchmarks.
 DEPS = gcc make pkg-config libmosquitto-dev libcurl4-openssl-dev \
 	libcjson-dev libssl-dev bats mosquitto mosquitto-clients openssl \
-	postgresql python3 python3-psycopg2 jq curl mandoc valgrind \
+	postgresql python3 python3-psycopg2 python3-paho-mqtt jq curl mandoc valgrind \
 	clang libclang-rt-14-dev systemd procps faketime \
 	dpkg-dev debhelper fakeroot lintian adduser libturbojpeg0-dev chromium
 
