@@ -13,20 +13,24 @@ LIBS = -Wl,--as-needed -lmosquitto -lcurl -lcjson -lcrypto -lpthread -lm
 SAN_1 = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 ALL_CFLAGS = $(WARN) $(GXP_CPPFLAGS) $(CFLAGS) $(SAN_$(SANITIZE))
 
-TOOLS = gxp-sub gxp-assemble gxp-upload gxp-pub gxp-sim
+TOOLS = gxp-sub gxp-assemble gxp-control gxp-upload gxp-pub gxp-sim gxp-cmd
 SCRIPTS = gxp-supervise
 LIB_SRC = $(wildcard src/lib/*.c)
 LIB_OBJ = $(LIB_SRC:src/%.c=build/%.o)
 BINS = $(TOOLS:%=bin/%) $(SCRIPTS:%=bin/%)
 MANS = $(wildcard man/*.[157])
+# A tool that outgrew one file is a folder src/TOOL/ with a private header.
+CONTROL_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/control/*.c))
+# Unit tests of library code, run by the bats suite.
+TESTPROGS = build/schedule-test
 
 # Debian packages for building, testing, the demo and the benchmarks.
 DEPS = gcc make pkg-config libmosquitto-dev libcurl4-openssl-dev \
 	libcjson-dev libssl-dev bats mosquitto mosquitto-clients openssl \
 	postgresql python3 python3-psycopg2 jq curl mandoc valgrind \
-	clang libclang-rt-14-dev systemd procps
+	clang libclang-rt-14-dev systemd procps tzdata
 
-all: $(BINS)
+all: $(BINS) $(TESTPROGS)
 
 # Rebuild everything when the compiler flags change (make SANITIZE=1).
 build/flags: FORCE
@@ -37,9 +41,21 @@ build/flags: FORCE
 build/%.o: src/%.c src/lib/gxp.h build/flags
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-# gxp-upload's own header
+# gxp-upload's own header, and the control plane's
 build/gxp-upload.o build/lib/http.o build/lib/rows.o build/lib/store.o build/lib/store_dir.o build/lib/store_supabase.o: src/lib/store.h
-build/lib/store_sync.o: src/lib/store.h
+build/lib/store_sync.o build/lib/ctl_dir.o build/lib/ctl_supabase.o: src/lib/store.h
+build/lib/config.o build/lib/schedule.o build/lib/ctl.o build/lib/ctl_dir.o build/lib/ctl_supabase.o build/gxp-cmd.o: src/lib/control.h
+
+build/control/%.o: src/control/%.c src/control/ctl.h src/lib/gxp.h src/lib/control.h src/lib/store.h build/flags
+	@mkdir -p build/control
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+bin/gxp-control: $(CONTROL_OBJ) build/libgxp.a
+	@mkdir -p bin
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(CONTROL_OBJ) build/libgxp.a $(LIBS)
+
+build/schedule-test: tests/schedule.c build/libgxp.a src/lib/control.h
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ tests/schedule.c build/libgxp.a $(LIBS)
 
 build/libgxp.a: $(LIB_OBJ)
 	rm -f $@

@@ -69,6 +69,8 @@ int64_t gxp_wall_us(void);
 int64_t gxp_mono_us(void);
 void gxp_fmt_utc(char buf[32], int64_t wall_us);	/* 2026-11-27T05:04:21.627829Z */
 int gxp_parse_time(const char *s, int64_t *wall_us);
+int64_t gxp_days_from_civil(int64_t y, int m, int d);
+void gxp_civil_from_days(int64_t days, int *y, int *m, int *d);
 void gxp_sleep_ms(int64_t ms);
 
 /* out.c: NDJSON on stdout, one record per line, flushed per batch.
@@ -139,6 +141,7 @@ int gxp_fsync_dir(const char *dir);
 int gxp_write_atomic(const char *path, const void *buf, size_t len);
 int gxp_read_file(const char *path, char **buf, size_t *len, size_t max);
 int gxp_lock_file(const char *path);
+int gxp_repair_lines(int fd, const char *path);
 
 /* dir.c: sorted directory listings. */
 long gxp_dir_names(const char *dir, int (*keep)(const char *), int with_dir,

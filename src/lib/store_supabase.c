@@ -204,9 +204,35 @@ supa_rows(struct store *st, const char *table, const char *query, int want_rows,
 }
 
 static int
-supa_wait(struct store *st, int timeout_ms, int fd, short *revents)
+supa_wait(struct store *st, int timeout_ms, struct pollfd *fds, int nfds)
 {
-	return http_wait(((struct supa *)st)->http, timeout_ms, fd, revents);
+	return http_poll(((struct supa *)st)->http, timeout_ms, fds, nfds);
+}
+
+/* What the table of a path (table?query) is called, for messages. */
+static char *
+table_of(const char *path)
+{
+	return xasprintf("%.*s", (int)strcspn(path, "?"), path);
+}
+
+static void
+supa_rest(struct store *st, const char *method, const char *path, const char *prefer,
+    char *json, size_t len, st_done_fn *fn, void *arg)
+{
+	struct supa *s = (struct supa *)st;
+	struct curl_slist *h = auth_headers(s, "application/json");
+	char *url = xasprintf("%s/%s", s->rest, path), *table = table_of(path);
+
+	if (prefer) {
+		char *v = xasprintf("Prefer: %s", prefer);
+
+		h = curl_slist_append(h, v);
+		free(v);
+	}
+	http_send(s->http, method, url, h, json, len, done, op_new(s, 0, table, fn, arg));
+	free(table);
+	free(url);
 }
 
 static int
@@ -324,7 +350,7 @@ supa_check(struct store *st)
 
 static const struct store_ops supa_ops = {
 	supa_put, supa_rows, supa_wait, supa_busy, supa_attempts, supa_mark,
-	supa_seen, supa_stats, supa_free, supa_check
+	supa_seen, supa_stats, supa_free, supa_check, supa_rest
 };
 
 struct store *
