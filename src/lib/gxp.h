@@ -157,7 +157,7 @@ int gxp_image_name_valid(const char *s);
 int gxp_topic_parse(const char *topic, char dev[GXP_DEVICE_MAX + 1]);
 char *gxp_ack_topic(const char *dev);
 char *gxp_topic_for(const char *setting, const char *dev);
-cJSON *gxp_ack_ok_event(const char *dev, const char *image_name);
+cJSON *gxp_ack_ok_event(const char *dev, const char *image_name, const char *sched);
 cJSON *gxp_nack_event(const char *dev, const char *image_name,
     const uint32_t *ids, size_t n);
 
