@@ -21,6 +21,7 @@ BINS = $(TOOLS:%=bin/%) $(SCRIPTS:%=bin/%)
 MANS = $(wildcard man/*.[157])
 # A tool that outgrew one file is a folder src/TOOL/ with a private header.
 CONTROL_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/control/*.c))
+SIM_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/sim/*.c))
 # Unit tests of library code, run by the bats suite.
 TESTPROGS = build/schedule-test
 
@@ -39,6 +40,7 @@ build/flags: FORCE
 		echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS)' > $@
 
 build/%.o: src/%.c src/lib/gxp.h build/flags
+	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 # gxp-upload's own header, and the control plane's
@@ -46,13 +48,14 @@ build/gxp-upload.o build/lib/http.o build/lib/rows.o build/lib/store.o build/lib
 build/lib/store_sync.o build/lib/ctl_dir.o build/lib/ctl_supabase.o: src/lib/store.h
 build/lib/config.o build/lib/schedule.o build/lib/ctl.o build/lib/ctl_dir.o build/lib/ctl_supabase.o build/gxp-cmd.o: src/lib/control.h
 
-build/control/%.o: src/control/%.c src/control/ctl.h src/lib/gxp.h src/lib/control.h src/lib/store.h build/flags
-	@mkdir -p build/control
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+$(CONTROL_OBJ): src/control/ctl.h src/lib/control.h src/lib/store.h
+$(SIM_OBJ): src/sim/sim.h
 
 bin/gxp-control: $(CONTROL_OBJ) build/libgxp.a
+bin/gxp-sim: $(SIM_OBJ) build/libgxp.a
+bin/gxp-control bin/gxp-sim:
 	@mkdir -p bin
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(CONTROL_OBJ) build/libgxp.a $(LIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) build/libgxp.a $(LIBS)
 
 build/schedule-test: tests/schedule.c build/libgxp.a src/lib/control.h
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ tests/schedule.c build/libgxp.a $(LIBS)

@@ -431,12 +431,9 @@ photo_failed(struct photo *p, int code, const char *what, const char *msg)
 static struct wake **
 wake_slot(const char *dev)
 {
-	unsigned h = 2166136261u;
 	struct wake **pp;
 
-	for (const char *c = dev; *c; c++)
-		h = (h ^ (unsigned char)*c) * 16777619u;
-	for (pp = &wakes[h % WAKE_BUCKETS]; *pp; pp = &(*pp)->next)
+	for (pp = &wakes[gxp_hash(dev) % WAKE_BUCKETS]; *pp; pp = &(*pp)->next)
 		if (strcmp((*pp)->dev, dev) == 0)
 			break;
 	return pp;

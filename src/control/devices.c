@@ -21,22 +21,12 @@ static int refreshing, failed;
 static int64_t next_refresh, refresh_started, backoff;
 static unsigned wake_gen, config_gen;
 
-static unsigned
-hash(const char *s)
-{
-	unsigned h = 2166136261u;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
-}
-
 struct dev *
 dev_find(const char *id)
 {
 	if (tab == NULL || id == NULL)
 		return NULL;
-	for (struct dev *d = tab[hash(id) & mask]; d; d = d->next)
+	for (struct dev *d = tab[gxp_hash(id) & mask]; d; d = d->next)
 		if (strcmp(d->id, id) == 0)
 			return d;
 	return NULL;
@@ -53,8 +43,8 @@ grow(void)
 			struct dev *d = tab[i];
 
 			tab[i] = d->next;
-			d->next = nt[hash(d->id) & (size - 1)];
-			nt[hash(d->id) & (size - 1)] = d;
+			d->next = nt[gxp_hash(d->id) & (size - 1)];
+			nt[gxp_hash(d->id) & (size - 1)] = d;
 		}
 	free(tab);
 	tab = nt;
@@ -72,8 +62,8 @@ dev_get(const char *id)
 		grow();
 	d = xcalloc(1, sizeof *d);
 	snprintf(d->id, sizeof d->id, "%s", id);
-	d->next = tab[hash(id) & mask];
-	tab[hash(id) & mask] = d;
+	d->next = tab[gxp_hash(id) & mask];
+	tab[gxp_hash(id) & mask] = d;
 	count++;
 	return d;
 }

@@ -69,6 +69,7 @@ connect_broker(const char *client_id)
 
 	o.client_id = client_id;
 	o.clean_session = 1;
+	o.nodelay = 1;		/* an answer is one small message: no Nagle wait */
 	o.on_publish = on_publish;
 	m = gxp_mqtt_new(&o);
 }

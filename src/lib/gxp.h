@@ -91,6 +91,9 @@ int gxp_lines_fd(const struct gxp_lines *r);
 long long gxp_lines_number(const struct gxp_lines *r);
 void gxp_lines_free(struct gxp_lines *r);
 
+/* hash.c: FNV-1a, for hash tables of strings. */
+unsigned gxp_hash(const char *s);
+
 /* buf.c: a growable byte buffer for building records. */
 struct gxp_buf {
 	char *p;
@@ -155,6 +158,7 @@ enum { TOPIC_OTHER, TOPIC_DATA, TOPIC_STATUS, TOPIC_ACK };
 int gxp_device_valid(const char *s);
 int gxp_image_name_valid(const char *s);
 int gxp_topic_parse(const char *topic, char dev[GXP_DEVICE_MAX + 1]);
+int gxp_topic_match(const char *setting, const char *topic, char dev[GXP_DEVICE_MAX + 1]);
 char *gxp_ack_topic(const char *dev);
 char *gxp_topic_for(const char *setting, const char *dev);
 cJSON *gxp_ack_ok_event(const char *dev, const char *image_name, const char *sched);
@@ -172,6 +176,7 @@ struct gxp_mqtt;
 struct gxp_mqtt_opts {
 	const char *client_id;	/* NULL: MQTT_CLIENT_ID or a random one */
 	int clean_session;
+	int nodelay;		/* TCP_NODELAY: small messages go out at once */
 	void (*on_connected)(struct mosquitto *, void *);
 	void (*on_message)(struct mosquitto *, void *,
 	    const struct mosquitto_message *);

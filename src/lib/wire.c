@@ -50,6 +50,14 @@ match_pattern(const char *pattern, const char *topic, char dev[GXP_DEVICE_MAX + 
 	return gxp_device_valid(dev);
 }
 
+/* Whether topic matches the pattern of setting (TOPIC_PATTERN_CMD, ...),
+ * with its device id in dev. */
+int
+gxp_topic_match(const char *setting, const char *topic, char dev[GXP_DEVICE_MAX + 1])
+{
+	return match_pattern(gxp_cfg(setting), topic, dev);
+}
+
 /* Which of the three topic patterns a topic matches, and its device id. */
 int
 gxp_topic_parse(const char *topic, char dev[GXP_DEVICE_MAX + 1])
