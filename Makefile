@@ -19,7 +19,10 @@ LIB_SRC = $(wildcard src/lib/*.c)
 LIB_OBJ = $(LIB_SRC:src/%.c=build/%.o)
 BINS = $(TOOLS:%=bin/%) $(SCRIPTS:%=bin/%)
 MANS = $(wildcard man/*.[157])
-# A tool that outgrew one file is a folder src/TOOL/ with a private header.
+# A tool that outgrew one file is a folder src/TOOL/ with a private header;
+# gxp-assemble's fuzzers link all its objects but main.o.
+ASM_SRC = $(wildcard src/assemble/*.c)
+ASM_OBJ = $(ASM_SRC:src/%.c=build/%.o)
 CONTROL_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/control/*.c))
 SIM_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/sim/*.c))
 # Unit tests of library code, run by the bats suite.
@@ -48,12 +51,14 @@ build/gxp-upload.o build/lib/http.o build/lib/rows.o build/lib/store.o build/lib
 build/lib/store_sync.o build/lib/ctl_dir.o build/lib/ctl_supabase.o: src/lib/store.h
 build/lib/config.o build/lib/schedule.o build/lib/ctl.o build/lib/ctl_dir.o build/lib/ctl_supabase.o build/gxp-cmd.o: src/lib/control.h
 
+$(ASM_OBJ): src/assemble/assemble.h
 $(CONTROL_OBJ): src/control/ctl.h src/lib/control.h src/lib/store.h
 $(SIM_OBJ): src/sim/sim.h
 
+bin/gxp-assemble: $(ASM_OBJ) build/libgxp.a
 bin/gxp-control: $(CONTROL_OBJ) build/libgxp.a
 bin/gxp-sim: $(SIM_OBJ) build/libgxp.a
-bin/gxp-control bin/gxp-sim:
+bin/gxp-assemble bin/gxp-control bin/gxp-sim:
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) build/libgxp.a $(LIBS)
 
@@ -112,16 +117,21 @@ FUZZ_CC = clang
 FUZZ_CFLAGS = $(WARN) $(GXP_CPPFLAGS) -g -O1 -fno-omit-frame-pointer \
 	-Wno-format-nonliteral -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_LIB = $(LIB_SRC:src/%.c=build/fuzz/%.o)
+FUZZ_ASM = $(filter-out build/fuzz/assemble/main.o,$(ASM_SRC:src/%.c=build/fuzz/%.o))
 FUZZERS = build/fuzz/line build/fuzz/sequence
 
-build/fuzz/lib/%.o: src/lib/%.c src/lib/gxp.h src/lib/store.h
+build/fuzz/lib/%.o: src/lib/%.c src/lib/gxp.h src/lib/store.h src/lib/control.h
 	@mkdir -p build/fuzz/lib
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
-build/fuzz/%: fuzz/%.c fuzz/driver.c fuzz/driver.h src/gxp-assemble.c $(FUZZ_LIB)
+build/fuzz/assemble/%.o: src/assemble/%.c src/assemble/assemble.h src/lib/gxp.h
+	@mkdir -p build/fuzz/assemble
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/%: fuzz/%.c fuzz/driver.c fuzz/driver.h src/assemble/assemble.h $(FUZZ_ASM) $(FUZZ_LIB)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer \
 		-Wl,--wrap=gxp_write_all,--wrap=renameat -o $@ \
-		$< fuzz/driver.c $(FUZZ_LIB) $(LIBS)
+		$< fuzz/driver.c $(FUZZ_ASM) $(FUZZ_LIB) $(LIBS)
 
 fuzz: $(FUZZERS)
 	fuzz/run $(FUZZ_SECONDS) $(FUZZERS)
