@@ -44,7 +44,7 @@ start_control() {
 	gxp-sub -c -i "ctl-sub-$$" > "$fifo" 2> "$BATS_TEST_TMPDIR/sub.err" 3>&- &
 	SUB_PID=$!
 	wait_until 10 file_has "$BATS_TEST_TMPDIR/sub.err" "Subscribed to topics" &&
-		wait_until 10 file_has "$CTL_ERR" "MQTT connected"
+		wait_until 10 file_has "$CTL_ERR" "answering hellos on"
 }
 
 # stop_control: gxp-sub stops, the end of input stops gxp-control; its
@@ -106,4 +106,73 @@ utc_of() {
 # queued_status ID: the status of a command, as gxp-cmd -l reports it.
 cmd_status() {
 	gxp-cmd -l | jq -r --arg id "$1" 'select(.command_id == $id) | .status'
+}
+
+# control_chaos ENVFILE KILLS: a fleet that cycles (gxp-sim -W) through the
+# whole worker while commands are queued for it and random stages, gxp-control
+# among them, are SIGKILLed; then each command must be sent, taken by its
+# device exactly once, never lost to a sleeping device.  Needs start_worker
+# (e2e.bash) and a broker.
+control_chaos() {
+	local env=$1 kills=$2 devs ids i s pid dev
+	local stages=(gxp-control gxp-sub gxp-control gxp-assemble gxp-control gxp-upload gxp-pub)
+	devs=$(seq -f 'SIM%06g' 1 10)
+	start_worker "$env"
+	record_cmds
+	# 24 slots a day; an hour's sleep lasts a second
+	gxp-sim --env "$env" -d 10 -n 1 -W 40 -T 3600 -A 5000 -R 5000 -t 120000 -s 9 -j \
+		> "$BATS_TEST_TMPDIR/sim.out" 2> "$BATS_TEST_TMPDIR/sim.err" 3>&- &
+	SIM_PID=$!
+	# each device has said hello (so gxp-cmd knows it) before commands are queued
+	for dev in $devs; do
+		wait_until 30 has_cmds "$dev" 1
+	done
+	: > "$BATS_TEST_TMPDIR/ids" "$BATS_TEST_TMPDIR/kills"
+	RANDOM=99
+	for i in $(seq 1 "$kills"); do
+		for dev in SIM$(printf %06d $((1 + RANDOM % 10))) SIM$(printf %06d $((1 + RANDOM % 10))) \
+		    SIM$(printf %06d $((1 + RANDOM % 10))); do
+			case $((RANDOM % 3)) in
+			0) gxp-cmd --env "$env" "$dev" send_image image_1.jpg ;;
+			1) gxp-cmd --env "$env" "$dev" capture_image ;;
+			2) gxp-cmd --env "$env" "$dev" next_wake +1h ;;
+			esac >> "$BATS_TEST_TMPDIR/ids"
+		done
+		sleep "0.$((3 + RANDOM % 7))"
+		s=${stages[RANDOM % ${#stages[@]}]}
+		for _ in $(seq 1 40); do
+			pid=$(pgrep -P "$WORKER_PID" -x "$s" | head -1)
+			[ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null && { echo "$s" >> "$BATS_TEST_TMPDIR/kills"; break; }
+			sleep 0.25
+		done
+	done
+	rc=0; wait "$SIM_PID" || rc=$?
+	SIM_PID=
+	stop_worker
+	summary=$(tail -1 "$BATS_TEST_TMPDIR/sim.out")
+	echo "gxp-sim: $rc $summary"
+	echo "kills: $(sort "$BATS_TEST_TMPDIR/kills" | uniq -c | tr -s ' \n' ' ')"
+	ids=$(wc -l < "$BATS_TEST_TMPDIR/ids")
+	echo "commands queued: $ids"
+	[ "$(grep -c '^gxp-' "$BATS_TEST_TMPDIR/kills")" -eq "$kills" ]
+	[ "$(grep -c '^gxp-control' "$BATS_TEST_TMPDIR/kills")" -ge 3 ]
+	[ "$ids" -eq $((kills * 3)) ]
+	# every command sent, none left queued
+	gxp-cmd --env "$env" -l > "$BATS_TEST_TMPDIR/list"
+	jq -r '.status' "$BATS_TEST_TMPDIR/list" | sort | uniq -c
+	[ "$(jq -r 'select(.status != "sent") | .command_id' "$BATS_TEST_TMPDIR/list" | wc -l)" = 0 ]
+	[ "$(jq -r .command_id "$BATS_TEST_TMPDIR/list" | sort)" = "$(sort "$BATS_TEST_TMPDIR/ids")" ]
+	# each reached its device and was taken exactly once: a copy sent again
+	# (gxp-control killed between the broker taking it and the mark) is
+	# dropped by its command_id, as the firmware does
+	while read -r id; do
+		n=$(grep -c "\"command_id\":\"$id\"" "$CMDS" || true)
+		took=$(grep -c "took command $id\$" "$BATS_TEST_TMPDIR/sim.err" || true)
+		if [ "$n" != 1 ] || [ "$took" != 1 ]; then
+			echo "command $id: sent $n times, taken $took times"
+		fi
+		[ "$n" -ge 1 ] && [ "$took" = 1 ]
+	done < "$BATS_TEST_TMPDIR/ids"
+	! grep -q "it is lost: command" "$BATS_TEST_TMPDIR/sim.err"
+	echo "copies sent again and dropped by the device: $(jq .wake.repeats <<<"$summary")"
 }

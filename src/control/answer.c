@@ -9,8 +9,8 @@
  *      due, next_wake with its next_wake_at otherwise;
  *   4. the answer is published, QoS 1, and when the broker has it (PUBACK)
  *      the command is marked sent (only if still queued), the new
- *      next_wake_at is stored, the hello goes to the journal, and command
- *      and schedule events go downstream.
+ *      next_wake_at is stored, and command and schedule events go
+ *      downstream.
  *
  * A queue not read within CONTROL_DB_WAIT_MS leaves the answer to the
  * schedule, and the log says so; the command then waits for the device's
@@ -29,7 +29,7 @@ struct action {
 	char dev[GXP_DEVICE_MAX + 1];
 	char id[CTL_ID_LEN + 1];	/* a queued command's; "" for the schedule's */
 	int type;			/* CMD_* */
-	int64_t tst;			/* the hello answered; 0: sent by a poll */
+	int64_t tst;			/* when the hello answered came; 0: sent by a poll */
 	int64_t next_wake;		/* to store after the PUBACK; 0: none */
 	char *message;
 };
@@ -263,7 +263,6 @@ answer(struct dev *d, const cJSON *rows)
 	int64_t tst = d->hello;
 
 	unwait(d);
-	d->answered = tst;
 	if (r)
 		send_command(d, r, tst);
 	else
@@ -293,28 +292,14 @@ read_done(void *arg, int rc, const cJSON *rows, const char *msg)
 	free(rd);
 }
 
-/* A hello: the device's status "Alive", with its receive time tst. */
+/* A hello heard at tst: the device's status, "Alive". */
 void
 answer_hello(const char *id, int64_t tst)
 {
-	int64_t age = gxp_wall_us() - tst;
-	struct dev *d;
+	struct dev *d = dev_get(id);
 	struct read *rd;
 
 	counters[C_HELLOS].v++;
-	if (age > gxp_cfg_int("CONTROL_HELLO_MAX_AGE_MS") * 1000) {
-		counters[C_NOT_ANSWERED].v++;
-		gxp_log(LOG_INFO, "device %s: a hello %.1f s old (more than "
-		    "CONTROL_HELLO_MAX_AGE_MS); not answered", id, (double)age / 1e6);
-		return;
-	}
-	d = dev_get(id);
-	if (tst <= d->answered || (d->reading && tst <= d->hello)) {
-		counters[C_NOT_ANSWERED].v++;
-		gxp_log(LOG_INFO, "device %s: a hello answered before (seen again); not "
-		    "answered twice", id);
-		return;
-	}
 	d->hello = tst;
 	if (d->reading)
 		return;		/* one answer for the hellos of one wait */
@@ -441,8 +426,6 @@ answer_acked(int mid)
 	inflight--;
 	d = dev_get(a->dev);
 	d->inflight--;
-	if (a->tst)
-		journal_answered(a->dev, a->tst);
 	if (a->id[0]) {
 		struct mark *m = xcalloc(1, sizeof *m);
 

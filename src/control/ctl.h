@@ -1,13 +1,12 @@
 /* ctl.h: gxp-control's own parts (src/control/).  gxp-control answers
- * every hello on the devices' cmd topic, from the command queue or the
+ * every hello on the device's cmd topic, from the command queue or the
  * wake schedule, and passes every input line on unchanged.
  *
  *   main.c      options, start, the loop, the end
- *   input.c     lines in, hellos found, lines and events out
+ *   input.c     lines in and out, and events out
  *   devices.c   what is known of each device: schedule, config, state
  *   answer.c    deciding an answer, publishing it, what follows the PUBACK
- *   net.c       the broker connection and its acknowledgements
- *   journal.c   the hellos already answered, in the spool */
+ *   net.c       the broker connection: hellos in, answers out, PUBACKs */
 #ifndef GXP_CONTROL_CTL_H
 #define GXP_CONTROL_CTL_H
 
@@ -23,9 +22,8 @@ struct dev {
 	unsigned wake_seen, config_seen;	/* the last refresh that had them */
 	int has_config;
 	struct sched config;		/* its device_configs row */
-	int64_t answered;		/* tst of the last hello answered */
-	int64_t hello;			/* tst of the hello being answered; 0: none */
-	int64_t hello_at;		/* when it came, monotonic ms */
+	int64_t hello;			/* when the hello being answered came, UTC us */
+	int64_t hello_at;		/* ... monotonic ms */
 	int reading;			/* its queue is being read for that hello */
 	unsigned read_gen;		/* which read that is */
 	int64_t awake_until;		/* monotonic ms; 0: asleep */
@@ -46,7 +44,7 @@ extern struct sched default_sched;
 extern int replay;
 extern struct gxp_counter counters[];
 enum {
-	C_HELLOS, C_ANSWERED, C_CAPTURE, C_NEXT_WAKE, C_COMMANDS, C_NOT_ANSWERED,
+	C_HELLOS, C_ANSWERED, C_CAPTURE, C_NEXT_WAKE, C_COMMANDS, C_RETAINED,
 	C_FALLBACK, C_EXPIRED, C_FAILED, C_PASSED, C_AWAKE, C_COUNT
 };
 
@@ -83,18 +81,17 @@ void schedule_event(const struct dev *d);
 void answer_free(void);
 
 /* net.c */
+struct hello {
+	char dev[GXP_DEVICE_MAX + 1];
+	int64_t at;			/* when it came, UTC us */
+};
 int net_start(void);
 int net_publish(const char *topic, const char *payload, int *mid);
 int net_take_acked(int *mids, int max);
+int net_take_hellos(struct hello *h, int max);
 int net_wake_fd(void);
 int net_failed(void);
 int net_check(void);
 void net_stop(void);
-
-/* journal.c */
-void journal_open(const char *spool);
-void journal_answered(const char *dev, int64_t tst);
-void journal_sync(void);
-void journal_close(void);
 
 #endif

@@ -2,14 +2,9 @@
  * copied to an output buffer as they are read, and the buffer is written
  * whenever stdout takes it.  When stdout is a pipe its writes do not
  * block, so a slow next stage (gxp-assemble waits for its syncs) never
- * holds up an answer; up to CONTROL_BUFFER_BYTES wait here, and past that
- * no input is read until they have gone.
- *
- * A hello is a message on a TOPIC_PATTERN_STATUS topic, not retained,
- * whose payload is a JSON object with "status":"Alive" (the firmware's
- * word; the user's worker answers exactly those); its tst is when it
- * reached the worker.  Envelopes of gxp-sub, mosquitto_sub -F %J and -F %j
- * are understood. */
+ * holds up anything; up to CONTROL_BUFFER_BYTES wait here, and past that
+ * no input is read until they have gone.  The hellos among the lines are
+ * not answered here: net.c hears them live. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -100,117 +95,6 @@ out_flush(void)
 	return gxp_out_closed ? -1 : 0;
 }
 
-/* A JSON string member's text without escapes, into b; NULL if not one. */
-static const char *
-string_of(const char *v, size_t n, struct gxp_buf *b)
-{
-	long got;
-
-	if (n < 2 || v[0] != '"')
-		return NULL;
-	b->len = 0;
-	gxp_buf_grow(b, n);
-	if ((got = gxp_json_unescape(v + 1, n - 2, b->p)) < 0)
-		return NULL;
-	b->p[got] = '\0';
-	return memchr(b->p, '\0', (size_t)got) ? NULL : b->p;
-}
-
-static int
-key_is(const char *k, size_t n, const char *name)
-{
-	return strlen(name) == n && memcmp(k, name, n) == 0;
-}
-
-/* Whether a payload (an object, or a string holding one) says "Alive". */
-static int
-says_alive(const char *v, size_t n)
-{
-	struct gxp_buf b = { 0 };
-	const char *text = v;
-	cJSON *j;
-	int alive;
-
-	if (*v == '"') {
-		if ((text = string_of(v, n, &b)) == NULL) {
-			gxp_buf_free(&b);
-			return 0;
-		}
-		n = strlen(text);
-	}
-	j = gxp_json_parse(text, n);
-	alive = cJSON_IsObject(j) && gxp_json_str(j, "status") &&
-	    strcmp(gxp_json_str(j, "status"), "Alive") == 0;
-	cJSON_Delete(j);
-	gxp_buf_free(&b);
-	return alive;
-}
-
-struct envelope {
-	const char *tst, *payload, *retain;
-	size_t tstlen, plen, rlen;
-	char dev[GXP_DEVICE_MAX + 1];
-};
-
-/* A status message's members, or -1 as soon as the line is not one. */
-static int
-status_message(const char *line, size_t len, struct envelope *e, struct gxp_buf *b)
-{
-	const char *k, *v, *topic;
-	size_t pos = 0, kl, vl;
-	int rc, status = 0;
-
-	memset(e, 0, sizeof *e);
-	while ((rc = gxp_json_next_member(line, len, &pos, GXP_JSON_SHALLOW, &k, &kl, &v,
-	    &vl)) == 1) {
-		if (key_is(k, kl, "topic")) {
-			if ((topic = string_of(v, vl, b)) == NULL ||
-			    gxp_topic_parse(topic, e->dev) != TOPIC_STATUS)
-				return -1;
-			status = 1;
-		} else if (key_is(k, kl, "tst"))
-			e->tst = v, e->tstlen = vl;
-		else if (key_is(k, kl, "payload"))
-			e->payload = v, e->plen = vl;
-		else if (key_is(k, kl, "retain"))
-			e->retain = v, e->rlen = vl;
-		else if (key_is(k, kl, "event"))
-			return -1;	/* an event, not a message */
-	}
-	return rc == 0 && status && e->payload ? 0 : -1;
-}
-
-static void
-hello_check(const char *line, size_t len)
-{
-	static struct gxp_buf b;
-	struct envelope e;
-	const char *tst;
-	int64_t us;
-
-	if (status_message(line, len, &e, &b) == -1)
-		return;
-	if (e.retain && (key_is(e.retain, e.rlen, "1") || key_is(e.retain, e.rlen, "true")))
-		return;		/* kept by the broker: not a device waking now */
-	if (!says_alive(e.payload, e.plen))
-		return;
-	if (replay) {
-		counters[C_HELLOS].v++;
-		counters[C_NOT_ANSWERED].v++;
-		gxp_log(LOG_DEBUG, "device %s: a hello in a replay; not answered", e.dev);
-		return;
-	}
-	if (e.tst == NULL || (tst = string_of(e.tst, e.tstlen, &b)) == NULL ||
-	    gxp_parse_time(tst, &us) == -1) {
-		counters[C_HELLOS].v++;
-		counters[C_NOT_ANSWERED].v++;
-		gxp_log(LOG_WARN, "device %s: a hello without a receive time (tst); not "
-		    "answered", e.dev);
-		return;
-	}
-	answer_hello(e.dev, us);
-}
-
 /* Reads what there is; -1 at the end of input. */
 int
 input_read(void)
@@ -240,7 +124,6 @@ input_read(void)
 		default:
 			counters[C_PASSED].v++;
 			out_line(line, len);
-			hello_check(line, len);
 		}
 	}
 	return 0;

@@ -30,7 +30,7 @@ struct gxp_counter counters[C_COUNT] = {
 	{ "capture_total", "capture_image answers from the schedule", 0, 0 },
 	{ "next_wake_total", "next_wake answers from the schedule", 0, 0 },
 	{ "commands_total", "queued commands sent", 0, 0 },
-	{ "not_answered_total", "hellos not answered: replayed, too old, answered before", 0, 0 },
+	{ "retained_total", "retained status messages, not taken for hellos", 0, 0 },
 	{ "fallback_total", "hellos answered from the schedule: the queue was not read in time", 0, 0 },
 	{ "expired_total", "queued commands marked expired", 0, 0 },
 	{ "failed_total", "queued commands marked failed (cannot be sent)", 0, 0 },
@@ -51,39 +51,31 @@ worst(int a, int b)
 	return a == EXIT_PERM || b == EXIT_PERM ? EXIT_PERM : a ? a : b;
 }
 
-/* --check: the broker, the spool's control directory, the store. */
+/* --check: the broker and the store. */
 static int
 check(void)
 {
-	char *dir = xasprintf("%s/control", gxp_cfg("GXP_SPOOL"));
-	char *probe = xasprintf("%s/.check.%ld", dir, (long)getpid());
-	int rc = net_check(), r;
+	int rc = net_check();
 
-	if (gxp_mkdirs(dir, 0755) == -1 || gxp_write_atomic(probe, "gxp\n", 4) == -1) {
-		printf("gxp-control: FAIL: spool %s: %s\n", dir, strerror(errno));
-		r = errno == EACCES || errno == EROFS ? EXIT_PERM : EXIT_TEMP;
-	} else {
-		unlink(probe);
-		printf("gxp-control: ok: spool %s writable\n", dir);
-		r = EXIT_OK;
-	}
-	rc = worst(rc, r);
 	store = ctl_open();
 	rc = worst(rc, ctl_check(store));
 	ctl_free(store);
-	free(probe);
-	free(dir);
 	return rc;
 }
 
+/* What the broker connection brought: acknowledgements, then hellos. */
 static void
-take_acks(void)
+take_net(void)
 {
+	struct hello h[64];
 	int mids[256], n;
 
 	while ((n = net_take_acked(mids, 256)) > 0)
 		for (int i = 0; i < n; i++)
 			answer_acked(mids[i]);
+	while ((n = net_take_hellos(h, 64)) > 0)
+		for (int i = 0; i < n; i++)
+			answer_hello(h[i].dev, h[i].at);
 }
 
 /* One turn: wait for input, acknowledgements, the store or a timer. */
@@ -103,10 +95,9 @@ turn(int reading, int timeout)
 	ctl_wait(store, timeout, p, n);
 	if (in >= 0 && (p[in].revents & (POLLIN | POLLHUP | POLLERR)))
 		rc = input_read();
-	take_acks();
+	take_net();
 	answer_tick();
 	devices_refresh_due();
-	journal_sync();
 	out_flush();
 	gxp_metrics_tick(0);
 	return rc;
@@ -150,17 +141,16 @@ start(void)
 	sched_from_settings(&default_sched);
 	if (fstat(0, &st) == 0 && S_ISREG(st.st_mode))
 		replay = 1;
-	if (replay)
-		gxp_log(LOG_INFO, "replay: lines pass through, no hello is answered");
-	journal_open(gxp_cfg("GXP_SPOOL"));
 	store = ctl_open();
-	if (!replay)
-		net_start();
 	devices_load();
-	gxp_log(LOG_INFO, "answering hellos on %s with %s; default schedule: %s, zone %s",
-	    gxp_cfg("TOPIC_PATTERN_STATUS"), gxp_cfg("TOPIC_PATTERN_CMD"),
-	    default_sched.test_mode ? "test mode" : gxp_cfg("SCHEDULE_WAKE_TIMES") ?
-	    gxp_cfg("SCHEDULE_WAKE_TIMES") : "evenly spaced", tz);
+	gxp_log(LOG_INFO, "default schedule: %s, zone %s", default_sched.test_mode ?
+	    "test mode" : gxp_cfg("SCHEDULE_WAKE_TIMES") ? gxp_cfg("SCHEDULE_WAKE_TIMES") :
+	    "evenly spaced", tz);
+	/* hellos are heard once the schedules are known */
+	if (replay)
+		gxp_log(LOG_INFO, "replay: lines pass through; no broker, no hello answered");
+	else
+		net_start();
 }
 
 int
@@ -202,7 +192,6 @@ main(int argc, char **argv)
 	input_close();
 	gxp_metrics_tick(1);
 	net_stop();
-	journal_close();
 	answer_free();
 	ctl_free(store);
 	devices_free();

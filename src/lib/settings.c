@@ -67,8 +67,6 @@ const struct gxp_setting gxp_settings[] = {
 	INT("DEVICE_SEEN_INTERVAL_S", "5", 0, 86400, "least time between last_seen_at updates"),
 	STR("GXP_METRICS_DIR", NULL, "directory for <tool>.prom counter files; unset: none"),
 	INT("METRICS_INTERVAL_S", "5", 1, 3600, "how often counters are written"),
-	INT("CONTROL_HELLO_MAX_AGE_MS", "60000", 1000, 86400000,
-	    "gxp-control: a hello older than this (its receive time against the clock) is not answered"),
 	INT("CONTROL_DB_WAIT_MS", "1000", 0, 60000,
 	    "gxp-control: how long a hello waits for the database's queue before the cache answers it"),
 	INT("CONTROL_POLL_MS", "2000", 100, 3600000,

@@ -179,9 +179,10 @@ wake_command(struct device *d, const char *payload, int len)
 {
 	static const int counter[O_TYPES] = { C_CMD_CAPTURE, C_CMD_SEND, C_CMD_WAKE };
 	cJSON *j = gxp_json_parse(payload, (size_t)len);
-	const char *id = gxp_json_str(j, "command_id");
+	const char *v = gxp_json_str(j, "command_id");
+	char id[80] = "";
 	struct order o = { 0 }, *q;
-	int64_t now = gxp_mono_us();
+	int ok;
 
 	if (!cJSON_IsObject(j)) {
 		counters[C_BAD].v++;
@@ -190,27 +191,29 @@ wake_command(struct device *d, const char *payload, int len)
 		cJSON_Delete(j);
 		return;
 	}
-	if (parse_order(d, j, &o) == -1) {
-		cJSON_Delete(j);
+	snprintf(id, sizeof id, "%s", v ? v : "");
+	ok = parse_order(d, j, &o) == 0;
+	cJSON_Delete(j);
+	if (!ok)
 		return;
-	}
-	if (id && repeated(d, id)) {
+	if (*id && repeated(d, id)) {
 		counters[C_REPEATS].v++;
 		gxp_log(LOG_INFO, "%s: command %s came again; dropped", d->id, id);
-		cJSON_Delete(j);
 		return;
 	}
-	cJSON_Delete(j);
 	counters[counter[o.type]].v++;
 	if (d->wstate == W_SLEEP || d->wstate == W_DONE) {
 		counters[C_ASLEEP].v++;
-		gxp_log(LOG_WARN, "%s: an order came while the device slept; it is lost", d->id);
+		gxp_log(LOG_WARN, "%s: an order came while the device slept; it is lost%s%s",
+		    d->id, *id ? ": command " : "", id);
 		return;
 	}
+	if (*id)
+		gxp_log(LOG_INFO, "%s: took command %s", d->id, id);
 	if (d->wstate == W_WAIT) {
 		if (nlat == latcap)
 			lat = xrealloc(lat, (latcap = latcap ? 2 * latcap : 1024) * sizeof *lat);
-		lat[nlat++] = now - d->hello_us;
+		lat[nlat++] = gxp_mono_us() - d->hello_us;
 		counters[C_ANSWERED].v++;
 	}
 	if (d->wstate != W_BUSY) {
