@@ -1374,6 +1374,8 @@ run(void)
 		store_wait(st, wait_ms(deadline), reading ? 0 : -1, &rev);
 		if (reading && (rev & (POLLIN | POLLHUP | POLLERR)))
 			read_input(in);
+		if (rows_fatal(rows))
+			set_fatal(rows_fatal(rows));
 		if (eof && !was_eof) {
 			/* end of input: finish what the spool holds, like --once */
 			was_eof = 1;

@@ -32,10 +32,10 @@ store_put(struct store *s, const char *path, const char *src, char *data,
 }
 
 void
-store_rows(struct store *s, const char *table, const char *query, int want_rows,
+store_rows(struct store *s, const char *table, const char *query, int flags,
     char *json, size_t len, st_done_fn *fn, void *arg)
 {
-	s->ops->rows(s, table, query, want_rows, json, len, fn, arg);
+	s->ops->rows(s, table, query, flags, json, len, fn, arg);
 }
 
 int
