@@ -108,6 +108,13 @@ cmd_status() {
 	gxp-cmd -l | jq -r --arg id "$1" 'select(.command_id == $id) | .status'
 }
 
+# queue_for ENVFILE DEV COMMAND...: gxp-cmd queues it; its id goes to ids.
+queue_for() {
+	local env=$1
+	shift
+	gxp-cmd --env "$env" "$@" >> "$BATS_TEST_TMPDIR/ids"
+}
+
 # control_chaos ENVFILE KILLS: a fleet that cycles (gxp-sim -W) through the
 # whole worker while commands are queued for it and random stages, gxp-control
 # among them, are SIGKILLed; then each command must be sent, taken by its
@@ -133,10 +140,12 @@ control_chaos() {
 		for dev in SIM$(printf %06d $((1 + RANDOM % 10))) SIM$(printf %06d $((1 + RANDOM % 10))) \
 		    SIM$(printf %06d $((1 + RANDOM % 10))); do
 			case $((RANDOM % 3)) in
-			0) gxp-cmd --env "$env" "$dev" send_image image_1.jpg ;;
-			1) gxp-cmd --env "$env" "$dev" capture_image ;;
-			2) gxp-cmd --env "$env" "$dev" next_wake +1h ;;
-			esac >> "$BATS_TEST_TMPDIR/ids"
+			0) set -- send_image image_1.jpg ;;
+			1) set -- capture_image ;;
+			2) set -- next_wake +1h ;;
+			esac
+			# its devices row may be on its way still
+			wait_until 20 queue_for "$env" "$dev" "$@"
 		done
 		sleep "0.$((3 + RANDOM % 7))"
 		s=${stages[RANDOM % ${#stages[@]}]}
