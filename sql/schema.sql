@@ -80,6 +80,58 @@ create table if not exists public.device_publish_log (
 	received_at timestamptz not null default now()
 );
 
+-- The device control plane (gxp-control(1)): when each device wakes, its
+-- schedule, the commands queued for it and what became of them.
+alter table public.devices add column if not exists next_wake_at timestamptz;
+
+-- One row per device; a device without one follows the SCHEDULE_*
+-- settings.  Times of day are in SCHEDULE_TZ.
+create table if not exists public.device_configs (
+	device_id uuid primary key references public.devices (device_id) on delete cascade,
+	capture_per_day integer not null default 2 check (capture_per_day between 1 and 24),
+	wakeup_time_1 time,
+	wakeup_time_2 time,
+	wakeup_window_sec integer not null default 180
+		check (wakeup_window_sec between 0 and 86400),
+	test_mode boolean not null default false,
+	test_interval_minutes integer not null default 5
+		check (test_interval_minutes between 1 and 60),
+	updated_at timestamptz not null default now()
+);
+alter table public.device_configs add column if not exists capture_per_day integer default 2;
+alter table public.device_configs add column if not exists wakeup_time_1 time;
+alter table public.device_configs add column if not exists wakeup_time_2 time;
+alter table public.device_configs add column if not exists wakeup_window_sec integer default 180;
+alter table public.device_configs add column if not exists test_mode boolean default false;
+alter table public.device_configs add column if not exists test_interval_minutes integer default 5;
+
+create table if not exists public.device_commands (
+	command_id uuid primary key default gen_random_uuid(),
+	device_id uuid not null references public.devices (device_id) on delete cascade,
+	command_type text not null,
+	command_payload jsonb not null default '{}',
+	status text not null default 'queued',
+	requested_at timestamptz not null default now(),
+	sent_at timestamptz,
+	expires_at timestamptz
+);
+alter table public.device_commands add column if not exists command_payload jsonb default '{}';
+alter table public.device_commands add column if not exists status text default 'queued';
+alter table public.device_commands add column if not exists requested_at timestamptz default now();
+alter table public.device_commands add column if not exists sent_at timestamptz;
+alter table public.device_commands add column if not exists expires_at timestamptz;
+
+create table if not exists public.device_command_logs (
+	id uuid primary key default gen_random_uuid(),
+	command_id uuid references public.device_commands (command_id) on delete cascade,
+	device_id uuid references public.devices (device_id) on delete cascade,
+	event_type text not null,
+	event_payload jsonb,
+	created_at timestamptz not null default now()
+);
+alter table public.device_command_logs add column if not exists event_payload jsonb;
+alter table public.device_command_logs add column if not exists created_at timestamptz default now();
+
 -- Tables made by an earlier worker may lack columns gxp writes.
 alter table public.devices add column if not exists model text;
 alter table public.devices add column if not exists last_seen_at timestamptz;
@@ -134,7 +186,8 @@ begin
 			('sensor_readings', array['event_id'], 'sensor_readings_event_id_key'),
 			('device_status', array['event_id'], 'device_status_event_id_key'),
 			('device_errors', array['event_id'], 'device_errors_event_id_key'),
-			('device_publish_log', array['event_id'], 'device_publish_log_event_id_key')
+			('device_publish_log', array['event_id'], 'device_publish_log_event_id_key'),
+			('device_configs', array['device_id'], 'device_configs_device_id_key')
 		) as t (tab, cols, name)
 	loop
 		if not exists (
@@ -223,61 +276,9 @@ exception when invalid_table_definition then
 end
 $$;
 
--- The device control plane (gxp-control(1)): when each device wakes, its
--- schedule, the commands queued for it and what became of them.
-alter table public.devices add column if not exists next_wake_at timestamptz;
-
--- One row per device; a device without one follows the SCHEDULE_*
--- settings.  Times of day are in SCHEDULE_TZ.
-create table if not exists public.device_configs (
-	device_id uuid primary key references public.devices (device_id) on delete cascade,
-	capture_per_day integer not null default 2 check (capture_per_day between 1 and 24),
-	wakeup_time_1 time,
-	wakeup_time_2 time,
-	wakeup_window_sec integer not null default 180
-		check (wakeup_window_sec between 0 and 86400),
-	test_mode boolean not null default false,
-	test_interval_minutes integer not null default 5
-		check (test_interval_minutes between 1 and 60),
-	updated_at timestamptz not null default now()
-);
-alter table public.device_configs add column if not exists capture_per_day integer default 2;
-alter table public.device_configs add column if not exists wakeup_time_1 time;
-alter table public.device_configs add column if not exists wakeup_time_2 time;
-alter table public.device_configs add column if not exists wakeup_window_sec integer default 180;
-alter table public.device_configs add column if not exists test_mode boolean default false;
-alter table public.device_configs add column if not exists test_interval_minutes integer default 5;
-
-create table if not exists public.device_commands (
-	command_id uuid primary key default gen_random_uuid(),
-	device_id uuid not null references public.devices (device_id) on delete cascade,
-	command_type text not null,
-	command_payload jsonb not null default '{}',
-	status text not null default 'queued',
-	requested_at timestamptz not null default now(),
-	sent_at timestamptz,
-	expires_at timestamptz
-);
-alter table public.device_commands add column if not exists command_payload jsonb default '{}';
-alter table public.device_commands add column if not exists status text default 'queued';
-alter table public.device_commands add column if not exists requested_at timestamptz default now();
-alter table public.device_commands add column if not exists sent_at timestamptz;
-alter table public.device_commands add column if not exists expires_at timestamptz;
-
-create table if not exists public.device_command_logs (
-	id uuid primary key default gen_random_uuid(),
-	command_id uuid references public.device_commands (command_id) on delete cascade,
-	device_id uuid references public.devices (device_id) on delete cascade,
-	event_type text not null,
-	event_payload jsonb,
-	created_at timestamptz not null default now()
-);
-alter table public.device_command_logs add column if not exists event_payload jsonb;
-alter table public.device_command_logs add column if not exists created_at timestamptz default now();
-
 -- What gxp-control relies on, added where missing: the foreign keys to
--- devices that its queries embed (devices!inner(device_hw_id)), one config
--- row per device, and checks that refuse, when a command is queued, a
+-- devices that its queries embed (devices!inner(device_hw_id)) and checks
+-- that refuse, when a command is queued, a
 -- status, a type or a payload gxp-control could not send.  On older tables
 -- they are added NOT VALID: rows already there are left alone (gxp-control
 -- marks a bad one failed), new and changed rows are checked.  The command
@@ -327,14 +328,6 @@ begin
 			end;
 		end if;
 	end loop;
-	if not exists (select 1 from pg_index i join pg_class c on c.oid = i.indrelid
-	    join pg_namespace n on n.oid = c.relnamespace
-	    join pg_attribute a on a.attrelid = c.oid and a.attnum = i.indkey[0]
-	    where n.nspname = 'public' and c.relname = 'device_configs' and i.indisunique
-	    and i.indnatts = 1 and a.attname = 'device_id') then
-		alter table public.device_configs add constraint device_configs_device_id_key
-		    unique (device_id);
-	end if;
 end
 $$;
 

@@ -12,7 +12,7 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 # Debian's interpreter: python3-psycopg2 belongs to it, not to another
 # python3 that may come first on PATH.
 GXP_PYTHON=${GXP_PYTHON:-/usr/bin/python3}
-PG_TABLES="devices captures sensor_readings device_status device_errors device_publish_log device_configs device_commands device_command_logs"
+PG_TABLES="devices captures sensor_readings device_status device_errors device_publish_log"
 # Outside bats (by hand), everything goes below one temporary directory.
 PG_BASE=${BATS_FILE_TMPDIR:-${TMPDIR:-/tmp}/gxp-test.$$}
 
