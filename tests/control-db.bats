@@ -166,6 +166,23 @@ device_row() {
 	wait_until 20 eval '[ "$(psql_q "select status from device_commands where command_id = '"'$id2'"'")" = sent ]'
 }
 
+@test "control/db: a burst of hellos costs a few requests: their queues are read together" {
+	export UPLOAD_CONCURRENCY=2 CONTROL_DB_WAIT_MS=5000
+	# 50 devices not due: each hello is answered with next_wake
+	psql_q "insert into devices (device_hw_id, next_wake_at)
+		select 'SIM' || lpad(i::text, 6, '0'), now() + interval '1 day' from generate_series(1, 50) i"
+	ep_fault '{"match":"/rest/v1/device_commands","method":"GET","latency_ms":300,"seconds":600}'
+	start_control
+	run gxp-sim -d 50 -n 0 -W 1 -A 20000 -s 1 -j
+	echo "$output" | tail -1
+	[ "$status" = 0 ]
+	[ "$(jq -c '[.wake.hellos, .wake.answered, .wake.commands.next_wake]' <<<"${lines[-1]}")" = '[50,50,50]' ]
+	gets=$(ep_log | jq -r 'select(.kind == "rest:device_commands" and .method == "GET") | .path' | wc -l)
+	echo "GET device_commands: $gets for 50 hellos"
+	[ "$gets" -le 6 ]
+	! grep -q "not read within CONTROL_DB_WAIT_MS" "$CTL_ERR" || false
+}
+
 @test "control/db: gxp-cmd: bad input and unknown devices are refused before anything is written; list; cancel" {
 	device_row DEV1
 	for args in "DEV1 reboot" "DEV1 send_image ../x.jpg" "DEV1 next_wake 2020-01-01T00:00:00Z" \

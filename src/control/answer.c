@@ -22,7 +22,7 @@
 
 #include "ctl.h"
 
-#define POLL_BATCH 100		/* devices per poll request */
+#define BATCH 100		/* devices per request for their queues */
 
 /* An answer published and not yet acknowledged, by message id. */
 struct action {
@@ -34,10 +34,16 @@ struct action {
 	char *message;
 };
 
-/* A read of one device's queue for a hello. */
+/* A device whose queue is to be read for a hello, and which read. */
 struct read {
 	struct dev *d;
 	unsigned gen;
+};
+
+/* A request for the queues of several devices. */
+struct batch {
+	size_t n;
+	struct read r[BATCH];
 };
 
 /* A mark for a command, for its message. */
@@ -51,6 +57,9 @@ static struct action *by_mid[65536];
 static int inflight;
 static struct dev **waiting;	/* hellos whose queue is being read */
 static size_t nwaiting, capwaiting;
+static struct read *to_read;	/* ... and not asked for yet */
+static size_t nto_read, capto_read;
+static int reading;		/* requests for hellos' queues in flight */
 static int polling;
 static int64_t next_poll, poll_delay;
 
@@ -269,10 +278,10 @@ answer(struct dev *d, const cJSON *rows)
 		from_schedule(d, tst);
 }
 
+/* One device's share of a batch's answer. */
 static void
-read_done(void *arg, int rc, const cJSON *rows, const char *msg)
+read_one(const struct read *rd, int rc, const cJSON *rows, const char *msg)
 {
-	struct read *rd = arg;
 	struct dev *d = rd->d;
 	const cJSON *r;
 
@@ -289,7 +298,49 @@ read_done(void *arg, int rc, const cJSON *rows, const char *msg)
 		answer(d, NULL);
 	} else
 		answer(d, rows);
-	free(rd);
+}
+
+static void
+read_done(void *arg, int rc, const cJSON *rows, const char *msg)
+{
+	struct batch *b = arg;
+
+	reading--;
+	for (size_t i = 0; i < b->n; i++)
+		read_one(&b->r[i], rc, rows, msg);
+	free(b);
+}
+
+/* The hellos not asked for yet, BATCH devices a request, at most
+ * UPLOAD_CONCURRENCY requests at once: a burst of hellos costs a few
+ * requests, each hello at most the one its device is in. */
+static void
+read_queues(void)
+{
+	long long most = gxp_cfg_int("UPLOAD_CONCURRENCY");
+
+	while (nto_read > 0 && reading < most) {
+		struct batch *b = xcalloc(1, sizeof *b);
+		const char *ids[BATCH];
+		size_t k = 0;
+
+		while (k < nto_read && b->n < BATCH) {
+			struct read *rd = &to_read[k++];
+
+			if (rd->d->reading && rd->d->read_gen == rd->gen) {
+				ids[b->n] = rd->d->id;
+				b->r[b->n++] = *rd;
+			}
+		}
+		memmove(to_read, to_read + k, (nto_read - k) * sizeof *to_read);
+		nto_read -= k;
+		if (b->n == 0) {
+			free(b);
+			continue;
+		}
+		reading++;
+		ctl_queued(store, ids, b->n, read_done, b);
+	}
 }
 
 /* A hello heard at tst: the device's status, "Alive". */
@@ -297,7 +348,6 @@ void
 answer_hello(const char *id, int64_t tst)
 {
 	struct dev *d = dev_get(id);
-	struct read *rd;
 
 	counters[C_HELLOS].v++;
 	d->hello = tst;
@@ -309,10 +359,11 @@ answer_hello(const char *id, int64_t tst)
 		waiting = xrealloc(waiting, (capwaiting = capwaiting ? 2 * capwaiting : 64) *
 		    sizeof *waiting);
 	waiting[nwaiting++] = d;
-	rd = xcalloc(1, sizeof *rd);
-	rd->d = d;
-	rd->gen = ++d->read_gen;
-	ctl_queued(store, &id, 1, read_done, rd);
+	if (nto_read == capto_read)
+		to_read = xrealloc(to_read, (capto_read = capto_read ? 2 * capto_read : 64) *
+		    sizeof *to_read);
+	to_read[nto_read].d = d;
+	to_read[nto_read++].gen = ++d->read_gen;
 }
 
 static void
@@ -373,20 +424,21 @@ poll_awake(void)
 	next_poll = w.now + poll_delay;
 	dev_each(add_awake, &w);
 	counters[C_AWAKE].v = w.n;
-	for (size_t i = 0; i < w.n; i += POLL_BATCH) {
+	for (size_t i = 0; i < w.n; i += BATCH) {
 		polling++;
-		ctl_queued(store, w.ids + i, w.n - i < POLL_BATCH ? w.n - i : POLL_BATCH,
-		    poll_done, NULL);
+		ctl_queued(store, w.ids + i, w.n - i < BATCH ? w.n - i : BATCH, poll_done, NULL);
 	}
 	free(w.ids);
 }
 
-/* Timers: hellos whose queue took too long, and the poll. */
+/* The queues to read, then the timers: hellos whose queue took too long,
+ * and the poll. */
 void
 answer_tick(void)
 {
 	int64_t now = gxp_mono_ms(), wait = gxp_cfg_int("CONTROL_DB_WAIT_MS");
 
+	read_queues();
 	for (size_t i = 0; i < nwaiting; ) {
 		struct dev *d = waiting[i];
 
@@ -448,7 +500,7 @@ answer_acked(int mid)
 int
 answer_busy(void)
 {
-	return inflight + (int)nwaiting + polling;
+	return inflight + (int)nwaiting + polling + reading;
 }
 
 void
@@ -461,6 +513,8 @@ answer_free(void)
 			by_mid[i] = NULL;
 		}
 	free(waiting);
+	free(to_read);
 	waiting = NULL;
-	nwaiting = capwaiting = 0;
+	to_read = NULL;
+	nwaiting = capwaiting = nto_read = capto_read = 0;
 }
