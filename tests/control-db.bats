@@ -167,7 +167,7 @@ device_row() {
 }
 
 @test "control/db: a burst of hellos costs a few requests: their queues are read together" {
-	export UPLOAD_CONCURRENCY=2 CONTROL_DB_WAIT_MS=5000
+	export CONTROL_DB_READS=2 CONTROL_DB_WAIT_MS=5000
 	# 50 devices not due: each hello is answered with next_wake
 	psql_q "insert into devices (device_hw_id, next_wake_at)
 		select 'SIM' || lpad(i::text, 6, '0'), now() + interval '1 day' from generate_series(1, 50) i"

@@ -312,12 +312,12 @@ read_done(void *arg, int rc, const cJSON *rows, const char *msg)
 }
 
 /* The hellos not asked for yet, BATCH devices a request, at most
- * UPLOAD_CONCURRENCY requests at once: a burst of hellos costs a few
+ * CONTROL_DB_READS requests at once: a burst of hellos costs a few
  * requests, each hello at most the one its device is in. */
 static void
 read_queues(void)
 {
-	long long most = gxp_cfg_int("UPLOAD_CONCURRENCY");
+	long long most = gxp_cfg_int("CONTROL_DB_READS");
 
 	while (nto_read > 0 && reading < most) {
 		struct batch *b = xcalloc(1, sizeof *b);

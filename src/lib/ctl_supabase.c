@@ -412,6 +412,8 @@ ctl_supabase_open(void)
 
 	s->base.ops = &supa_ops;
 	s->base.kind = "supabase";
-	s->st = store_open();
+	/* the hellos' reads, and a few for marks, writes, polls and refreshes */
+	s->st = store_supabase_open(gxp_cfg("SUPABASE_STORAGE_BUCKET"),
+	    (int)gxp_cfg_int("CONTROL_DB_READS") + 4);
 	return &s->base;
 }

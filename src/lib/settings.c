@@ -70,6 +70,8 @@ const struct gxp_setting gxp_settings[] = {
 	INT("METRICS_INTERVAL_S", "5", 1, 3600, "how often counters are written"),
 	INT("CONTROL_DB_WAIT_MS", "1000", 0, 60000,
 	    "gxp-control: how long a hello waits for the database's queue before the cache answers it"),
+	INT("CONTROL_DB_READS", "16", 1, 256,
+	    "gxp-control: reads of the queue in flight at once; later hellos wait and are read together"),
 	INT("CONTROL_POLL_MS", "2000", 100, 3600000,
 	    "gxp-control: how often the queue is read for the devices that are awake"),
 	INT("CONTROL_POLL_MAX_MS", "60000", 100, 3600000,

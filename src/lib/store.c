@@ -18,7 +18,7 @@ store_open(void)
 		gxp_die(EXIT_PERM, "SUPABASE_STORAGE_BUCKET=%s: expected 1 to 63 of "
 		    "a-z 0-9 . _ - (not starting with a dot)", bucket);
 	if (gxp_cfg("SUPABASE_URL"))
-		return store_supabase_open(bucket);
+		return store_supabase_open(bucket, 0);
 	return store_dir_open(gxp_cfg("GXP_STORE"), bucket);
 }
 

@@ -98,7 +98,7 @@ struct store {
 };
 struct store *store_open(void);
 struct store *store_dir_open(const char *dir, const char *bucket);
-struct store *store_supabase_open(const char *bucket);
+struct store *store_supabase_open(const char *bucket, int conns);
 void store_put(struct store *s, const char *path, const char *src, char *data,
     size_t len, st_done_fn *fn, void *arg);
 void store_rows(struct store *s, const char *table, const char *query,

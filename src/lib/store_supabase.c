@@ -472,8 +472,10 @@ static const struct store_ops supa_ops = {
 	supa_seen, supa_stats, supa_free, supa_check, supa_rest
 };
 
+/* conns: connections at once; 0: the uploads and one per table, as
+ * gxp-upload uses them. */
 struct store *
-store_supabase_open(const char *bucket)
+store_supabase_open(const char *bucket, int conns)
 {
 	struct supa *s = xcalloc(1, sizeof *s);
 	const char *url = gxp_cfg("SUPABASE_URL");
@@ -498,8 +500,7 @@ store_supabase_open(const char *bucket)
 	o.retry_max_ms = gxp_cfg_int("UPLOAD_RETRY_MAX_MS");
 	if (o.retry_base_ms > o.retry_max_ms)
 		o.retry_base_ms = o.retry_max_ms;
-	/* the uploads, plus one request per table for the rows */
-	o.max_conns = (int)gxp_cfg_int("UPLOAD_CONCURRENCY") + T_COUNT;
+	o.max_conns = conns ? conns : (int)gxp_cfg_int("UPLOAD_CONCURRENCY") + T_COUNT;
 	s->http = http_new(&o);
 	gxp_log(LOG_INFO, "Supabase: %s", url);
 	gxp_log(LOG_INFO, "Storage Bucket: %s", bucket);
