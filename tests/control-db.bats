@@ -230,3 +230,27 @@ device_row() {
 		SCHEDULE_CAPTURES_PER_DAY=24 CONTROL_POLL_MS=200 SUPERVISE_BACKOFF_MAX_S=2 UPLOAD_RETRY_MAX_MS=1000
 	control_chaos "$BATS_TEST_TMPDIR/w.env" "${CHAOS_KILLS:-12}"
 }
+
+@test "control/db: the README's Monitoring queries for commands run, unchanged, and show the queue" {
+	# the README carries the same text as tests/control-monitoring.sql
+	sed -n '/^-- Commands waiting for their device/,/^```/p' "$GXP_TOP/README.md" | sed '$d' \
+		> "$BATS_TEST_TMPDIR/readme.sql"
+	sed '1,/^$/d' "$GXP_TOP/tests/control-monitoring.sql" | diff -u - "$BATS_TEST_TMPDIR/readme.sql"
+	start_control
+	for d in DEV1 DEV2; do hello_answered $d; hello_answered $d; done	# asleep
+	sent=$(gxp-cmd DEV1 capture_image)
+	gxp-cmd DEV2 send_image image_5.jpg > /dev/null
+	hello_answered DEV1
+	wait_until 10 eval '[ "$(psql_q "select status from device_commands where command_id = '"'$sent'"'")" = sent ]'
+	psql_q "update devices set next_wake_at = now() - interval '2 hours'"
+	stop_control
+	# gxp-upload makes the publish log's rows of gxp-control's events
+	gxp-upload < "$CTL_OUT" > /dev/null 2> "$BATS_TEST_TMPDIR/upload.err"
+	run psql -X -A -t -v ON_ERROR_STOP=1 -f "$GXP_TOP/tests/control-monitoring.sql"
+	echo "$output"
+	[ "$status" = 0 ]
+	[[ $output == *'DEV2|send_image|{"image_name": "image_5.jpg"}|'* ]]
+	[[ $output == *'DEV1|capture_image|sent|'* ]]
+	[[ $output == *'|queued|{"expires_at": null, "command_type": "send_image"'* ]]
+	[[ $output == *"ESP32CAM/DEV1/cmd|{\"device_id\": \"DEV1\", \"command_id\": \"$sent\", \"capture_image\": true}|"* ]]
+}
