@@ -95,6 +95,27 @@ teardown() {
 	[ "$(cmds_of DEV1 | grep -c "$id")" = 1 ]
 }
 
+@test "control: the hello after a command sent at once gets the schedule's answer; a command still queued waits for the next" {
+	known_device DEV1
+	start_control
+	hello_answered DEV1	# capture_image: awake
+	wake=$(utc_of $(( $(date +%s) + 3600 )))
+	a=$(gxp-cmd DEV1 next_wake "$wake")
+	wait_until 10 has_cmds DEV1 2
+	[ "$(last_cmd DEV1)" = "{\"device_id\":\"DEV1\",\"next_wake\":\"$wake\",\"command_id\":\"$a\"}" ]
+	wait_until 10 eval '[ "$(cmd_status "$a")" = sent ]'
+	b=$(gxp-cmd DEV1 capture_image)
+	# this hello may have left before the device had the next_wake, which it
+	# then took as its answer: a command now would reach it asleep
+	hello_answered DEV1
+	[[ $(last_cmd DEV1) != *"$b"* ]]
+	[ "$(cmd_status "$b")" = queued ]
+	grep -q "device DEV1: a command went to it awake since its last hello" "$CTL_ERR"
+	hello_answered DEV1
+	[ "$(last_cmd DEV1)" = "{\"device_id\":\"DEV1\",\"capture_image\":true,\"command_id\":\"$b\"}" ]
+	wait_until 10 eval '[ "$(cmd_status "$b")" = sent ]'
+}
+
 @test "control: an expired command is never sent" {
 	known_device DEV1
 	start_control

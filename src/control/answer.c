@@ -16,7 +16,12 @@
  * schedule, and the log says so; the command then waits for the device's
  * next hello.  A device that got capture_image or a command stays awake
  * for its wakeup_window_sec after the hello; commands queued meanwhile are
- * found by a poll every CONTROL_POLL_MS and sent at once, one at a time. */
+ * found by a poll every CONTROL_POLL_MS and sent at once, one at a time.
+ * The hello that follows such a command is answered from the schedule: it
+ * may have crossed the command on its way, and then the device took that
+ * command as its answer; a second command would reach it busy or asleep
+ * (after a next_wake) and be lost.  A command left queued waits for the
+ * poll or the next hello instead. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -248,8 +253,11 @@ send_command(struct dev *d, const cJSON *r, int64_t tst)
 	    gxp_json_str(r, "command_id"), ctl_types[type], tst ? "" : ", the device is awake");
 	if (tst)
 		set_awake(d, type);
-	else if (type == CMD_NEXT_WAKE)
-		d->awake_until = 0;
+	else {
+		d->sent_awake = 1;
+		if (type == CMD_NEXT_WAKE)
+			d->awake_until = 0;
+	}
 	publish(d, type, cJSON_GetObjectItemCaseSensitive(r, "command_payload"),
 	    gxp_json_str(r, "command_id"), tst, 0);
 }
@@ -268,10 +276,15 @@ unwait(struct dev *d)
 static void
 answer(struct dev *d, const cJSON *rows)
 {
-	const cJSON *r = rows ? pick(d, rows) : NULL;
+	const cJSON *r = rows && !d->sent_awake ? pick(d, rows) : NULL;
 	int64_t tst = d->hello;
 
 	unwait(d);
+	if (rows && d->sent_awake)
+		gxp_log(LOG_INFO, "device %s: a command went to it awake since its last "
+		    "hello; this hello may have crossed it, so the schedule answers and "
+		    "the queue waits", d->id);
+	d->sent_awake = 0;
 	if (r)
 		send_command(d, r, tst);
 	else

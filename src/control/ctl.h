@@ -27,6 +27,7 @@ struct dev {
 	int reading;			/* its queue is being read for that hello */
 	unsigned read_gen;		/* which read that is */
 	int64_t awake_until;		/* monotonic ms; 0: asleep */
+	int sent_awake;			/* a command went to it awake since its last hello */
 	int inflight;			/* answers published, not acknowledged */
 	struct sent *sent;		/* commands it was sent, by id */
 };

@@ -185,6 +185,8 @@ take(void *out, void *q, size_t *n, size_t size, int max)
 {
 	int k = *n < (size_t)max ? (int)*n : max;
 
+	if (k == 0)
+		return 0;	/* q may still be NULL */
 	memcpy(out, q, (size_t)k * size);
 	memmove(q, (char *)q + (size_t)k * size, (*n - (size_t)k) * size);
 	*n -= (size_t)k;
