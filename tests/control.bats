@@ -140,6 +140,22 @@ teardown() {
 	grep -q "command $late: its wake_time has passed; marking it expired" "$CTL_ERR"
 }
 
+@test "control: a command past its expires_at at a hello is marked expired there, not sent, before any refresh" {
+	export CONTROL_REFRESH_S=3600
+	known_device DEV1
+	start_control
+	hello_answered DEV1
+	hello_answered DEV1	# asleep
+	old=$(gxp-cmd -x +1s DEV1 capture_image)
+	passed=$(( $(date +%s) + 2 ))
+	wait_until 10 eval '[ $(date +%s) -ge $passed ]'
+	[ "$(cmd_status "$old")" = queued ]
+	hello_answered DEV1
+	! grep -q "$old" "$CMDS" || false
+	wait_until 10 eval '[ "$(cmd_status "$old")" = expired ]'
+	grep -q "command $old: past its expires_at; marking it expired" "$CTL_ERR"
+}
+
 @test "control: only hellos heard live are answered: none from a replayed log, a pipe, or a retained status" {
 	start_control
 	hello_answered DEV1
