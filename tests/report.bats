@@ -237,6 +237,18 @@ error_code() {
 	grep -q 'another gxp-report is writing this report' "$BATS_TEST_TMPDIR/stderr"
 }
 
+# wakes_shown: the report in OUT shows SIM000002 two hours late, SIM000003
+# due in three, SIM000001 without a next wake.
+wakes_shown() {
+	[ "$RC" = 0 ]
+	[[ $(tile "$OUT" SIM000002 | cut -f7) == *late* ]]
+	[[ $(tile "$OUT" SIM000003 | cut -f7) != *late* ]]
+	grep 'id="d-SIM000003"' "$OUT/index.html" | grep -q '<dt>next wake</dt><dd>in 2 h'
+	grep 'id="d-SIM000002"' "$OUT/index.html" | grep -q '<dt>next wake</dt><dd>2 h ago'
+	grep -q "<dt>next wake</dt><dd>$(date -u -d '+3 hours' +%F)" "$OUT/devices/SIM000003.html"
+	refute grep -q 'next wake' "$OUT/devices/SIM000001.html"
+}
+
 @test "report: the devices' next wake: shown when the store has it, late when past" {
 	copy_store
 	# devices rows that carry it, without gxp-control's file
@@ -246,13 +258,7 @@ error_code() {
 	uuid=$(jq -r 'select(.device_hw_id == "SIM000003") | .device_id' "$GXP_STORE/devices.ndjson" | head -1)
 	echo "{\"device_id\":\"$uuid\",\"next_wake_at\":\"$(date -u -d '+3 hours' +%FT%TZ)\"}" >> "$GXP_STORE/devices.ndjson"
 	run_report
-	[ "$RC" = 0 ]
-	[[ $(tile "$OUT" SIM000002 | cut -f7) == *late* ]]
-	[[ $(tile "$OUT" SIM000003 | cut -f7) != *late* ]]
-	grep 'id="d-SIM000003"' "$OUT/index.html" | grep -q '<dt>next wake</dt><dd>in 2 h'
-	grep 'id="d-SIM000002"' "$OUT/index.html" | grep -q '<dt>next wake</dt><dd>2 h ago'
-	grep -q "<dt>next wake</dt><dd>$(date -u -d '+3 hours' +%F)" "$OUT/devices/SIM000003.html"
-	refute grep -q 'next wake' "$OUT/devices/SIM000001.html"
+	wakes_shown
 }
 
 @test "report: the local store's next wakes come from gxp-control's control/next_wake.ndjson, the latest line a device" {
@@ -265,12 +271,7 @@ error_code() {
 		echo '{"device_hw_id":"NOT-IN-DEVICES","next_wake_at":"2026-12-01T17:30:00.000000Z"}'
 	} > "$GXP_STORE/control/next_wake.ndjson"
 	run_report
-	[ "$RC" = 0 ]
-	[[ $(tile "$OUT" SIM000002 | cut -f7) == *late* ]]
-	[[ $(tile "$OUT" SIM000003 | cut -f7) != *late* ]]
-	grep 'id="d-SIM000003"' "$OUT/index.html" | grep -q '<dt>next wake</dt><dd>in 2 h'
-	grep 'id="d-SIM000002"' "$OUT/index.html" | grep -q '<dt>next wake</dt><dd>2 h ago'
-	refute grep -q 'next wake' "$OUT/devices/SIM000001.html"
+	wakes_shown
 	[ -z "$(tile "$OUT" NOT-IN-DEVICES)" ]
 	# the next run, incremental, sees a line added since
 	echo "{\"device_hw_id\":\"SIM000002\",\"next_wake_at\":\"$(date -u -d '+5 hours' +%FT%T.000000Z)\"}" >> "$GXP_STORE/control/next_wake.ndjson"
