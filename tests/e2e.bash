@@ -92,11 +92,11 @@ kill_when_up() {
 	KILLED_PID=$pid
 }
 
-# kill_random_stage: SIGKILL one of the four stages, chosen at random, once
+# kill_random_stage: SIGKILL one of the five stages, chosen at random, once
 # the pipeline is up.  Prints the stage's name.
 kill_random_stage() {
-	local stages=(gxp-sub gxp-assemble gxp-upload gxp-pub) s pid i
-	s=${stages[RANDOM % 4]}
+	local stages=(gxp-sub gxp-control gxp-assemble gxp-upload gxp-pub) s pid i
+	s=${stages[RANDOM % 5]}
 	# the stage may be between a death and its restart, or end on its own
 	# between the lookup and the kill: look again
 	for i in $(seq 1 60); do
