@@ -86,7 +86,7 @@ const struct gxp_setting gxp_settings[] = {
 	    "gxp-control: longest pause between reads of the queue while the database fails"),
 	INT("CONTROL_REFRESH_S", "300", 1, 86400,
 	    "gxp-control: how often schedules, configs and the whole queue are read again"),
-	INT("CONTROL_BUFFER_BYTES", "268435456", 65536, 4294967296LL,
+	INT("CONTROL_BUFFER_BYTES", "1048576", 65536, 4294967296LL,
 	    "gxp-control: output held while the next stage is slow, before it stops reading"),
 	INT("CONTROL_DRAIN_MS", "10000", 0, 3600000,
 	    "gxp-control: at the end, how long acknowledgements and store writes may take"),
