@@ -23,14 +23,17 @@ worker_env() {
 # kills), waited for until the pipeline runs.  Sets WORKER_PID and
 # WORKER_LOG, which each start appends to.
 start_worker() {
-	local pre=() started
+	local pre=() started answering
 	[ "${2:-}" = --own-group ] && pre=(setsid)
 	WORKER_LOG=$BATS_TEST_TMPDIR/worker.log
 	started=$(grep -c "Subscribed to topics" "$WORKER_LOG" 2>/dev/null || true)
+	answering=$(grep -c "gxp-control: info: answering hellos" "$WORKER_LOG" 2>/dev/null || true)
 	"${pre[@]}" gxp-supervise --env "$1" --events "$BATS_TEST_TMPDIR/events.ndjson" \
 		2>> "$WORKER_LOG" 3>&- &
 	WORKER_PID=$!
-	wait_until 30 eval '[ "$(grep -c "Subscribed to topics" "$WORKER_LOG")" -gt "${started:-0}" ]'
+	# gxp-sub's subscription, and gxp-control's (a hello before it is not heard)
+	wait_until 30 eval '[ "$(grep -c "Subscribed to topics" "$WORKER_LOG")" -gt "${started:-0}" ]' &&
+		wait_until 10 eval '[ "$(grep -c "gxp-control: info: answering hellos" "$WORKER_LOG")" -gt "${answering:-0}" ]'
 }
 
 # kill_worker_group: SIGKILL to the whole process group of a worker started
