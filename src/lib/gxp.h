@@ -30,6 +30,8 @@ int gxp_log_enabled(int level);
 void gxp_log(int level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void gxp_vlog(int level, const char *fmt, va_list ap);
+/* text made safe for a terminal: controls escaped (\xNN), lines joined */
+size_t gxp_clean_text(char *out, size_t cap, const char *text);
 _Noreturn void gxp_die(int code, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 _Noreturn void gxp_die_errno(int code, const char *fmt, ...)
