@@ -250,7 +250,6 @@ main(int argc, char **argv)
 	};
 	struct gxp_mqtt_opts o = { 0 };
 	const char *envfile = NULL, *topic = NULL, *message = NULL;
-	char *check_id = NULL;
 	int c, qos = 1, qos_set = 0, retain = 0, check = 0, rc = EXIT_OK;
 	pthread_t tid;
 	sigset_t all, old;
@@ -280,10 +279,8 @@ main(int argc, char **argv)
 	if (optind != argc || (topic == NULL) != (message == NULL) ||
 	    (topic == NULL && (retain || qos_set)) || (check && topic))
 		usage(EXIT_PERM);
-	if (check) {
-		/* a session of its own: never take over the worker's */
-		o.client_id = check_id = xasprintf("gxp-check-%ld", (long)getpid());
-	}
+	o.check = check;
+	o.once = topic != NULL;	/* like mosquitto_pub: no broker, no waiting */
 	if (topic && (*topic == '\0' || strpbrk(topic, "+#")))
 		gxp_die(EXIT_PERM, "%s: not a topic name one can publish to", topic);
 	gxp_config_common(envfile);
@@ -295,7 +292,6 @@ main(int argc, char **argv)
 	if (check) {
 		rc = gxp_mqtt_check(m, NULL, 10000);
 		gxp_mqtt_free(m);
-		free(check_id);
 		gxp_config_free();
 		return rc;
 	}

@@ -1154,8 +1154,9 @@ main(int argc, char **argv)
 	o.on_connected = on_connected;
 	o.on_message = on_message;
 	o.on_publish = on_publish;
+	o.on_subscribe = on_subscribe;
+	o.v311 = 1;	/* as devices do; and MQTT 5 would let the broker cap the window */
 	m = gxp_mqtt_new(&o);
-	mosquitto_subscribe_callback_set(gxp_mqtt_handle(m), on_subscribe);
 	mosquitto_int_option(gxp_mqtt_handle(m), MOSQ_OPT_SEND_MAXIMUM, (int)max_pending);
 	gxp_mqtt_banner();
 

@@ -35,3 +35,86 @@ envelope() {
 	grep -qF 'device reported error \x1b]0;owned\x07\x1b[2J' err
 	grep -qF 'image c\xc2\x9b2J.jpg' err
 }
+
+# vm KEY PID: a /proc/PID/status figure (VmRSS, VmHWM) in kB.
+vm() {
+	awk -v k="$1:" '$1 == k { print $2 }' "/proc/$2/status"
+}
+
+@test "security: gxp-sub drops a message over SUB_MAX_MESSAGE_BYTES, counts it, says so once a minute, and gives the memory back" {
+	start_broker plain
+	broker_env
+	export GXP_METRICS_DIR=$BATS_TEST_TMPDIR/metrics METRICS_INTERVAL_S=1
+	start_sub out err -t 'big/#'
+	base=$(vm VmRSS "$SUB_PID")
+	head -c 30000000 /dev/urandom > big
+	mpub -q 1 -t big/a -f big
+	head -c 262145 /dev/urandom > over
+	mpub -q 1 -t big/b -f over
+	mpub -q 1 -t big/c -f over
+	mpub -q 1 -t big/small -m '{"ok":true}'
+	wait_until 20 has_lines out 1
+	wait_until 10 sh -c "grep -q '^gxp_sub_too_big_total 3' '$GXP_METRICS_DIR/gxp-sub.prom'"
+	[ "$(lines_in out)" = 1 ]
+	[ "$(jq -r .topic out)" = big/small ]
+	# one line for the three, naming the first
+	[ "$(grep -c 'over SUB_MAX_MESSAGE_BYTES' err)" = 1 ]
+	grep -q "dropped 1 message over SUB_MAX_MESSAGE_BYTES (262144) since the last report; the last: 30000000 bytes on big/a" err
+	# a message under the limit after the spike: the 30 MB are not kept
+	rss=$(vm VmRSS "$SUB_PID") hwm=$(vm VmHWM "$SUB_PID")
+	echo "RSS before $base kB, after $rss kB, peak $hwm kB"
+	[ "$rss" -lt $((base + 8000)) ]
+	# libmosquitto holds the payload twice (29 300 kB each) while it hands
+	# it over; an envelope in base64 and its copy would add 80 000 kB
+	[ "$hwm" -lt $((base + 75000)) ]
+	stop_pid "$SUB_PID"
+	grep -q '^gxp_sub_too_big_total 3' "$GXP_METRICS_DIR/gxp-sub.prom"
+}
+
+@test "security: a limit raised for big messages still gives the memory back after a spike" {
+	start_broker plain
+	broker_env
+	export SUB_MAX_MESSAGE_BYTES=67108864
+	start_sub out err -t 'big/#'
+	base=$(vm VmRSS "$SUB_PID")
+	head -c 30000000 /dev/urandom > big
+	mpub -q 1 -t big/a -f big
+	wait_until 30 has_lines out 1
+	mpub -q 1 -t big/small -m '{"ok":true}'
+	wait_until 10 has_lines out 2
+	rss=$(vm VmRSS "$SUB_PID")
+	echo "RSS before $base kB, after $rss kB"
+	[ "$rss" -lt $((base + 8000)) ]
+	stop_pid "$SUB_PID"
+}
+
+@test "security: MQTT_CAFILE or MQTT_CAPATH without MQTT_TLS is refused: the login would go in clear" {
+	start_broker password
+	broker_env
+	make_certs "$BATS_TEST_TMPDIR/certs"
+	MQTT_CAFILE=$BATS_TEST_TMPDIR/certs/ca.pem run timeout 20 gxp-sub -t 'x/#'
+	[ "$status" = 100 ]
+	[[ $output == *"configuration: MQTT_CAFILE is set (environment) but MQTT_TLS is not: the login would go in clear; set MQTT_TLS=true"* ]]
+	MQTT_CAPATH=$BATS_TEST_TMPDIR/certs run timeout 20 gxp-pub --check
+	[ "$status" = 100 ]
+	[[ $output == *"MQTT_CAPATH is set (environment) but MQTT_TLS is not"* ]]
+	# nothing reached the broker
+	! grep -q "New client connected" "$BROKER_DIR/mosquitto.log"
+}
+
+@test "security: --check warns about plain http to another host and about an .env others can read" {
+	start_broker plain
+	printf 'MQTT_HOST=127.0.0.1\nMQTT_PORT=%s\n' "$BROKER_PORT" > w.env
+	chmod 644 w.env
+	SUPABASE_URL=http://db.example.com SUPABASE_SERVICE_ROLE=k run gxp-pub --env w.env --check
+	echo "$output"
+	[ "$status" = 0 ]
+	[[ $output == *"gxp-pub: warning: SUPABASE_URL=http://db.example.com (environment): plain http to another host: the service key would cross the network in clear; use https://"* ]]
+	[[ $output == *"gxp-pub: warning: w.env is readable by every user (mode 0644) and may hold secrets; chmod 600 w.env"* ]]
+	chmod 640 w.env
+	for url in http://127.0.0.1:54321 http://localhost/x https://db.example.com http://[::1]:8000; do
+		SUPABASE_URL=$url SUPABASE_SERVICE_ROLE=k run gxp-pub --env w.env --check
+		[ "$status" = 0 ]
+		[[ $output != *warning* ]]
+	done
+}

@@ -64,6 +64,7 @@ const char *gxp_cfg_source(const char *name);
 void gxp_config_free(void);
 void gxp_config_common(const char *envfile);
 int gxp_config_problems(void);
+int gxp_config_warnings(void);
 
 /* clock.c: time. */
 int64_t gxp_mono_ms(void);
@@ -164,17 +165,24 @@ cJSON *gxp_nack_event(const char *dev, const char *image_name,
 extern volatile sig_atomic_t gxp_sig_term, gxp_sig_usr1;
 void gxp_signals_init(void);
 
-/* mqtt.c: the broker connection every MQTT tool shares. */
+/* mqtt.c: the broker connection every MQTT tool shares.  MQTT 5 unless
+ * v311 is set (or the broker only speaks 3.1.1), so that a broker that
+ * hands our session to another client can say so. */
 struct mosquitto;
 struct mosquitto_message;
 struct gxp_mqtt;
 struct gxp_mqtt_opts {
-	const char *client_id;	/* NULL: MQTT_CLIENT_ID or a random one */
+	const char *client_id;	/* NULL: MQTT_CLIENT_ID-<role>, or a random one */
 	int clean_session;
+	int check;		/* --check: an id of its own, no retry chatter */
+	int once;		/* one attempt: a broker away is an error at once */
+	int v311;		/* speak MQTT 3.1.1 */
 	void (*on_connected)(struct mosquitto *, void *);
 	void (*on_message)(struct mosquitto *, void *,
 	    const struct mosquitto_message *);
 	void (*on_publish)(struct mosquitto *, void *, int mid);
+	void (*on_subscribe)(struct mosquitto *, void *, int mid, int n,
+	    const int *granted);
 	void *userdata;
 };
 struct gxp_mqtt *gxp_mqtt_new(const struct gxp_mqtt_opts *o);
@@ -185,6 +193,19 @@ void gxp_mqtt_disconnect(struct gxp_mqtt *m);
 void gxp_mqtt_banner(void);
 int gxp_mqtt_check(struct gxp_mqtt *m, int (*done)(void), int timeout_ms);
 void gxp_mqtt_free(struct gxp_mqtt *m);
+
+/* presence.c: a retained record per client id in use (MQTT_PRESENCE_TOPIC),
+ * so that one id used by two processes is seen, and said, by both. */
+enum { GXP_PRESENCE_NONE, GXP_PRESENCE_MINE, GXP_PRESENCE_STALE,
+	GXP_PRESENCE_HERE, GXP_PRESENCE_OTHER };
+struct gxp_presence;
+struct gxp_presence *gxp_presence_new(const char *client_id);
+const char *gxp_presence_topic(const struct gxp_presence *p);
+char *gxp_presence_record(struct gxp_presence *p);
+int gxp_presence_judge(struct gxp_presence *p, const void *payload, int len,
+    char *who, size_t cap);
+int gxp_presence_mine(const struct gxp_presence *p);
+void gxp_presence_free(struct gxp_presence *p);
 
 /* spool.c: the spool directory (gxp-spool(5)) that gxp-assemble fills and
  * gxp-upload drains.  An entry is named "<dev>@<capture_name>". */
