@@ -24,7 +24,7 @@ MANS = $(wildcard man/*.[157])
 DEPS = gcc make pkg-config libmosquitto-dev libcurl4-openssl-dev \
 	libcjson-dev libssl-dev bats mosquitto mosquitto-clients openssl \
 	postgresql python3 python3-psycopg2 jq curl mandoc valgrind \
-	clang libclang-rt-14-dev systemd procps
+	clang libclang-rt-14-dev systemd procps strace
 
 all: $(BINS)
 

@@ -2425,7 +2425,7 @@ open_spool(void)
 	int n;
 
 	if (gxp_spool_init(cfg.spool) == -1)
-		gxp_die_errno(errno == EACCES || errno == EROFS ? EXIT_PERM : EXIT_TEMP,
+		gxp_die_errno(gxp_path_error_permanent(errno) ? EXIT_PERM : EXIT_TEMP,
 		    "spool %s", cfg.spool);
 	if ((lock_fd = gxp_lock_file(lock)) == -1) {
 		if (errno == EWOULDBLOCK)
@@ -2471,7 +2471,7 @@ check_spool(void)
 	    (fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) == -1 ||
 	    gxp_write_all(fd, "gxp\n", 4) == -1 || fsync(fd) == -1 || close(fd) == -1) {
 		printf("gxp-assemble: FAIL: spool %s: %s\n", cfg.spool, strerror(errno));
-		rc = errno == EACCES || errno == EROFS ? EXIT_PERM : EXIT_TEMP;
+		rc = gxp_path_error_permanent(errno) ? EXIT_PERM : EXIT_TEMP;
 	} else {
 		unlink(probe);
 		if ((fd = gxp_lock_file(lock)) == -1)

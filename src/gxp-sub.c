@@ -51,10 +51,17 @@ enum { TOO_BIG_LOG_MS = 60000 };	/* at most one line a minute about them */
 static void
 usage(int code)
 {
-	fprintf(code ? stderr : stdout,
-	    "usage: gxp-sub [-c] [--check] [--env file] [-h host] [-i id] [-p port]\n"
-	    "               [-t topic ...]\n");
-	exit(code);
+	gxp_usage(code,
+	    "gxp-sub [-c] [--check] [--env file] [-h host] [-i id] [-p port]\n"
+	    "               [-t topic ...]\n",
+	    "  -c           persistent session: the broker keeps messages while away\n"
+	    "  --check      test the broker, the login and the subscription; one line\n"
+	    "  --env file   read settings from file instead of ./.env\n"
+	    "  -h host      the broker (MQTT_HOST), as for mosquitto_sub; --help is help\n"
+	    "  -i id        the client id (default MQTT_CLIENT_ID-sub)\n"
+	    "  -p port      the broker port (MQTT_PORT)\n"
+	    "  -t topic     subscribe to topic instead of TOPIC_PATTERN_*; repeatable\n"
+	    "  --help       print this and exit\n");
 }
 
 /* tst, in the format of gxp_fmt_utc(), whose date and time to the second
@@ -308,7 +315,7 @@ main(int argc, char **argv)
 
 	gxp_init(argv[0]);
 	o.clean_session = 1;
-	while ((c = getopt_long(argc, argv, "ce:h:i:p:t:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":ce:h:i:p:t:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c': o.clean_session = 0; break;
 		case 'C': check = 1; break;
@@ -321,11 +328,18 @@ main(int argc, char **argv)
 			topics[ntopics++] = xstrdup(optarg);
 			break;
 		case 'H': usage(EXIT_OK); break;
-		default: usage(EXIT_PERM);
+		default:
+			gxp_bad_option(c, argv);
+			if (c == ':' && optopt == 'h')
+				gxp_log(LOG_ERROR, "-h is the broker host, as for mosquitto_sub; "
+				    "for help: gxp-sub --help");
+			usage(EXIT_PERM);
 		}
 	}
-	if (optind != argc)
+	if (optind != argc) {
+		gxp_log(LOG_ERROR, "unexpected argument %s", argv[optind]);
 		usage(EXIT_PERM);
+	}
 	o.check = check;
 	gxp_config_common(envfile);
 	q.max = (size_t)gxp_cfg_int("SUB_BUFFER_BYTES");

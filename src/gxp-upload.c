@@ -1389,7 +1389,8 @@ configure(void)
 	rescan_ms = gxp_cfg_int("UPLOAD_RESCAN_MS");
 	spool = gxp_cfg("GXP_SPOOL");
 	if (gxp_spool_init(spool) == -1)
-		gxp_die_errno(EXIT_TEMP, "spool %s", spool);
+		gxp_die_errno(gxp_path_error_permanent(errno) ? EXIT_PERM : EXIT_TEMP,
+		    "spool %s", spool);
 	lock = xasprintf("%s/upload.lock", spool);
 	if (gxp_lock_file(lock) == -1) {
 		if (errno == EWOULDBLOCK)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bats
 # What a new operator trips over (issue 16): misspelt settings, a client id
-# used twice, MQTT 5 and brokers that only speak 3.1.1, exit codes.
+# used twice, MQTT 5 and brokers that only speak 3.1.1, a second worker,
+# what gxp-supervise says and when, a filter between two stages, exit codes.
 
 load helpers
+load e2e
 
 setup() {
 	cd "$BATS_TEST_TMPDIR"
@@ -11,7 +13,11 @@ setup() {
 teardown() {
 	[ -n "${FAKE_PID:-}" ] && kill "$FAKE_PID" 2>/dev/null
 	[ -n "${OTHER_PID:-}" ] && kill "$OTHER_PID" 2>/dev/null
-	teardown_broker
+	if [ -n "${OTHER_WORKER:-}" ]; then
+		kill -TERM "$OTHER_WORKER" 2>/dev/null
+		wait "$OTHER_WORKER" 2>/dev/null
+	fi
+	e2e_teardown
 }
 
 # start_fake MODE: tests/fake-mqtt on a free port; sets FAKE_PORT, FAKE_LOG.
@@ -116,4 +122,175 @@ start_fake() {
 	grep -q "does not speak MQTT 5; using 3.1.1" err
 	grep -q "CONNECT protocol=5 client=old-sub" "$FAKE_LOG"
 	grep -q "CONNECT protocol=4 client=old-sub" "$FAKE_LOG"
+}
+
+@test "exit codes: a spool path that is a file is permanent (100) for every stage and the worker" {
+	touch afile
+	export GXP_SPOOL=$BATS_TEST_TMPDIR/afile
+	run gxp-assemble < /dev/null
+	[ "$status" = 100 ]
+	[[ $output == *"spool $GXP_SPOOL: Not a directory"* ]]
+	run gxp-upload < /dev/null
+	[ "$status" = 100 ]
+	[[ $output == *"spool $GXP_SPOOL: Not a directory"* ]]
+	run gxp-supervise
+	[ "$status" = 100 ]
+	[[ $output == *"spool $GXP_SPOOL: not a directory"* ]]
+}
+
+@test "worker: a second gxp-supervise on the same spool stops before it connects to anything" {
+	start_broker plain
+	worker_env w.env
+	start_worker w.env
+	before=$(grep -c "New client connected" "$BROKER_DIR/mosquitto.log")
+	run timeout 30 gxp-supervise --env w.env
+	echo "$output"
+	[ "$status" = 100 ]
+	[[ $output == *"another gxp-supervise (pid $WORKER_PID) is running on the spool $BATS_TEST_TMPDIR/spool; nothing started"* ]]
+	[[ $output != *"Worker started"* ]]
+	[ "$(grep -c "New client connected" "$BROKER_DIR/mosquitto.log")" = "$before" ]
+	! grep -q "already connected" "$BROKER_DIR/mosquitto.log" || false
+	# and its --check says so
+	run gxp-supervise --env w.env --check
+	[ "$status" = 100 ]
+	[[ $output == *"gxp-supervise: FAIL: spool $BATS_TEST_TMPDIR/spool is in use by another gxp-supervise (pid $WORKER_PID); one worker per spool"* ]]
+	# the first one never noticed
+	! grep -q "another client" "$WORKER_LOG" || false
+	run gxp-sim --env w.env -d 2 -n 1 -t 30000 -s 3
+	[ "$status" = 0 ]
+}
+
+@test "worker: without MQTT_CLIENT_ID, workers on two spools get ids of their own" {
+	start_broker plain
+	for w in a b; do
+		printf 'MQTT_HOST=127.0.0.1\nMQTT_PORT=%s\nGXP_SPOOL=%s\nGXP_STORE=%s\n' \
+			"$BROKER_PORT" "$BATS_TEST_TMPDIR/$w/spool" "$BATS_TEST_TMPDIR/$w/store" > $w.env
+	done
+	start_worker a.env
+	OTHER_WORKER=$WORKER_PID
+	mv "$WORKER_LOG" a.log
+	start_worker b.env
+	sleep 3
+	ida=gxp-$(hostname -s)-$(cd a/spool && pwd -P | sha256sum | cut -c1-8)
+	idb=gxp-$(hostname -s)-$(cd b/spool && pwd -P | sha256sum | cut -c1-8)
+	[ "$ida" != "$idb" ]
+	grep -q "as $ida-sub (p5, c0" "$BROKER_DIR/mosquitto.log"
+	grep -q "as $idb-sub (p5, c0" "$BROKER_DIR/mosquitto.log"
+	! grep -q "already connected" "$BROKER_DIR/mosquitto.log" || false
+	! grep -q "another client" a.log "$WORKER_LOG" || false
+	! grep -q '^MQTT_CLIENT_ID=' "$GXP_TOP/.env.example" || false
+}
+
+@test "worker: 'Worker started' only once it has; a stage's death is said plainly, without bash's job report" {
+	start_broker plain
+	worker_env w.env
+	# gxp-upload cannot start: another holds the spool's upload lock
+	mkdir -p spool
+	GXP_SPOOL=$BATS_TEST_TMPDIR/spool GXP_STORE=$BATS_TEST_TMPDIR/store gxp-upload < /dev/zero > /dev/null 2>&1 3>&- &
+	OTHER_PID=$!
+	wait_until 10 test -f spool/upload.lock
+	run timeout 60 gxp-supervise --env w.env
+	[ "$status" = 100 ]
+	[[ $output == *"gxp-upload failed permanently (exit 100)"* ]]
+	[[ $output != *"Worker started"* ]]
+	kill "$OTHER_PID"; wait "$OTHER_PID" 2>/dev/null; OTHER_PID=
+	start_worker w.env
+	kill -KILL "$(pgrep -P "$WORKER_PID" -x gxp-upload)"
+	wait_until 20 file_has "$WORKER_LOG" "gxp-upload was killed by SIGKILL (status 137: the kernel's out-of-memory killer, or kill -9); restarting the pipeline"
+	wait_until 20 sh -c "[ \$(grep -c 'Worker started' '$WORKER_LOG') -ge 2 ]"
+	stop_worker
+	cat "$WORKER_LOG"
+	! grep -E "line [0-9]+: +[0-9]+ (Killed|Terminated)" "$WORKER_LOG" || false
+	! grep -q "Killed  " "$WORKER_LOG" || false
+}
+
+@test "worker: --check prints every failed check once" {
+	start_broker plain
+	worker_env w.env "MQTT_USERNAME=someone"
+	run gxp-supervise --env w.env --check
+	echo "$output"
+	[ "$status" = 100 ]
+	[ "$(grep -c "MQTT_PASSWORD is missing" <<<"$output")" = 1 ]
+	[[ $output == *"gxp-supervise: error: configuration: MQTT_USERNAME is set"* ]]
+	worker_env w.env "SUPABASE_URL=http://127.0.0.1:1"
+	run gxp-supervise --env w.env --check
+	[ "$status" = 100 ]
+	[ "$(grep -c "SUPABASE_SERVICE_ROLE is missing" <<<"$output")" = 1 ]
+	[[ $output != *"gxp-sub: error: configuration: SUPABASE_URL"* ]]
+	worker_env w.env
+	stop_broker
+	run gxp-supervise --env w.env --check
+	echo "$output"
+	[ "$status" = 111 ]
+	[ "$(grep -c "Connection refused" <<<"$output")" = 1 ]
+	[[ $output != *"retrying"* ]]
+}
+
+@test "worker: no temporary file it creates can be planted in advance" {
+	start_broker plain
+	worker_env w.env
+	mkdir tmp
+	WORKER_LOG=$BATS_TEST_TMPDIR/worker.log
+	TMPDIR=$BATS_TEST_TMPDIR/tmp strace -f -qq -e trace=openat,open,creat,mkdir -o trace \
+		gxp-supervise --env w.env 2> "$WORKER_LOG" 3>&- &
+	tracer=$!
+	wait_until 30 file_has "$WORKER_LOG" "Worker started"
+	WORKER_PID=$(pgrep -P "$tracer" -f gxp-supervise)
+	stop_worker
+	wait "$tracer" || true
+	# in TMPDIR itself: files only with O_EXCL, directories only private
+	t=$BATS_TEST_TMPDIR/tmp
+	grep -E "\"$t/[^/\"]+\"" trace > here || true
+	cat here
+	[ -s here ]
+	! grep -E "open.*O_CREAT" here | grep -v O_EXCL || false
+	! grep -E "mkdir\(" here | grep -v ", 0700)" || false
+}
+
+@test "worker: a filter between two stages (SUPERVISE_FILTER_AFTER_ASSEMBLE), plain grep, loses no acknowledgement" {
+	start_broker plain
+	# grep as the issue ran it, without --line-buffered: gxp-supervise
+	# makes its output line-buffered
+	worker_env w.env "SUPERVISE_FILTER_AFTER_ASSEMBLE=echo filter up >&2; grep -v '\"event\":\"inbound\"'"
+	start_worker w.env
+	grep -q "gxp-supervise: filter after gxp-assemble: filter up" "$WORKER_LOG"
+	[ "$(pgrep -P "$WORKER_PID" -x sh | wc -l)" = 1 ]
+	# one line goes through at once: block-buffered, it would wait for 4 KiB more
+	mpub -q 1 -t ESP32CAM/LONELY1/status -m '{"status":"Alive","pendingImg":0}'
+	wait_until 20 file_has store/devices.ndjson LONELY1
+	run gxp-sim --env w.env -d 3 -n 2 -l 0.05 -t 60000 -s 16 -j
+	echo "$output"
+	[ "$status" = 0 ]
+	json=$(tail -n 1 <<<"$output")
+	[ "$(jq .acknowledged <<<"$json")" = 6 ]
+	[ "$(jq .nacks_ignored <<<"$json")" = 0 ]
+	stop_worker
+	[ "$(find store -name '*.jpg' | wc -l)" = 6 ]
+	# it ran: gxp-upload saw no inbound event, so it logged no inbound message
+	grep -q '"direction":"out"' store/device_publish_log.ndjson
+	! grep -q '"direction":"in"' store/device_publish_log.ndjson || false
+}
+
+@test "help: --help lists every option, one line each, and names the manual; gxp-sub -h says -h is the host" {
+	for t in gxp-sub gxp-pub gxp-supervise; do
+		run "$t" --help
+		[ "$status" = 0 ]
+		[ "${lines[-1]}" = "see $t(1)" ]
+		# every option of the synopsis has its line
+		for o in $(sed -n '1,/^  -/p' <<<"$output" | sed 's/gxp-[a-z]*//g' | grep -oE '\[?(-[a-zA-Z]|--[a-z-]+)' | tr -d '[' | sort -u); do
+			grep -qE "^  $o( |$)" <<<"$output" || { echo "$t: $o has no line"; false; }
+		done
+	done
+	run gxp-sub -h
+	[ "$status" = 100 ]
+	[[ $output != *"option requires an argument"* ]]
+	[[ $output == *"gxp-sub: error: option -h needs an argument"* ]]
+	[[ $output == *"-h is the broker host, as for mosquitto_sub; for help: gxp-sub --help"* ]]
+	[[ ${lines[-1]} == "gxp-sub --help lists the options; see gxp-sub(1)" ]]
+	run gxp-pub -q 7 -t a -m b
+	[ "$status" = 100 ]
+	[[ $output == *"-q 7: expected 0, 1 or 2"* ]]
+	run gxp-supervise --bogus
+	[ "$status" = 100 ]
+	[[ $output == *"unknown option --bogus (see --help)"* ]]
 }

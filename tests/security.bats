@@ -5,6 +5,7 @@
 # examples/mosquitto-acl.conf against a real mosquitto.
 
 load helpers
+load e2e
 
 setup() {
 	cd "$BATS_TEST_TMPDIR"
@@ -12,7 +13,7 @@ setup() {
 }
 
 teardown() {
-	teardown_broker
+	e2e_teardown
 }
 
 # envelope TOPIC PAYLOAD: a line as gxp-sub writes it.
@@ -30,8 +31,8 @@ envelope() {
 	gxp-assemble < in > out 2> err
 	cat -v err
 	# no byte below 0x20 but the line ends, no DEL, no C1 control, in any form
-	! LC_ALL=C grep -q $'[\x01-\x09\x0b-\x1f\x7f]' err
-	! grep -qP '\xc2[\x80-\x9f]' err
+	! LC_ALL=C grep -q $'[\x01-\x09\x0b-\x1f\x7f]' err || false
+	! grep -qP '\xc2[\x80-\x9f]' err || false
 	grep -qF 'device reported error \x1b]0;owned\x07\x1b[2J' err
 	grep -qF 'image c\xc2\x9b2J.jpg' err
 }
@@ -99,7 +100,7 @@ vm() {
 	[ "$status" = 100 ]
 	[[ $output == *"MQTT_CAPATH is set (environment) but MQTT_TLS is not"* ]]
 	# nothing reached the broker
-	! grep -q "New client connected" "$BROKER_DIR/mosquitto.log"
+	! grep -q "New client connected" "$BROKER_DIR/mosquitto.log" || false
 }
 
 @test "security: --check warns about plain http to another host and about an .env others can read" {
@@ -117,4 +118,30 @@ vm() {
 		[ "$status" = 0 ]
 		[[ $output != *warning* ]]
 	done
+}
+
+@test "security: what the worker stores, other users cannot read, whatever the umask it starts with" {
+	start_broker plain
+	worker_env w.env METRICS_INTERVAL_S=1
+	umask 022
+	start_worker w.env
+	run gxp-sim --env w.env -d 2 -n 2 -t 30000 -s 5
+	[ "$status" = 0 ]
+	wait_until 10 test -f spool/metrics/gxp-upload.prom
+	stop_worker
+	[ "$(find store -name '*.jpg' | wc -l)" = 4 ]
+	find spool store -printf '%m %p\n' | sort > modes
+	head -20 modes
+	# nothing for others; nothing writable by the group
+	! find spool store -perm /o=rwx,g=w | grep . || false
+	[ "$(stat -c %a spool)" = 750 ]
+	[ "$(stat -c %a "$(find store -name '*.jpg' | head -1)")" = 640 ]
+	# a stricter umask stays stricter
+	umask 077
+	GXP_SPOOL=$BATS_TEST_TMPDIR/strict gxp-assemble < /dev/null
+	[ "$(stat -c %a strict/ready)" = 700 ]
+}
+
+@test "security: examples/gxp.service sets UMask" {
+	grep -qx 'UMask=0027' "$GXP_TOP/examples/gxp.service"
 }

@@ -78,7 +78,7 @@ stage_pid() {
 	pid=$(stage_pid gxp-assemble)
 	[ -n "$pid" ]
 	kill -KILL "$pid"
-	wait_until 20 file_has "$WORKER_LOG" "gxp-assemble exited with status 137; restarting the pipeline"
+	wait_until 20 file_has "$WORKER_LOG" "gxp-assemble was killed by SIGKILL (status 137: the kernel's out-of-memory killer, or kill -9); restarting the pipeline"
 	wait_until 20 file_has "$WORKER_LOG" "restart 1 in 1s"
 	wait_until 20 sh -c "[ \$(grep -c 'Worker started' '$WORKER_LOG') -ge 2 ]"
 	wait_until 10 sh -c "[ \$(grep -c 'Subscribed to topics' '$WORKER_LOG') -ge 2 ]"

@@ -1,8 +1,11 @@
-/* err.c: one error-reporting family for every tool: "prog: level: text". */
+/* err.c: one error-reporting family for every tool: "prog: level: text";
+ * and the umask every tool starts with. */
 #include <errno.h>
+#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "gxp.h"
 
@@ -10,6 +13,9 @@ const char *gxp_progname = "gxp";
 static int log_level = LOG_INFO;
 static const char *const level_names[] = { "debug", "info", "warning", "error" };
 
+/* Names the program, and keeps what it creates (photos, rows, the spool)
+ * from other users: group and others lose write, others read too, whatever
+ * umask it was started with; a stricter one stays. */
 void
 gxp_init(const char *argv0)
 {
@@ -17,6 +23,7 @@ gxp_init(const char *argv0)
 
 	if (argv0)
 		gxp_progname = slash ? slash + 1 : argv0;
+	umask(umask(0) | 027);
 }
 
 int
@@ -166,4 +173,36 @@ gxp_die_errno(int code, const char *fmt, ...)
 	va_end(ap);
 	gxp_log(LOG_ERROR, "%s: %s", msg, strerror(e));
 	exit(code);
+}
+
+/* usage(): synopsis, then with --help (code 0, on stdout) one line per
+ * option and the manual to read; on a usage error (code 100, on stderr)
+ * where to find them. */
+void
+gxp_usage(int code, const char *synopsis, const char *options)
+{
+	FILE *f = code ? stderr : stdout;
+
+	fprintf(f, "usage: %s", synopsis);
+	if (code == 0)
+		fprintf(f, "%ssee %s(1)\n", options, gxp_progname);
+	else
+		fprintf(f, "%s --help lists the options; see %s(1)\n", gxp_progname,
+		    gxp_progname);
+	exit(code);
+}
+
+/* For getopt with a leading ':' in optstring: says what was wrong with
+ * the option getopt returned c for. */
+void
+gxp_bad_option(int c, char **argv)
+{
+	if (c == ':' && optopt)
+		gxp_log(LOG_ERROR, "option -%c needs an argument", optopt);
+	else if (c == ':')
+		gxp_log(LOG_ERROR, "option %s needs an argument", argv[optind - 1]);
+	else if (optopt)
+		gxp_log(LOG_ERROR, "unknown option -%c", optopt);
+	else
+		gxp_log(LOG_ERROR, "unknown option %s", argv[optind - 1]);
 }

@@ -32,6 +32,8 @@ void gxp_log(int level, const char *fmt, ...)
 void gxp_vlog(int level, const char *fmt, va_list ap);
 /* text made safe for a terminal: controls escaped (\xNN), lines joined */
 size_t gxp_clean_text(char *out, size_t cap, const char *text);
+_Noreturn void gxp_usage(int code, const char *synopsis, const char *options);
+void gxp_bad_option(int c, char **argv);
 _Noreturn void gxp_die(int code, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 _Noreturn void gxp_die_errno(int code, const char *fmt, ...)
@@ -138,6 +140,7 @@ long gxp_b64_decode(const char *in, size_t n, unsigned char *out, size_t cap);
 
 /* fsutil.c: crash-safe files. */
 int gxp_mkdirs(const char *path, int mode);
+int gxp_path_error_permanent(int e);
 int gxp_fsync_dir(const char *dir);
 int gxp_write_atomic(const char *path, const void *buf, size_t len);
 int gxp_read_file(const char *path, char **buf, size_t *len, size_t max);

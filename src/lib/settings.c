@@ -74,6 +74,12 @@ const struct gxp_setting gxp_settings[] = {
 	    "gxp-sim: messages handed to the broker and not yet acknowledged"),
 	INT("SUPERVISE_BACKOFF_MAX_S", "30", 1, 3600, "longest pause between restarts"),
 	INT("SUPERVISE_DRAIN_TIMEOUT_S", "30", 1, 3600, "longest a SIGTERM drain may take"),
+	STR("SUPERVISE_FILTER_AFTER_SUB", NULL,
+	    "gxp-supervise: a command (sh -c) run between gxp-sub and gxp-assemble, its output line-buffered"),
+	STR("SUPERVISE_FILTER_AFTER_ASSEMBLE", NULL,
+	    "gxp-supervise: the same between gxp-assemble and gxp-upload"),
+	STR("SUPERVISE_FILTER_AFTER_UPLOAD", NULL,
+	    "gxp-supervise: the same between gxp-upload and gxp-pub"),
 	STR("LOG_LEVEL", "INFO", "DEBUG, INFO, WARN or ERROR"),
 	{ NULL, NULL, 0, 0, 0, NULL }
 };
