@@ -145,3 +145,68 @@ vm() {
 @test "security: examples/gxp.service sets UMask" {
 	grep -qx 'UMask=0027' "$GXP_TOP/examples/gxp.service"
 }
+
+# start_acl_broker: mosquitto with a login per device and
+# examples/mosquitto-acl.conf; the worker is gxp-worker.
+start_acl_broker() {
+	BROKER_KIND=acl
+	BROKER_DIR=$BATS_TEST_TMPDIR/broker
+	mkdir -p "$BROKER_DIR"
+	mosquitto_passwd -b -c "$BROKER_DIR/passwd" gxp-worker worker-PW 2>/dev/null
+	for d in DEVA000001 DEVB000001; do
+		mosquitto_passwd -b "$BROKER_DIR/passwd" "$d" "pw-$d" 2>/dev/null
+	done
+	BROKER_PORT=$(free_port)
+	{
+		echo "user $(id -un)"
+		echo "listener $BROKER_PORT 127.0.0.1"
+		echo "allow_anonymous false"
+		echo "password_file $BROKER_DIR/passwd"
+		echo "acl_file $GXP_TOP/examples/mosquitto-acl.conf"
+		echo "log_dest file $BROKER_DIR/mosquitto.log"
+		echo "log_type all"
+	} > "$BROKER_DIR/mosquitto.conf"
+	run_broker
+}
+
+# as USER ARGS...: mosquitto_pub/_sub ARGS as USER (a device or gxp-worker).
+as() {
+	local user=$1 cmd=$2 pw
+	shift 2
+	pw=pw-$user
+	[ "$user" = gxp-worker ] && pw=worker-PW
+	"$cmd" -h 127.0.0.1 -p "$BROKER_PORT" -u "$user" -P "$pw" "$@"
+}
+
+@test "security: examples/mosquitto-acl.conf: a device speaks for itself only, hears only its own ACKs; the worker gets the fleet" {
+	start_acl_broker
+	worker_env w.env MQTT_USERNAME=gxp-worker MQTT_PASSWORD=worker-PW
+	start_worker w.env
+	# the whole flow for two devices, each with its own login
+	for d in DEVA DEVB; do
+		MQTT_USERNAME=${d}000001 MQTT_PASSWORD=pw-${d}000001 \
+			run gxp-sim --env w.env --prefix "$d" -d 1 -n 1 -t 30000 -s 7
+		echo "$output"
+		[ "$status" = 0 ]
+	done
+	[ "$(find store -name '*.jpg' | wc -l)" = 2 ]
+	# eavesdroppers: B on A's ack and on every ack, A on its own
+	as DEVB000001 mosquitto_sub -q 1 -t ESP32CAM/DEVA000001/ack -t 'ESP32CAM/+/ack' -t 'gxp/clients/#' -W 4 > b.heard 2>/dev/null &
+	b=$!
+	as DEVA000001 mosquitto_sub -q 1 -t ESP32CAM/DEVA000001/ack -C 1 -W 4 > a.heard 2>/dev/null &
+	a=$!
+	sleep 1
+	as gxp-worker mosquitto_pub -q 1 -t ESP32CAM/DEVA000001/ack -m '{"image_name":"x.jpg","ACK_OK":{}}'
+	wait "$a" || true
+	wait "$b" || true
+	[ "$(cat a.heard)" = '{"image_name":"x.jpg","ACK_OK":{}}' ]
+	[ ! -s b.heard ]
+	# a spoof: A's login publishing as B is dropped by the broker
+	as DEVA000001 mosquitto_pub -q 1 -t ESP32CAM/DEVB000001/status -m '{"status":"SPOOFED","pendingImg":9}'
+	as DEVA000001 mosquitto_pub -q 1 -t ESP32CAM/DEVA000001/status -m '{"status":"AFTER","pendingImg":0}'
+	wait_until 20 file_has store/device_status.ndjson AFTER
+	! grep -q SPOOFED store/device_status.ndjson || false
+	grep -q "Denied PUBLISH from .*'ESP32CAM/DEVB000001/status'" "$BROKER_DIR/mosquitto.log"
+	# the worker keeps its presence records; a device cannot read them
+	[ -n "$(as gxp-worker mosquitto_sub -t 'gxp/clients/#' -C 1 -W 3 2>/dev/null)" ]
+}
