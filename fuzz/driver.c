@@ -1,16 +1,20 @@
-/* driver.c: gxp-assemble itself (src/gxp-assemble.c, compiled in with its
- * main renamed), driven the way its main drives it, with its standard
- * output caught line by line and a kill at any rename of a commit (the
- * harnesses link with -Wl,--wrap=gxp_write_all,--wrap=renameat), and the
- * checks every harness makes. */
-#define main gxp_assemble_main
-int main(int argc, char **argv);
-#include "../src/gxp-assemble.c"
-#undef main
-
+/* driver.c: gxp-assemble itself (src/assemble/, every object but
+ * main.o), driven the way its main drives it, with its standard output
+ * caught line by line and a kill at any rename of a commit (the harnesses
+ * link with -Wl,--wrap=gxp_write_all,--wrap=renameat), and the checks every
+ * harness makes. */
+#include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
+#include <openssl/evp.h>
+
+#include "../src/assemble/assemble.h"
 #include "driver.h"
 
 const char *fz_spool;
@@ -104,16 +108,16 @@ fz_setup(void)
 void
 fz_begin(void)
 {
-	load_config();
+	assemble_config();
 	cfg.replay = 1;
 	gxp_out_closed = 0;
-	begin();
+	assemble_begin();
 }
 
 void
 fz_line(char *line, size_t len, long long lineno, int truncated)
 {
-	take(truncated ? LINE_TRUNCATED : LINE_OK, line, len, lineno);
+	assemble_line(truncated ? LINE_TRUNCATED : LINE_OK, line, len, lineno);
 }
 
 void
@@ -127,14 +131,14 @@ fz_end(int flush_at_eof)
 {
 	/* captures recovered at the start wait for the first tst to start
 	 * their timers (assemble-time.bats: "timers wait for more input") */
-	int drained = flush_at_eof && (clock_valid || nrecovered == 0);
+	int drained = flush_at_eof && recovered_waiting() == 0;
 
 	if (flush_at_eof) {
 		commit();
 		flush_timers();
 	}
 	commit();
-	free_all();
+	assemble_free();
 	if (partline.len)
 		fz_fail("stdout ends in the middle of a line");
 	return drained;
@@ -143,18 +147,13 @@ fz_end(int flush_at_eof)
 void
 fz_crash(int renames)
 {
-	if (renames > 0 && npend > 0) {
+	if (renames > 0 && commit_pending() > 0) {
 		crash_armed = renames;
 		if (setjmp(crash_at) == 0)
 			commit();
 		crash_armed = 0;
 	}
-	for (size_t i = 0; i < npend; i++) {
-		free(pend[i].tmp);
-		free(pend[i].dest);
-	}
-	npend = 0;
-	free_all();
+	assemble_free();
 	partline.len = 0;
 }
 
@@ -181,16 +180,26 @@ known(const char *s, const char *const *list)
 	return 0;
 }
 
+/* 2101-2203; a capture_failed 2200-2203, or 1000-1999 when the device
+ * reported the error, with the device_errors row's message and details. */
 static void
 check_code(const cJSON *e, const char *type, const char *line)
 {
 	long long code;
-	const char *sev = gxp_json_str(e, "severity");
+	const char *sev = gxp_json_str(e, "severity"), *msg = gxp_json_str(e, "message");
+	const cJSON *det = cJSON_GetObjectItemCaseSensitive(e, "details");
+	int failed = strcmp(type, "capture_failed") == 0;
+	int device = failed && gxp_json_int(e, "code", &code) == 1 && code >= 1000 &&
+	    code <= 1999;
 
-	if (gxp_json_int(e, "code", &code) != 1 || code < 2101 || code > 2203 ||
-	    (strcmp(type, "capture_failed") == 0 && code < 2200) || sev == NULL ||
+	if (gxp_json_int(e, "code", &code) != 1 || (!device && (code < 2101 ||
+	    code > 2203 || (failed && code < 2200))) || sev == NULL ||
 	    strcmp(sev, severity((int)code)) != 0 || !gxp_json_str(e, "reason"))
 		fz_fail("bad code, severity or reason: %s", line);
+	if (device && (msg == NULL || strncmp(msg, "esp32_capture_error: ", 21) != 0 ||
+	    !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(det, "metadata")) ||
+	    !cJSON_HasObjectItem(det, "esp32_error_code")))
+		fz_fail("a device's error without its message and details: %s", line);
 }
 
 cJSON *

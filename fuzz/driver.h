@@ -1,4 +1,4 @@
-/* driver.h: gxp-assemble's own code, compiled into driver.c, as the fuzz
+/* driver.h: gxp-assemble's own code, linked into each harness, as the fuzz
  * harnesses drive it, and the checks they share.  A run is what one
  * process of the tool does: fz_begin() as it starts, lines, fz_end() as it
  * exits or fz_crash() as a SIGKILL would end it. */

@@ -142,10 +142,6 @@ vm() {
 	[ "$(stat -c %a strict/ready)" = 700 ]
 }
 
-@test "security: examples/gxp.service sets UMask" {
-	grep -qx 'UMask=0027' "$GXP_TOP/examples/gxp.service"
-}
-
 # start_acl_broker: mosquitto with a login per device and
 # examples/mosquitto-acl.conf; the worker is gxp-worker.
 start_acl_broker() {
