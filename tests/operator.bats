@@ -215,7 +215,7 @@ start_fake() {
 	worker_env w.env "SUPABASE_URL=http://127.0.0.1:1"
 	run gxp-supervise --env w.env --check
 	[ "$status" = 100 ]
-	[ "$(grep -c "SUPABASE_SERVICE_ROLE is missing" <<<"$output")" = 1 ]
+	[ "$(grep -c "SUPABASE_SECRET_KEY is missing" <<<"$output")" = 1 ]
 	[[ $output != *"gxp-sub: error: configuration: SUPABASE_URL"* ]]
 	worker_env w.env
 	stop_broker

@@ -23,18 +23,19 @@ envelope() {
 }
 
 @test "security: terminal control characters from a device never reach the log raw" {
-	{
-		# ESC and BEL (C0), then CSI as a C1 control in UTF-8 (U+009B), then a byte that is not UTF-8
-		envelope ESP32CAM/AA/data '{"image_name":"b.jpg","image_size":100,"total_chunk_count":1,"max_chunks_size":100,"error":"\u001b]0;owned\u0007\u001b[2J"}'
-		envelope ESP32CAM/AA/data '{"image_name":"c\u009b2J.jpg","image_size":100,"total_chunk_count":1,"max_chunks_size":100}'
-	} > in
+	start_broker plain
+	broker_env
+	# a device name with CSI as a C1 control in UTF-8 (U+009B)
+	envelope ESP32CAM/AA/data '{"image_name":"c\u009b2J.jpg","image_size":100,"total_chunk_count":1,"max_chunks_size":100}' > in
 	gxp-assemble < in > out 2> err
+	# a topic with ESC and BEL (C0), DEL and CSI, in a line for gxp-pub
+	echo '{"topic":"ESP32CAM/\u001b]0;owned\u0007\u007f\u009b2J/ack","payload":"x"}' | gxp-pub > /dev/null 2>> err
 	cat -v err
 	# no byte below 0x20 but the line ends, no DEL, no C1 control, in any form
 	! LC_ALL=C grep -q $'[\x01-\x09\x0b-\x1f\x7f]' err || false
 	! grep -qP '\xc2[\x80-\x9f]' err || false
-	grep -qF 'device reported error \x1b]0;owned\x07\x1b[2J' err
 	grep -qF 'image c\xc2\x9b2J.jpg' err
+	grep -qF 'cannot publish to ESP32CAM/\x1b]0;owned\x07\x7f\xc2\x9b2J/ack' err
 }
 
 # vm KEY PID: a /proc/PID/status figure (VmRSS, VmHWM) in kB.
