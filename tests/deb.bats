@@ -290,7 +290,8 @@ sd_shutdown() {
 	[[ $output == *"gxp-sub: ok: broker 127.0.0.1:$BROKER_PORT"* ]]
 	[[ $output == *"gxp-assemble: ok: spool $T/spool writable"* ]]
 	[[ $output == *"gxp-upload: ok: local store $T/store writable"* ]]
-	[ "$(grep -c ': ok: ' <<<"$output")" = 4 ]
+	[[ $output == *"gxp-upload: ok: spool $T/spool: no photo waiting"* ]]
+	[ "$(grep -c ': ok: ' <<<"$output")" = 5 ]
 
 	WORKER_LOG=$BATS_TEST_TMPDIR/worker.log
 	as_gxp /usr/bin/gxp-supervise --env "$T/w.env" --events "$T/events.ndjson" \

@@ -31,7 +31,8 @@ stage_pid() {
 	[[ $output == *"gxp-assemble: ok: spool $SPOOL writable"* ]]
 	[[ $output == *"gxp-upload: ok: local store $STORE writable (bucket gxp-captures)"* ]]
 	[[ $output == *"gxp-pub: ok: broker 127.0.0.1:$BROKER_PORT"* ]]
-	[ "$(grep -c ': ok: ' <<<"$output")" = 4 ]
+	[[ $output == *"gxp-upload: ok: spool $SPOOL: no photo waiting"* ]]
+	[ "$(grep -c ': ok: ' <<<"$output")" = 5 ]
 }
 
 @test "supervise: --check says what is wrong: a broker away is 111, a bad setting 100" {

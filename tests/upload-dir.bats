@@ -288,5 +288,6 @@ image_2.jpg	failed" ]
 	[ "$status" = 100 ]
 	run gxp-upload --help
 	[ "$status" = 0 ]
-	[ "$output" = "usage: gxp-upload [--check | --once] [--env file]" ]
+	[ "${lines[0]}" = "usage: gxp-upload [--check | --once] [--env file] [--spool dir]" ]
+	[ "${lines[-1]}" = "see gxp-upload(1)" ]
 }

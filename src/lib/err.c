@@ -197,12 +197,14 @@ gxp_usage(int code, const char *synopsis, const char *options)
 void
 gxp_bad_option(int c, char **argv)
 {
-	if (c == ':' && optopt)
-		gxp_log(LOG_ERROR, "option -%c needs an argument", optopt);
+	const char *arg = argv[optind - 1];
+
+	if (c == ':' && strncmp(arg, "--", 2) == 0)
+		gxp_log(LOG_ERROR, "option %s needs an argument", arg);
 	else if (c == ':')
-		gxp_log(LOG_ERROR, "option %s needs an argument", argv[optind - 1]);
+		gxp_log(LOG_ERROR, "option -%c needs an argument", optopt);
 	else if (optopt)
 		gxp_log(LOG_ERROR, "unknown option -%c", optopt);
 	else
-		gxp_log(LOG_ERROR, "unknown option %s", argv[optind - 1]);
+		gxp_log(LOG_ERROR, "unknown option %s", arg);
 }

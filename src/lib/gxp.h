@@ -150,6 +150,9 @@ int gxp_apikey_bearer(const struct gxp_apikey *k);
 const char *gxp_apikey_kind(const struct gxp_apikey *k);
 const char *gxp_apikey_refused(const struct gxp_apikey *k);
 
+/* jsonb.c: numbers PostgreSQL's jsonb cannot hold, made strings. */
+long gxp_jsonb_safe(const char *in, size_t len, struct gxp_buf *out);
+
 /* b64.c: standard base64 (RFC 4648), strict decoding. */
 size_t gxp_b64_encoded_len(size_t n);
 size_t gxp_b64_encode(const unsigned char *in, size_t n, char *out);
@@ -167,6 +170,12 @@ int gxp_lock_file(const char *path);
 long gxp_dir_names(const char *dir, int (*keep)(const char *), int with_dir,
     char ***names);
 void gxp_names_free(char **names, long n);
+struct gxp_aged {
+	char *name;
+	int64_t mtime_us;
+};
+long gxp_dir_aged(const char *dir, const char *inner, struct gxp_aged **list);
+void gxp_aged_free(struct gxp_aged *list, long n);
 
 /* wire.c: topics, ids and names, and the ACK_OK / NACK publish events. */
 #define GXP_DEVICE_MAX 64
@@ -258,6 +267,9 @@ void gxp_capture_altname(char out[GXP_CAPTURE_NAME_MAX + 1],
 int gxp_spool_lookup(const char *spool, const char *dev, const char *image_name,
     long long image_bytes, const char *timekey,
     char capture_name[GXP_CAPTURE_NAME_MAX + 1]);
+/* The photos waiting in ready/ and work/: how many (-1 with errno when
+ * ready/ cannot be read), and when the oldest was finished (0: none). */
+long gxp_spool_waiting(const char *spool, int64_t *oldest_us);
 /* Whether dev@name is in ready/ or work/, or stored: looked at in the
  * order an entry moves through them, so one moving on is not missed. */
 int gxp_spool_finished(const char *spool, const char *dev, const char *name);

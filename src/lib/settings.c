@@ -63,6 +63,8 @@ const struct gxp_setting gxp_settings[] = {
 	INT("UPLOAD_ONCE_ATTEMPTS", "5", 1, 1000, "--once and after end of input: tries per request before a photo is left for the next run"),
 	INT("UPLOAD_RESCAN_MS", "2000", 100, 3600000, "how often gxp-upload looks in ready/ for photos no event announced"),
 	INT("UPLOAD_DRAIN_MS", "10000", 0, 3600000, "on SIGTERM, how long gxp-upload lets requests in flight finish"),
+	INT("UPLOAD_OUTAGE_REPORT_S", "60", 1, 86400,
+	    "while requests to the store fail, how often gxp-upload says so (the first time within 5 s)"),
 	INT("ROW_QUEUE_MAX", "100000", 100, 100000000, "rows waiting for the database before event rows are dropped"),
 	INT("ROW_BATCH_MAX", "500", 1, 100000, "rows per batched insert"),
 	INT("ROW_FLUSH_MS", "250", 1, 60000, "longest a row waits before its batch is sent"),
