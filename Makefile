@@ -14,7 +14,7 @@ LIBS = -Wl,--as-needed -lmosquitto -lcurl -lcjson -lcrypto -lpthread -lm
 SAN_1 = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 ALL_CFLAGS = $(WARN) $(GXP_CPPFLAGS) $(CPPFLAGS) $(CFLAGS) $(SAN_$(SANITIZE))
 
-TOOLS = gxp-sub gxp-assemble gxp-upload gxp-pub gxp-sim
+TOOLS = gxp-sub gxp-assemble gxp-upload gxp-pub gxp-sim gxp-report
 SCRIPTS = gxp-supervise
 LIB_SRC = $(wildcard src/lib/*.c)
 LIB_OBJ = $(LIB_SRC:src/%.c=build/%.o)
@@ -33,7 +33,7 @@ DEPS = gcc make pkg-config libmosquitto-dev libcurl4-openssl-dev \
 	libcjson-dev libssl-dev bats mosquitto mosquitto-clients openssl \
 	postgresql python3 python3-psycopg2 jq curl mandoc valgrind \
 	clang libclang-rt-14-dev systemd procps faketime strace \
-	dpkg-dev debhelper fakeroot lintian adduser
+	dpkg-dev debhelper fakeroot lintian adduser libturbojpeg0-dev chromium
 
 all: $(BINS)
 
@@ -44,6 +44,7 @@ build/flags: FORCE
 		echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS)' > $@
 
 build/%.o: src/%.c src/lib/gxp.h build/flags
+	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 # gxp-upload's own header
@@ -65,6 +66,15 @@ bin/gxp-assemble: $(ASM_OBJ) build/libgxp.a
 bin/gxp-%: build/gxp-%.o build/libgxp.a
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< build/libgxp.a $(LIBS)
+
+# gxp-report: a folder of its own (src/report/), and the only tool that
+# links libjpeg-turbo (Debian's libturbojpeg0-dev).
+REPORT_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/report/*.c))
+$(REPORT_OBJ): src/report/report.h src/lib/store.h
+
+bin/gxp-report: $(REPORT_OBJ) build/libgxp.a
+	@mkdir -p bin
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(REPORT_OBJ) build/libgxp.a $(LIBS) -lturbojpeg
 
 bin/gxp-supervise: src/gxp-supervise
 	@mkdir -p bin

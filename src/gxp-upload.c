@@ -31,6 +31,7 @@ struct photo {
 	long long bytes;
 	cJSON *meta;
 	int uploading, rows_left, code;
+	int setup_error;	/* a row of its failure met one: it stays in ready/ */
 	char *reason;
 };
 
@@ -391,9 +392,17 @@ failed_row_done(void *arg, int rc, const char *msg)
 {
 	struct photo *p = arg;
 
-	if (rc == ST_FATAL)
+	if (rc == ST_FATAL) {
 		set_fatal(msg);
-	if (--p->rows_left == 0)
+		p->setup_error = 1;
+	}
+	if (--p->rows_left > 0)
+		return;
+	/* the database has not heard of the failure: the next run fails it
+	 * again, rows and all */
+	if (p->setup_error)
+		put_back(p);
+	else
 		finish_failed(p);
 }
 

@@ -221,13 +221,14 @@ sd_shutdown() {
 }
 
 @test "deb: install: tools, man pages, units, the gxp user, /var/lib/gxp, /etc/gxp/gxp.env" {
-	for t in gxp-sub gxp-assemble gxp-upload gxp-pub gxp-supervise gxp-sim; do
+	for t in gxp-sub gxp-assemble gxp-upload gxp-pub gxp-supervise gxp-sim gxp-report; do
 		[ -x "/usr/bin/$t" ]
 		[ -f "/usr/share/man/man1/$t.1.gz" ]
 	done
 	[ -f /usr/share/man/man5/gxp-spool.5.gz ]
 	[ -f /usr/share/man/man7/gxp.7.gz ]
 	[ -f /usr/share/gxp/sql/schema.sql ]
+	[ -f /usr/share/gxp/sql/report.sql ]
 	[ "$(ls /usr/share/gxp/examples/*.jpg | wc -l)" = 5 ]
 	# a system user with no login
 	IFS=: read -r _ _ uid _ _ home shell < <(getent passwd gxp)
@@ -274,7 +275,7 @@ sd_shutdown() {
 	echo "$output"
 	[ "$status" = 100 ]
 	[[ $output == *"MQTT_USERNAME is set (/etc/gxp/gxp.env line "*") but MQTT_PASSWORD is missing"* ]]
-	[[ $output == *"but SUPABASE_SERVICE_ROLE is missing"* ]]
+	[[ $output == *"but SUPABASE_SECRET_KEY is missing"* ]]
 	[[ $output == *"the configuration is not usable (above); nothing started"* ]]
 	[[ $output == *"Spool: /var/lib/gxp/spool"* ]]
 }
@@ -317,6 +318,12 @@ sd_shutdown() {
 	[ -s "$BATS_TEST_TMPDIR/stored" ]
 	[ -z "$(comm -23 "$BATS_TEST_TMPDIR/stored" "$BATS_TEST_TMPDIR/examples")" ]
 	[ "$(grep -c '"ingest_status":"stored"' "$T/store/captures.ndjson")" = 6 ]
+	# the installed gxp-report (libturbojpeg, a dependency of the package)
+	# makes the report of that store
+	run as_gxp /usr/bin/gxp-report --env "$T/w.env" -o "$T/report"
+	echo "$output"
+	[ "$status" = 0 ]
+	[ "$(find "$T/report/thumbs" -name '*.jpg' | wc -l)" = 6 ]
 	# written by gxp under the units' umask: nothing readable by others
 	[ -z "$(find "$T/store" "$T/spool" ! -user gxp)" ]
 	[ -z "$(find "$T/store" "$T/spool" -type f -perm /o=rwx)" ]

@@ -1,7 +1,8 @@
 # pg.bash: a throwaway PostgreSQL 15 cluster (Debian's postgresql) set up the
 # way a Supabase project is for gxp (roles, Storage tables, sql/schema.sql,
-# sql/rls.sql), and the local endpoint (tests/endpoint/gxp-endpoint) that
-# speaks the PostgREST and Storage subset gxp-upload uses.  Load it after
+# sql/rls.sql, sql/report.sql), and the local endpoint
+# (tests/endpoint/gxp-endpoint) that speaks the PostgREST and Storage subset
+# gxp-upload and gxp-report use.  Load it after
 # helpers.bash.  The server listens on a unix socket in its own directory
 # only; as root it runs as the postgres system user.
 
@@ -67,7 +68,8 @@ start_pg() {
 	export PG_DIR PGHOST=$PG_DIR PGUSER=postgres PGDATABASE=postgres
 	psql_file "$GXP_TOP/tests/endpoint/supabase.sql" &&
 		psql_file "$GXP_TOP/sql/schema.sql" &&
-		psql_file "$GXP_TOP/sql/rls.sql"
+		psql_file "$GXP_TOP/sql/rls.sql" &&
+		psql_file "$GXP_TOP/sql/report.sql"
 }
 
 stop_pg() {

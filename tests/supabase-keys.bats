@@ -23,7 +23,7 @@ setup() {
 	upload_db_setup
 	unset SUPABASE_SERVICE_ROLE
 	export SUPABASE_SECRET_KEY=$EP_SECRET_KEY
-	VERSION=$(sed -n 's/^VERSION = //p' "$GXP_TOP/Makefile")
+	VERSION=$(sed -n '1s/^gxp (\([^)]*\)).*/\1/p' "$GXP_TOP/debian/changelog")
 }
 
 teardown() {

@@ -114,6 +114,23 @@ scenario() {
 		devices|last_seen_at|timestamp with time zone|YES
 		devices|last_ip|text|YES
 		devices|created_at|timestamp with time zone|NO
+		gxp_report_captures|capture_id|uuid|YES
+		gxp_report_captures|device_id|uuid|YES
+		gxp_report_captures|device_capture_id|text|YES
+		gxp_report_captures|captured_at|timestamp with time zone|YES
+		gxp_report_captures|image_bytes|integer|YES
+		gxp_report_captures|ingest_status|text|YES
+		gxp_report_captures|ingest_error|text|YES
+		gxp_report_captures|storage_path|text|YES
+		gxp_report_captures|image_sha256|text|YES
+		gxp_report_captures|created_at|timestamp with time zone|YES
+		gxp_report_captures|image_url|text|YES
+		gxp_report_devices|device_id|uuid|YES
+		gxp_report_devices|device|jsonb|YES
+		gxp_report_devices|latest_status|jsonb|YES
+		gxp_report_devices|latest_reading|jsonb|YES
+		gxp_report_devices|latest_error|jsonb|YES
+		gxp_report_devices|latest_photo|jsonb|YES
 		sensor_readings|id|uuid|NO
 		sensor_readings|device_id|uuid|NO
 		sensor_readings|capture_id|uuid|YES

@@ -95,6 +95,22 @@ stored_count() {
 	grep -q 'device AABBCCDDEEFF image p1.jpg: storage upload failed: HTTP 400' "$ERR"
 }
 
+@test "upload/net: a failed photo whose rows meet a setup error stays in ready/ (100), and the next run finishes it" {
+	photos 1
+	ep_fault '{"match":"/object/","status":400,"count":1,"body":{"statusCode":"400","error":"Invalid Input","message":"mime type image/jpeg is not supported"}}'
+	ep_fault '{"match":"^/rest/v1/device_errors$","status":400,"count":1,"body":{"code":"PGRST204","message":"Could not find the '"'event_id'"' column of '"'device_errors'"' in the schema cache"}}'
+	run_upload --once
+	[ "$RC" = 100 ]
+	grep -q "stopping: HTTP 400 (PGRST204)" "$ERR"
+	# the photo is not failed: the database has not heard of its failure
+	[ -d "$GXP_SPOOL/ready/$DEV@p1.jpg" ]
+	[ -z "$(ls -A "$GXP_SPOOL/failed")" ]
+	[ "$(events capture_failed | wc -l)" = 0 ]
+	run_upload --once
+	[ "$RC" = 0 ]
+	[ "$(stored_count)" = 1 ]
+}
+
 @test "upload/net: a permanent refusal of the captures row fails the photo (2205)" {
 	photos 1
 	ep_fault '{"match":"/rest/v1/captures","status":409,"count":1,"body":{"code":"23514","message":"new row violates check constraint"}}'

@@ -190,6 +190,10 @@ cJSON *gxp_ack_ok_event(const char *dev, const char *image_name);
 cJSON *gxp_nack_event(const char *dev, const char *image_name,
     const uint32_t *ids, size_t n);
 
+/* errcode.c: the meaning of a device_errors code (README, "Error codes"). */
+#define GXP_MEANING_MAX 48
+const char *gxp_error_meaning(long code, char buf[GXP_MEANING_MAX]);
+
 /* sig.c: signals become flags read by the main loop. */
 extern volatile sig_atomic_t gxp_sig_term, gxp_sig_usr1;
 void gxp_signals_init(void);

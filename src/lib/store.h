@@ -1,6 +1,7 @@
 /* store.h: gxp-upload's own library: the HTTP engine (http.c), the two
  * stores behind one interface (store.c, store_dir.c, store_supabase.c) and
- * the row batches (rows.c).  Only gxp-upload uses it. */
+ * the row batches (rows.c).  gxp-report uses the HTTP engine, the synced
+ * writes (store_sync.c) and the settings' checks too. */
 #ifndef GXP_STORE_H
 #define GXP_STORE_H
 
@@ -94,9 +95,17 @@ struct store {
 	const char *bucket;
 	char *url_base;		/* an object's URL: this, /<bucket>/<path> */
 };
+const char *gxp_bucket(void);
 struct store *store_open(void);
 struct store *store_dir_open(const char *dir, const char *bucket);
 struct store *store_supabase_open(const char *bucket);
+/* store_supabase.c's rules for any Supabase client (gxp-report too): the
+ * API bases, the key's headers, a server's answer described without the key. */
+char *supabase_base_url(const char *override, const char *url, const char *suffix);
+void supabase_key(struct gxp_apikey *k);
+struct http *supabase_http(int max_conns);
+struct curl_slist *supabase_headers(const struct gxp_apikey *k, const char *content_type);
+void supabase_describe(const char *key, struct gxp_buf *b, const struct http_res *r);
 void store_put(struct store *s, const char *path, const char *src, char *data,
     size_t len, st_done_fn *fn, void *arg);
 void store_rows(struct store *s, const char *table, const char *query,

@@ -31,8 +31,9 @@ struct op {
 	void *arg;
 };
 
-static char *
-base_url(const char *override, const char *url, const char *suffix)
+/* An API's base URL: override, or url and suffix; no trailing slash. */
+char *
+supabase_base_url(const char *override, const char *url, const char *suffix)
 {
 	char *u = override ? xstrdup(override) : xasprintf("%s%s", url, suffix);
 	size_t n = strlen(u);
@@ -97,8 +98,8 @@ add_member(struct gxp_buf *b, const cJSON *j, const char *key, const char *pre,
 /* "HTTP 400 (statusCode 409, Duplicate): The resource already exists" or
  * "HTTP 409 (23505): duplicate key value ... (Key ...)": scrubbed of the
  * key, then cut to MSG_MAX bytes. */
-static void
-describe(const struct supa *s, struct gxp_buf *b, const struct http_res *r)
+void
+supabase_describe(const char *key, struct gxp_buf *b, const struct http_res *r)
 {
 	cJSON *j = r->len ? gxp_json_parse(r->body, r->len) : NULL;
 
@@ -120,7 +121,7 @@ describe(const struct supa *s, struct gxp_buf *b, const struct http_res *r)
 	for (size_t i = 0; i < b->len; i++)
 		if ((unsigned char)b->p[i] < 0x20)
 			b->p[i] = ' ';
-	scrub(s->key, b);
+	scrub(key, b);
 	cut(b, MSG_MAX);
 }
 
@@ -213,7 +214,7 @@ done(void *arg, const struct http_res *r)
 	if (r->curl_code)
 		gxp_buf_addf(&msg, "%s", r->err);
 	else if (res.rc != ST_OK)
-		describe(o->s, &msg, r);
+		supabase_describe(o->s->key, &msg, r);
 	if (res.rc == ST_FATAL && !r->curl_code)
 		advise(o, &msg, r->status, code);
 	res.msg = msg.p ? msg.p : "";
@@ -225,24 +226,34 @@ out:
 	free(o);
 }
 
-static struct curl_slist *
-auth_headers(const struct supa *s, const char *content_type)
+/* The headers of a request with key k: apikey, the bearer token too when
+ * the key is a JWT (apikey.c), and Content-Type when one is given. */
+struct curl_slist *
+supabase_headers(const struct gxp_apikey *k, const char *content_type)
 {
 	struct curl_slist *h = NULL;
 	char *v;
 
-	v = xasprintf("apikey: %s", s->key);
+	v = xasprintf("apikey: %s", k->value);
 	h = curl_slist_append(h, v);
 	free(v);
-	if (gxp_apikey_bearer(&s->k)) {
-		v = xasprintf("Authorization: Bearer %s", s->key);
+	if (gxp_apikey_bearer(k)) {
+		v = xasprintf("Authorization: Bearer %s", k->value);
 		h = curl_slist_append(h, v);
 		free(v);
 	}
-	v = xasprintf("Content-Type: %s", content_type);
-	h = curl_slist_append(h, v);
-	free(v);
+	if (content_type) {
+		v = xasprintf("Content-Type: %s", content_type);
+		h = curl_slist_append(h, v);
+		free(v);
+	}
 	return h;
+}
+
+static struct curl_slist *
+auth_headers(const struct supa *s, const char *content_type)
+{
+	return supabase_headers(&s->k, content_type);
 }
 
 static struct op *
@@ -382,7 +393,7 @@ probe_done(void *arg, const struct http_res *r)
 		gxp_buf_addf(&p->msg, "%s", r->err);
 		p->rc = EXIT_TEMP;
 	} else if (r->status < 200 || r->status >= 300) {
-		describe(p->s, &p->msg, r);
+		supabase_describe(p->s->key, &p->msg, r);
 		body_code(r, code);
 		p->rc = EXIT_TEMP;
 		if (classify(&o, r, code) == ST_FATAL) {
@@ -444,35 +455,51 @@ static const struct store_ops supa_ops = {
 	supa_seen, supa_stats, supa_free, supa_check
 };
 
-struct store *
-store_supabase_open(const char *bucket)
+/* The key from the settings, the one way every Supabase client takes it. */
+void
+supabase_key(struct gxp_apikey *k)
 {
-	struct supa *s = xcalloc(1, sizeof *s);
-	const char *url = gxp_cfg("SUPABASE_URL");
+	/* gxp_config_problems() refused a missing or publishable key */
+	gxp_apikey(k);
+	if (k->value == NULL || gxp_apikey_refused(k))
+		gxp_die(EXIT_PERM, "SUPABASE_URL is set but SUPABASE_SECRET_KEY is not");
+	if (strpbrk(k->value, "\r\n"))
+		gxp_die(EXIT_PERM, "%s contains a line break", k->setting);
+}
+
+/* An HTTP engine for Supabase: SUPABASE_CAFILE, gxp-upload's time limit
+ * and retries, max_conns connections. */
+struct http *
+supabase_http(int max_conns)
+{
 	struct http_opts o = { 0 };
 
-	/* gxp_config_problems() refused a missing or publishable key */
-	gxp_apikey(&s->k);
-	if (s->k.value == NULL || gxp_apikey_refused(&s->k))
-		gxp_die(EXIT_PERM, "SUPABASE_URL is set but SUPABASE_SECRET_KEY is not");
-	if (strpbrk(s->k.value, "\r\n"))
-		gxp_die(EXIT_PERM, "%s contains a line break", s->k.setting);
-	s->base.ops = &supa_ops;
-	s->base.kind = "supabase";
-	s->base.bucket = bucket;
-	s->storage = base_url(gxp_cfg("SUPABASE_STORAGE_URL"), url, "/storage/v1");
-	s->rest = base_url(gxp_cfg("SUPABASE_REST_URL"), url, "/rest/v1");
-	s->base.url_base = xasprintf("%s/object", s->storage);
-	s->key = xstrdup(s->k.value);
 	o.cafile = gxp_cfg("SUPABASE_CAFILE");
 	o.timeout_ms = gxp_cfg_int("UPLOAD_TIMEOUT_MS");
 	o.retry_base_ms = gxp_cfg_int("UPLOAD_RETRY_BASE_MS");
 	o.retry_max_ms = gxp_cfg_int("UPLOAD_RETRY_MAX_MS");
 	if (o.retry_base_ms > o.retry_max_ms)
 		o.retry_base_ms = o.retry_max_ms;
+	o.max_conns = max_conns;
+	return http_new(&o);
+}
+
+struct store *
+store_supabase_open(const char *bucket)
+{
+	struct supa *s = xcalloc(1, sizeof *s);
+	const char *url = gxp_cfg("SUPABASE_URL");
+
+	supabase_key(&s->k);
+	s->base.ops = &supa_ops;
+	s->base.kind = "supabase";
+	s->base.bucket = bucket;
+	s->storage = supabase_base_url(gxp_cfg("SUPABASE_STORAGE_URL"), url, "/storage/v1");
+	s->rest = supabase_base_url(gxp_cfg("SUPABASE_REST_URL"), url, "/rest/v1");
+	s->base.url_base = xasprintf("%s/object", s->storage);
+	s->key = xstrdup(s->k.value);
 	/* the uploads, plus one request per table for the rows */
-	o.max_conns = (int)gxp_cfg_int("UPLOAD_CONCURRENCY") + T_COUNT;
-	s->http = http_new(&o);
+	s->http = supabase_http((int)gxp_cfg_int("UPLOAD_CONCURRENCY") + T_COUNT);
 	gxp_log(LOG_INFO, "Supabase: %s", url);
 	gxp_log(LOG_INFO, "Storage Bucket: %s", bucket);
 	gxp_log(LOG_INFO, "Supabase key: %s from %s", gxp_apikey_kind(&s->k), s->k.setting);
