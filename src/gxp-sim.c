@@ -123,13 +123,36 @@ enum {
 static void
 usage(int code)
 {
-	fprintf(code ? stderr : stdout,
-	    "usage: gxp-sim [-jM] [-c chunk-size] [-D fraction] [-d devices] [--env file]\n"
+	gxp_usage(code,
+	    "gxp-sim [-jM] [-c chunk-size] [-D fraction] [-d devices] [--env file]\n"
 	    "               [-F seed | new] [-h host] [-i id] [-k in-flight] [-l fraction]\n"
 	    "               [--linger ms] [-n photos] [-o window | all] [-p port]\n"
 	    "               [--prefix prefix] [-q qos] [-R retry-ms] [-r rate] [-S size]\n"
-	    "               [-s seed] [-t deadline-ms] [photo ...]\n");
-	exit(code);
+	    "               [-s seed] [-t deadline-ms] [photo ...]\n",
+	    "  -c chunk-size    bytes per chunk (default 1024)\n"
+	    "  -D fraction      chunks sent twice in the first pass\n"
+	    "  -d devices       devices to simulate (default 1)\n"
+	    "  --env file       read settings from file instead of ./.env\n"
+	    "  -F seed | new    the firmware's message format (default seed)\n"
+	    "  -h host          the broker (MQTT_HOST)\n"
+	    "  -i id            the client id (default MQTT_CLIENT_ID-sim)\n"
+	    "  -j               the summary as one JSON line\n"
+	    "  -k in-flight     photos a device sends at once (default 1)\n"
+	    "  -l fraction      chunks left out of the first pass, to be NACKed\n"
+	    "  --linger ms      listen this long after the last photo\n"
+	    "  -M               device ids that look like MAC addresses\n"
+	    "  -n photos        photos per device (default 1)\n"
+	    "  -o window | all  first pass out of order, within windows of chunks\n"
+	    "  -p port          the broker port (MQTT_PORT)\n"
+	    "  --prefix prefix  device ids prefix000001... (default SIM)\n"
+	    "  -q qos           QoS of what devices send (default 1)\n"
+	    "  -R retry-ms      a device sends a photo again after this long without ACK_OK\n"
+	    "  -r rate          messages per second, all devices (default: as fast as it can)\n"
+	    "  -S size          generated photos of this many bytes\n"
+	    "  -s seed          the seed, for a repeatable run\n"
+	    "  -t deadline-ms   a photo not acknowledged by then counts as failed\n"
+	    "  --help           print this and exit\n"
+	    "photo ...: JPEG files to send (default: the photos in examples/)\n");
 }
 
 /* splitmix64: small, fast, and good enough to draw losses and sensors. */
@@ -1099,7 +1122,7 @@ parse_options(int argc, char **argv, const char **envfile, const char **client_i
 	};
 	int c, seeded = 0;
 
-	while ((c = getopt_long(argc, argv, "c:D:d:e:F:h:i:jk:l:Mn:o:p:q:R:r:S:s:t:",
+	while ((c = getopt_long(argc, argv, ":c:D:d:e:F:h:i:jk:l:Mn:o:p:q:R:r:S:s:t:",
 	    longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c': opt.chunk = (unsigned)num_arg(optarg, 1, 1048576, "the chunk size"); break;
@@ -1128,7 +1151,9 @@ parse_options(int argc, char **argv, const char **envfile, const char **client_i
 			break;
 		case 't': opt.deadline_ms = num_arg(optarg, 1, 86400000, "the deadline"); break;
 		case 'H': usage(EXIT_OK); break;
-		default: usage(EXIT_PERM);
+		default:
+			gxp_bad_option(c, argv);
+			usage(EXIT_PERM);
 		}
 	}
 	if (!seeded)

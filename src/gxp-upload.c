@@ -1248,12 +1248,6 @@ census(int now)
 	counters[C_OLDEST].v = (unsigned long long)oldest_age_s();
 }
 
-static const char *
-store_name(void)
-{
-	return strcmp(st->kind, "supabase") == 0 ? "Supabase" : "the store";
-}
-
 /* While requests fail, says so within seconds and then every
  * UPLOAD_OUTAGE_REPORT_S, with what waits; and says when it is over. */
 static void
@@ -1267,9 +1261,10 @@ watch_outage(void)
 
 	store_stats(st, &hs);
 	counters[C_FAILING].v = (unsigned long long)hs.failing_ms / 1000;
+	/* only Supabase's requests fail this way: the local store answers at once */
 	if (hs.failing_ms == 0) {
 		if (reported)
-			gxp_log(LOG_INFO, "%s answers again; %ld photo%s waiting", store_name(),
+			gxp_log(LOG_INFO, "Supabase answers again; %ld photo%s waiting",
 			    waiting, waiting == 1 ? "" : "s");
 		reported = 0;
 		next_report = 0;
@@ -1279,9 +1274,10 @@ watch_outage(void)
 		return;
 	census(1);
 	rows_stats(rows, &rs);
-	gxp_log(LOG_WARN, "%s %s for %lld s (%s): %ld photo%s waiting, oldest %lld s; "
-	    "%zu row%s queued; retrying", store_name(), hs.unreachable ? "unreachable" :
-	    "failing", hs.failing_ms / 1000, hs.failure, waiting, waiting == 1 ? "" : "s",
+	gxp_log(LOG_WARN, hs.unreachable ? "Supabase unreachable for %lld s (%s): %ld "
+	    "photo%s waiting, oldest %lld s; %zu row%s queued; retrying" : "Supabase failing "
+	    "for %lld s (%s): %ld photo%s waiting, oldest %lld s; %zu row%s queued; retrying",
+	    hs.failing_ms / 1000, hs.failure, waiting, waiting == 1 ? "" : "s",
 	    oldest_age_s(), rs.queued, rs.queued == 1 ? "" : "s");
 	reported = 1;
 	next_report = now + every;

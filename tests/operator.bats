@@ -294,3 +294,33 @@ start_fake() {
 	[ "$status" = 100 ]
 	[[ $output == *"unknown option --bogus (see --help)"* ]]
 }
+
+@test "pipeline: grep --line-buffered between two stages, as README shows: 3 devices x 2 photos at 5% loss, all acknowledged" {
+	start_broker plain
+	worker_env w.env
+	mkfifo sub.out
+	gxp-sub --env w.env -c -i pipe-sub < /dev/null > sub.out 2> sub.err 3>&- &
+	SUB_PID=$!
+	gxp-assemble --env w.env < sub.out 2> assemble.err 3>&- |
+		grep --line-buffered -v '"event":"inbound"' |
+		gxp-upload --env w.env 2> upload.err 3>&- |
+		gxp-pub --env w.env -i pipe-pub > events.ndjson 2> pub.err 3>&- &
+	OTHER_PID=$!
+	wait_until 20 file_has sub.err "Subscribed to topics"
+	wait_until 20 file_has pub.err "MQTT connected"
+	# a single line goes through at once
+	mpub -q 1 -t ESP32CAM/LONELY2/status -m '{"status":"Alive","pendingImg":0}'
+	wait_until 20 file_has store/devices.ndjson LONELY2
+	run gxp-sim --env w.env -d 3 -n 2 -l 0.05 -t 60000 -s 16 -j
+	json=$(tail -n 1 <<<"$output")
+	echo "$json"
+	[ "$status" = 0 ]
+	[ "$(jq .acknowledged <<<"$json")" = 6 ]
+	[ "$(jq .nacks_ignored <<<"$json")" = 0 ]
+	# SIGTERM to gxp-sub: the end of its output drains the rest
+	stop_pid "$SUB_PID"
+	SUB_PID=
+	wait "$OTHER_PID" || true
+	OTHER_PID=
+	[ "$(find store -name '*.jpg' | wc -l)" = 6 ]
+}
