@@ -1517,6 +1517,7 @@ main(int argc, char **argv)
 	gxp_config_common(envfile);
 	gxp_signals_init();
 	if (check) {
+		gxp_config_warnings();
 		st = store_open();
 		rc = store_check(st);
 		check_spool();

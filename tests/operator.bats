@@ -324,3 +324,20 @@ start_fake() {
 	OTHER_PID=
 	[ "$(find store -name '*.jpg' | wc -l)" = 6 ]
 }
+
+@test "worker: stages a SIGKILLed gxp-supervise left running keep the spool locked, and the message says whose they are" {
+	start_broker plain
+	worker_env w.env
+	start_worker w.env
+	stages=$(pgrep -P "$WORKER_PID" | tr '\n' ' ')
+	[ -n "$stages" ]
+	kill -KILL "$WORKER_PID"
+	wait "$WORKER_PID" 2>/dev/null || true
+	dead=$WORKER_PID
+	WORKER_PID=
+	run timeout 30 gxp-supervise --env w.env
+	kill -TERM $stages 2>/dev/null || true
+	echo "$output"
+	[ "$status" = 100 ]
+	[[ $output == *"another gxp-supervise (pid $dead, gone; its stages still run) is running on the spool"* ]]
+}

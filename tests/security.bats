@@ -113,6 +113,9 @@ vm() {
 	[ "$status" = 0 ]
 	[[ $output == *"gxp-pub: warning: SUPABASE_URL=http://db.example.com (environment): plain http to another host: the service key would cross the network in clear; use https://"* ]]
 	[[ $output == *"gxp-pub: warning: w.env is readable by every user (mode 0644) and may hold secrets; chmod 600 w.env"* ]]
+	# every stage's --check says it (gxp-assemble: no network needed to)
+	SUPABASE_URL=http://db.example.com SUPABASE_SERVICE_ROLE=k run gxp-assemble --env w.env --check
+	[[ $output == *"gxp-assemble: warning: SUPABASE_URL=http://db.example.com (environment): plain http to another host"* ]]
 	chmod 640 w.env
 	for url in http://127.0.0.1:54321 http://localhost/x https://db.example.com http://[::1]:8000; do
 		SUPABASE_URL=$url SUPABASE_SERVICE_ROLE=k run gxp-pub --env w.env --check

@@ -213,6 +213,7 @@ main(int argc, char **argv)
 		gxp_config_set("GXP_SPOOL", spool);
 	assemble_config();
 	if (check) {
+		gxp_config_warnings();
 		rc = check_spool();
 		gxp_config_free();
 		return rc;

@@ -236,6 +236,7 @@ main(int argc, char **argv)
 	r.src = gxp_cfg("SUPABASE_URL") ? src_supa_open(bucket) :
 	    src_dir_open(gxp_cfg("GXP_STORE"), bucket);
 	if (check) {
+		gxp_config_warnings();
 		rc = r.src->check(r.src);
 		c = check_outdir(r.dir);
 		rc = rc == EXIT_PERM || c == EXIT_PERM ? EXIT_PERM : rc ? rc : c;
