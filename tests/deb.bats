@@ -221,7 +221,7 @@ sd_shutdown() {
 }
 
 @test "deb: install: tools, man pages, units, the gxp user, /var/lib/gxp, /etc/gxp/gxp.env" {
-	for t in gxp-sub gxp-assemble gxp-upload gxp-pub gxp-supervise gxp-sim gxp-report; do
+	for t in gxp-sub gxp-control gxp-assemble gxp-upload gxp-pub gxp-supervise gxp-sim gxp-cmd gxp-report; do
 		[ -x "/usr/bin/$t" ]
 		[ -f "/usr/share/man/man1/$t.1.gz" ]
 	done
@@ -292,7 +292,8 @@ sd_shutdown() {
 	[[ $output == *"gxp-assemble: ok: spool $T/spool writable"* ]]
 	[[ $output == *"gxp-upload: ok: local store $T/store writable"* ]]
 	[[ $output == *"gxp-upload: ok: spool $T/spool: no photo waiting"* ]]
-	[ "$(grep -c ': ok: ' <<<"$output")" = 5 ]
+	[[ $output == *"gxp-control: ok: local store $T/store/control writable"* ]]
+	[ "$(grep -c ': ok: ' <<<"$output")" = 7 ]
 
 	WORKER_LOG=$BATS_TEST_TMPDIR/worker.log
 	as_gxp /usr/bin/gxp-supervise --env "$T/w.env" --events "$T/events.ndjson" \
@@ -301,7 +302,7 @@ sd_shutdown() {
 	wait_until 30 file_has "$WORKER_LOG" "Worker started"
 	wait_until 10 file_has "$WORKER_LOG" "Subscribed to topics"
 	# the stages that run are the installed programs, as user gxp
-	for s in gxp-sub gxp-assemble gxp-upload gxp-pub; do
+	for s in gxp-sub gxp-control gxp-assemble gxp-upload gxp-pub; do
 		pid=$(pgrep -u gxp -x "$s" | head -1)
 		[ "$(readlink "/proc/$pid/exe")" = "/usr/bin/$s" ]
 	done

@@ -7,7 +7,7 @@
 load helpers
 load upload-fixtures
 
-TOOLS="gxp-sub gxp-assemble gxp-upload gxp-pub gxp-supervise gxp-sim gxp-report"
+TOOLS="gxp-sub gxp-control gxp-assemble gxp-upload gxp-pub gxp-supervise gxp-sim gxp-report gxp-cmd"
 
 setup() {
 	cd "$BATS_TEST_TMPDIR"
