@@ -74,19 +74,27 @@ static struct gxp_counter counters[] = {
 	{ "rows_dropped_total", "rows dropped because ROW_QUEUE_MAX rows waited", 0, 0 },
 	{ "events_total", "events consumed", 0, 0 },
 	{ "passed_total", "lines passed through", 0, 0 },
-	{ "backlog", "photos in ready/ and work/ at the last look", 1, 0 },
+	{ "backlog", "photos waiting in ready/ and work/, not stored yet", 1, 0 },
+	{ "oldest_waiting_seconds", "age of the oldest photo waiting", 1, 0 },
+	{ "store_failing_seconds", "how long requests to the store have been failing", 1, 0 },
 };
 enum {
 	C_UPLOADS, C_BYTES, C_FAILED, C_RETRIES, C_REQUESTS, C_ROWS, C_ROWS_FAILED,
-	C_ROWS_DROPPED, C_EVENTS, C_PASSED, C_BACKLOG
+	C_ROWS_DROPPED, C_EVENTS, C_PASSED, C_BACKLOG, C_OLDEST, C_FAILING
 };
 enum { PUBLOG_OFF, PUBLOG_NO_CHUNKS, PUBLOG_ALL };
 
 static void
 usage(int code)
 {
-	fprintf(code ? stderr : stdout, "usage: gxp-upload [--check | --once] [--env file]\n");
-	exit(code);
+	gxp_usage(code,
+	    "gxp-upload [--check | --once] [--env file] [--spool dir]\n",
+	    "  --check      test the store (key, bucket, tables, or the local store) and\n"
+	    "               say how many photos wait in the spool; one line each\n"
+	    "  --once       store what the spool holds, then exit (for cron)\n"
+	    "  --env file   read settings from file instead of ./.env\n"
+	    "  --spool dir  the spool (GXP_SPOOL)\n"
+	    "  --help       print this and exit\n");
 }
 
 static char *
@@ -772,56 +780,23 @@ todo_add(const char *name)
 	todo_tail = &n->next;
 }
 
-struct aged {
-	char *name;
-	long long mtime;
-};
-
-static int
-by_age(const void *a, const void *b)
-{
-	const struct aged *x = a, *y = b;
-
-	if (x->mtime != y->mtime)
-		return x->mtime < y->mtime ? -1 : 1;
-	return strcmp(x->name, y->name);
-}
-
 /* Oldest first. */
 static void
 rescan(void)
 {
 	char *dir = spool_path("ready", NULL, NULL);
-	DIR *d = opendir(dir);
-	struct aged *list = NULL;
-	size_t n = 0, cap = 0;
-	struct dirent *e;
-	struct stat sb;
+	struct gxp_aged *list;
+	long n = gxp_dir_aged(dir, NULL, &list);
 
 	next_rescan = gxp_mono_ms() + rescan_ms;
-	if (d == NULL) {
+	if (n == -1) {
 		gxp_log(LOG_ERROR, "%s: %s", dir, strerror(errno));
 		free(dir);
 		return;
 	}
-	while ((e = readdir(d)) != NULL) {
-		if (e->d_name[0] == '.')
-			continue;
-		if (n == cap)
-			list = xrealloc(list, (cap = cap ? cap * 2 : 64) * sizeof *list);
-		list[n].name = xstrdup(e->d_name);
-		list[n++].mtime = fstatat(dirfd(d), e->d_name, &sb, 0) == 0 ?
-		    (long long)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec : 0;
-	}
-	closedir(d);
-	if (n > 1)
-		qsort(list, n, sizeof *list, by_age);
-	for (size_t i = 0; i < n; i++) {
+	for (long i = 0; i < n; i++)
 		todo_add(list[i].name);
-		free(list[i].name);
-	}
-	counters[C_BACKLOG].v = n;
-	free(list);
+	gxp_aged_free(list, n);
 	free(dir);
 }
 
@@ -911,6 +886,7 @@ static void
 ev_status(const cJSON *j, const char *ts)
 {
 	const char *dev = event_device(j, "status", 1);
+	long long pending;
 	cJSON *row;
 
 	if (dev == NULL)
@@ -918,7 +894,13 @@ ev_status(const cJSON *j, const char *ts)
 	rows_device_seen(rows, dev, ts);
 	row = cJSON_CreateObject();
 	cJSON_AddItemToObject(row, "status", dup_or_null(j, "status"));
-	copy_num(row, "pending_count", j, "pending_count");
+	/* an integer column: anything else (1e10, 1.5) would fail the batch;
+	 * raw keeps what the device sent */
+	if (gxp_json_int(j, "pending_count", &pending) == 1 && pending >= 0 &&
+	    pending <= INT32_MAX)
+		cJSON_AddNumberToObject(row, "pending_count", (double)pending);
+	else
+		cJSON_AddNullToObject(row, "pending_count");
 	cJSON_AddItemToObject(row, "raw", dup_or_null(j, "raw"));
 	cJSON_AddStringToObject(row, "created_at", ts);
 	rows_add(rows, T_STATUS, row, dev, NULL, CAP_NONE, NULL, NULL);
@@ -1320,6 +1302,65 @@ update_counters(void)
 	counters[C_ROWS_DROPPED].v = rs.dropped;
 }
 
+/* --- how far behind: the photos waiting, and a store that fails --- */
+
+static long waiting = -1;	/* photos in ready/ and work/ at the last look */
+static int64_t oldest_us;	/* when the oldest of them was finished */
+static int64_t next_census;
+
+static long long
+oldest_age_s(void)
+{
+	return oldest_us ? (gxp_wall_us() - oldest_us) / 1000000 : 0;
+}
+
+/* Counts the photos waiting: every UPLOAD_RESCAN_MS, and for SIGUSR1. */
+static void
+census(int now)
+{
+	if (!now && gxp_mono_ms() < next_census)
+		return;
+	next_census = gxp_mono_ms() + rescan_ms;
+	waiting = gxp_spool_waiting(spool, &oldest_us);
+	counters[C_BACKLOG].v = waiting > 0 ? (unsigned long long)waiting : 0;
+	counters[C_OLDEST].v = (unsigned long long)oldest_age_s();
+}
+
+/* While requests fail, says so within seconds and then every
+ * UPLOAD_OUTAGE_REPORT_S, with what waits; and says when it is over. */
+static void
+watch_outage(void)
+{
+	static int64_t next_report;
+	static int reported;
+	int64_t every = gxp_cfg_int("UPLOAD_OUTAGE_REPORT_S") * 1000, now = gxp_mono_ms();
+	struct http_stats hs;
+	struct rows_stats rs;
+
+	store_stats(st, &hs);
+	counters[C_FAILING].v = (unsigned long long)hs.failing_ms / 1000;
+	/* only Supabase's requests fail this way: the local store answers at once */
+	if (hs.failing_ms == 0) {
+		if (reported)
+			gxp_log(LOG_INFO, "Supabase answers again; %ld photo%s waiting",
+			    waiting, waiting == 1 ? "" : "s");
+		reported = 0;
+		next_report = 0;
+		return;
+	}
+	if (hs.failing_ms < (every < 5000 ? every : 5000) || now < next_report)
+		return;
+	census(1);
+	rows_stats(rows, &rs);
+	gxp_log(LOG_WARN, hs.unreachable ? "Supabase unreachable for %lld s (%s): %ld "
+	    "photo%s waiting, oldest %lld s; %zu row%s queued; retrying" : "Supabase failing "
+	    "for %lld s (%s): %ld photo%s waiting, oldest %lld s; %zu row%s queued; retrying",
+	    hs.failing_ms / 1000, hs.failure, waiting, waiting == 1 ? "" : "s",
+	    oldest_age_s(), rs.queued, rs.queued == 1 ? "" : "s");
+	reported = 1;
+	next_report = now + every;
+}
+
 static int
 finishing(void)
 {
@@ -1392,6 +1433,8 @@ run(void)
 			rescan();
 		}
 		update_counters();
+		census(gxp_sig_usr1);
+		watch_outage();
 		gxp_metrics_tick(0);
 	}
 	gxp_lines_free(in);
@@ -1469,6 +1512,20 @@ leave(void)
 	}
 }
 
+/* --check: what waits in the spool, and for how long. */
+static void
+check_spool(void)
+{
+	spool = gxp_cfg("GXP_SPOOL");
+	if ((waiting = gxp_spool_waiting(spool, &oldest_us)) == -1)
+		printf("gxp-upload: ok: spool %s: no ready/ yet (%s)\n", spool, strerror(errno));
+	else if (waiting == 0)
+		printf("gxp-upload: ok: spool %s: no photo waiting\n", spool);
+	else
+		printf("gxp-upload: ok: spool %s: %ld photo%s waiting, oldest %lld s\n", spool,
+		    waiting, waiting == 1 ? "" : "s", oldest_age_s());
+}
+
 static void
 configure(void)
 {
@@ -1488,7 +1545,8 @@ configure(void)
 	rescan_ms = gxp_cfg_int("UPLOAD_RESCAN_MS");
 	spool = gxp_cfg("GXP_SPOOL");
 	if (gxp_spool_init(spool) == -1)
-		gxp_die_errno(EXIT_TEMP, "spool %s", spool);
+		gxp_die_errno(gxp_path_error_permanent(errno) ? EXIT_PERM : EXIT_TEMP,
+		    "spool %s", spool);
 	lock = xasprintf("%s/upload.lock", spool);
 	if (gxp_lock_file(lock) == -1) {
 		if (errno == EWOULDBLOCK)
@@ -1509,6 +1567,7 @@ main(int argc, char **argv)
 		{ "check", no_argument, NULL, 'C' },
 		{ "env", required_argument, NULL, 'e' },
 		{ "once", no_argument, NULL, 'o' },
+		{ "spool", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -1516,22 +1575,30 @@ main(int argc, char **argv)
 	int c, rc, check = 0;
 
 	gxp_init(argv[0]);
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'C': check = 1; break;
 		case 'e': envfile = optarg; break;
 		case 'o': once = 1; break;
+		case 's': gxp_config_set("GXP_SPOOL", optarg); break;
 		case 'h': usage(EXIT_OK); break;
-		default: usage(EXIT_PERM);
+		default:
+			gxp_bad_option(c, argv);
+			usage(EXIT_PERM);
 		}
 	}
-	if (optind != argc || (check && once))
+	if (optind != argc || (check && once)) {
+		gxp_log(LOG_ERROR, "%s", optind != argc ? "unexpected argument" :
+		    "--check and --once exclude each other");
 		usage(EXIT_PERM);
+	}
 	gxp_config_common(envfile);
 	gxp_signals_init();
 	if (check) {
+		gxp_config_warnings();
 		st = store_open();
 		rc = store_check(st);
+		check_spool();
 		store_free(st);
 		gxp_config_free();
 		return rc;

@@ -291,8 +291,9 @@ sd_shutdown() {
 	[[ $output == *"gxp-sub: ok: broker 127.0.0.1:$BROKER_PORT"* ]]
 	[[ $output == *"gxp-assemble: ok: spool $T/spool writable"* ]]
 	[[ $output == *"gxp-upload: ok: local store $T/store writable"* ]]
+	[[ $output == *"gxp-upload: ok: spool $T/spool: no photo waiting"* ]]
 	[[ $output == *"gxp-control: ok: local store $T/store/control writable"* ]]
-	[ "$(grep -c ': ok: ' <<<"$output")" = 6 ]
+	[ "$(grep -c ': ok: ' <<<"$output")" = 7 ]
 
 	WORKER_LOG=$BATS_TEST_TMPDIR/worker.log
 	as_gxp /usr/bin/gxp-supervise --env "$T/w.env" --events "$T/events.ndjson" \

@@ -563,9 +563,10 @@ reload_cache() {
 	for i in 1 2 3; do ev_status $DEV Alive "$i" "2025-10-04T12:30:0$i.000000Z"; done > "$IN"
 	run_upload
 	[ "$RC" = 0 ]
-	# one batch, then each row alone, each refused once
+	# the batch of 3, then halves: [1,2] and then 1, 2 and 3 alone, each
+	# refused (every row bad is the halving's worst case: 2n - 1)
 	[ "$(ep_log | jq -r 'select(.kind == "rest:device_status") | .status' | sort | uniq -c |
-		awk '{print $1 "x" $2}')" = 4x400 ]
+		awk '{print $1 "x" $2}')" = 5x400 ]
 	grep -q 'device_status: 1 row not written: HTTP 400 (GX001): refused by a test trigger' "$ERR"
 	[ -z "$(ls -A "$GXP_SPOOL/rows")" ]
 }

@@ -288,7 +288,8 @@ image_2.jpg	failed" ]
 	[ "$status" = 100 ]
 	run gxp-upload --help
 	[ "$status" = 0 ]
-	[ "$output" = "usage: gxp-upload [--check | --once] [--env file]" ]
+	[ "${lines[0]}" = "usage: gxp-upload [--check | --once] [--env file] [--spool dir]" ]
+	[ "${lines[-1]}" = "see gxp-upload(1)" ]
 }
 
 @test "upload/dir: gxp-control's schedule gives ACK_OK its next_wake_time; its commands are logged as out rows" {

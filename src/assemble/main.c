@@ -30,9 +30,16 @@
 static void
 usage(int code)
 {
-	fprintf(code ? stderr : stdout,
-	    "usage: gxp-assemble [--check] [--flush-at-eof] [--replay] [--env file] [--spool dir]\n");
-	exit(code);
+	gxp_usage(code,
+	    "gxp-assemble [--check] [--flush-at-eof] [--replay] [--env file]\n"
+	    "                    [--spool dir]\n",
+	    "  --check         test that the spool can be written; one line\n"
+	    "  --flush-at-eof  at the end of input, let every NACK and timeout fire\n"
+	    "                  (for a replay; implies --replay)\n"
+	    "  --replay        the clock is the messages' tst, even from a pipe\n"
+	    "  --env file      read settings from file instead of ./.env\n"
+	    "  --spool dir     the spool (GXP_SPOOL)\n"
+	    "  --help          print this and exit\n");
 }
 
 static long
@@ -60,7 +67,7 @@ check_spool(void)
 	    (fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) == -1 ||
 	    gxp_write_all(fd, "gxp\n", 4) == -1 || fsync(fd) == -1 || close(fd) == -1) {
 		printf("gxp-assemble: FAIL: spool %s: %s\n", cfg.spool, strerror(errno));
-		rc = errno == EACCES || errno == EROFS ? EXIT_PERM : EXIT_TEMP;
+		rc = gxp_path_error_permanent(errno) ? EXIT_PERM : EXIT_TEMP;
 	} else {
 		unlink(probe);
 		if ((fd = gxp_lock_file(lock)) == -1)
@@ -183,7 +190,7 @@ main(int argc, char **argv)
 	int c, rc, check = 0;
 
 	gxp_init(argv[0]);
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'C': check = 1; break;
 		case 'e': envfile = optarg; break;
@@ -191,16 +198,22 @@ main(int argc, char **argv)
 		case 'R': cfg.replay = 1; break;
 		case 's': spool = optarg; break;
 		case 'H': usage(EXIT_OK); break;
-		default: usage(EXIT_PERM);
+		default:
+			gxp_bad_option(c, argv);
+			usage(EXIT_PERM);
 		}
 	}
-	if (optind != argc || (spool && *spool == '\0'))
+	if (optind != argc || (spool && *spool == '\0')) {
+		gxp_log(LOG_ERROR, "%s", optind != argc ? "unexpected argument" :
+		    "--spool needs a directory");
 		usage(EXIT_PERM);
+	}
 	gxp_config_common(envfile);
 	if (spool)
 		gxp_config_set("GXP_SPOOL", spool);
 	assemble_config();
 	if (check) {
+		gxp_config_warnings();
 		rc = check_spool();
 		gxp_config_free();
 		return rc;

@@ -102,7 +102,7 @@ open_spool(void)
 	int n;
 
 	if (gxp_spool_init(cfg.spool) == -1)
-		gxp_die_errno(errno == EACCES || errno == EROFS ? EXIT_PERM : EXIT_TEMP,
+		gxp_die_errno(gxp_path_error_permanent(errno) ? EXIT_PERM : EXIT_TEMP,
 		    "spool %s", cfg.spool);
 	if ((lock_fd = gxp_lock_file(lock)) == -1) {
 		if (errno == EWOULDBLOCK)

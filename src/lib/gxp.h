@@ -34,6 +34,10 @@ int gxp_log_enabled(int level);
 void gxp_log(int level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void gxp_vlog(int level, const char *fmt, va_list ap);
+/* text made safe for a terminal: controls escaped (\xNN), lines joined */
+size_t gxp_clean_text(char *out, size_t cap, const char *text);
+_Noreturn void gxp_usage(int code, const char *synopsis, const char *options);
+void gxp_bad_option(int c, char **argv);
 _Noreturn void gxp_die(int code, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 _Noreturn void gxp_die_errno(int code, const char *fmt, ...)
@@ -66,6 +70,7 @@ const char *gxp_cfg_source(const char *name);
 void gxp_config_free(void);
 void gxp_config_common(const char *envfile);
 int gxp_config_problems(void);
+int gxp_config_warnings(void);
 
 /* clock.c: time. */
 int64_t gxp_mono_ms(void);
@@ -150,6 +155,9 @@ int gxp_apikey_bearer(const struct gxp_apikey *k);
 const char *gxp_apikey_kind(const struct gxp_apikey *k);
 const char *gxp_apikey_refused(const struct gxp_apikey *k);
 
+/* jsonb.c: numbers PostgreSQL's jsonb cannot hold, made strings. */
+long gxp_jsonb_safe(const char *in, size_t len, struct gxp_buf *out);
+
 /* b64.c: standard base64 (RFC 4648), strict decoding. */
 size_t gxp_b64_encoded_len(size_t n);
 size_t gxp_b64_encode(const unsigned char *in, size_t n, char *out);
@@ -157,6 +165,7 @@ long gxp_b64_decode(const char *in, size_t n, unsigned char *out, size_t cap);
 
 /* fsutil.c: crash-safe files. */
 int gxp_mkdirs(const char *path, int mode);
+int gxp_path_error_permanent(int e);
 int gxp_fsync_dir(const char *dir);
 int gxp_write_atomic(const char *path, const void *buf, size_t len);
 int gxp_read_file(const char *path, char **buf, size_t *len, size_t max);
@@ -167,6 +176,12 @@ int gxp_repair_lines(int fd, const char *path);
 long gxp_dir_names(const char *dir, int (*keep)(const char *), int with_dir,
     char ***names);
 void gxp_names_free(char **names, long n);
+struct gxp_aged {
+	char *name;
+	int64_t mtime_us;
+};
+long gxp_dir_aged(const char *dir, const char *inner, struct gxp_aged **list);
+void gxp_aged_free(struct gxp_aged *list, long n);
 
 /* wire.c: topics, ids and names, and the ACK_OK / NACK publish events. */
 #define GXP_DEVICE_MAX 64
@@ -190,18 +205,25 @@ const char *gxp_error_meaning(long code, char buf[GXP_MEANING_MAX]);
 extern volatile sig_atomic_t gxp_sig_term, gxp_sig_usr1;
 void gxp_signals_init(void);
 
-/* mqtt.c: the broker connection every MQTT tool shares. */
+/* mqtt.c: the broker connection every MQTT tool shares.  MQTT 5 unless
+ * v311 is set (or the broker only speaks 3.1.1), so that a broker that
+ * hands our session to another client can say so. */
 struct mosquitto;
 struct mosquitto_message;
 struct gxp_mqtt;
 struct gxp_mqtt_opts {
-	const char *client_id;	/* NULL: MQTT_CLIENT_ID or a random one */
+	const char *client_id;	/* NULL: MQTT_CLIENT_ID-<role>, or a random one */
 	int clean_session;
+	int check;		/* --check: an id of its own, no retry chatter */
+	int once;		/* one attempt: a broker away is an error at once */
+	int v311;		/* speak MQTT 3.1.1 */
 	int nodelay;		/* TCP_NODELAY: small messages go out at once */
 	void (*on_connected)(struct mosquitto *, void *);
 	void (*on_message)(struct mosquitto *, void *,
 	    const struct mosquitto_message *);
 	void (*on_publish)(struct mosquitto *, void *, int mid);
+	void (*on_subscribe)(struct mosquitto *, void *, int mid, int n,
+	    const int *granted);
 	void *userdata;
 };
 struct gxp_mqtt *gxp_mqtt_new(const struct gxp_mqtt_opts *o);
@@ -212,6 +234,19 @@ void gxp_mqtt_disconnect(struct gxp_mqtt *m);
 void gxp_mqtt_banner(void);
 int gxp_mqtt_check(struct gxp_mqtt *m, int (*done)(void), int timeout_ms);
 void gxp_mqtt_free(struct gxp_mqtt *m);
+
+/* presence.c: a retained record per client id in use (MQTT_PRESENCE_TOPIC),
+ * so that one id used by two processes is seen, and said, by both. */
+enum { GXP_PRESENCE_NONE, GXP_PRESENCE_MINE, GXP_PRESENCE_STALE,
+	GXP_PRESENCE_HERE, GXP_PRESENCE_OTHER };
+struct gxp_presence;
+struct gxp_presence *gxp_presence_new(const char *client_id);
+const char *gxp_presence_topic(const struct gxp_presence *p);
+char *gxp_presence_record(struct gxp_presence *p);
+int gxp_presence_judge(struct gxp_presence *p, const void *payload, int len,
+    char *who, size_t cap);
+int gxp_presence_mine(const struct gxp_presence *p);
+void gxp_presence_free(struct gxp_presence *p);
 
 /* spool.c: the spool directory (gxp-spool(5)) that gxp-assemble fills and
  * gxp-upload drains.  An entry is named "<dev>@<capture_name>". */
@@ -244,6 +279,9 @@ void gxp_capture_altname(char out[GXP_CAPTURE_NAME_MAX + 1],
 int gxp_spool_lookup(const char *spool, const char *dev, const char *image_name,
     long long image_bytes, const char *timekey,
     char capture_name[GXP_CAPTURE_NAME_MAX + 1]);
+/* The photos waiting in ready/ and work/: how many (-1 with errno when
+ * ready/ cannot be read), and when the oldest was finished (0: none). */
+long gxp_spool_waiting(const char *spool, int64_t *oldest_us);
 /* Whether dev@name is in ready/ or work/, or stored: looked at in the
  * order an entry moves through them, so one moving on is not missed. */
 int gxp_spool_finished(const char *spool, const char *dev, const char *name);

@@ -507,3 +507,30 @@ gxp_chunk_header_parse(const unsigned char h[GXP_CHUNK_HDR], uint32_t *id,
 	*sum = get32(h + 12);
 	return 0;
 }
+
+long
+gxp_spool_waiting(const char *spool, int64_t *oldest_us)
+{
+	static const char *const areas_waiting[] = { "ready", "work" };
+	long total = 0;
+
+	*oldest_us = 0;
+	for (size_t i = 0; i < 2; i++) {
+		char *dir = xasprintf("%s/%s", spool, areas_waiting[i]);
+		struct gxp_aged *list;
+		/* the photo's own time: upload writes into work/E */
+		long n = gxp_dir_aged(dir, "image.jpg", &list);
+
+		free(dir);
+		if (n == -1) {
+			if (i == 0)
+				return -1;
+			continue;
+		}
+		if (n > 0 && (*oldest_us == 0 || list[0].mtime_us < *oldest_us))
+			*oldest_us = list[0].mtime_us;
+		total += n;
+		gxp_aged_free(list, n);
+	}
+	return total;
+}
