@@ -1526,6 +1526,59 @@ check_spool(void)
 		    waiting, waiting == 1 ? "" : "s", oldest_age_s());
 }
 
+/* The spool's upload.lock, which names its holder ("<pid> once" or
+ * "<pid> run").  Another gxp-upload of a pipeline on the same spool is a
+ * mistake (exit 100); a --once run (cron's safety net) stores the same
+ * photos and ends, so a pipeline's gxp-upload waits for it, and --once
+ * leaves the work to whoever holds the lock. */
+static int
+lock_holder_runs(const char *lock)
+{
+	char *text = NULL;
+	size_t len = 0;
+	long pid = 0;
+	int runs = 0;
+
+	/* a holder that has just taken the lock may not have said who it is:
+	 * the text left by an earlier holder, now gone, does not count */
+	if (gxp_read_file(lock, &text, &len, 64) == 0 && len > 0 &&
+	    sscanf(text, "%ld", &pid) == 1 && pid > 0 && kill((pid_t)pid, 0) == 0)
+		runs = strstr(text, " run") != NULL;
+	free(text);
+	return runs;
+}
+
+static void
+take_lock(const char *lock)
+{
+	int64_t next_say = 0;
+	int fd;
+	char who[32];
+
+	while ((fd = gxp_lock_file(lock)) == -1) {
+		if (errno != EWOULDBLOCK)
+			gxp_die_errno(EXIT_TEMP, "%s", lock);
+		if (once) {
+			gxp_log(LOG_INFO, "%s: another gxp-upload is storing this spool's "
+			    "photos; leaving them to it", lock);
+			exit(EXIT_OK);
+		}
+		if (lock_holder_runs(lock))
+			gxp_die(EXIT_PERM, "%s: another gxp-upload is using this spool", lock);
+		if (gxp_mono_ms() >= next_say) {
+			gxp_log(LOG_INFO, "%s: a gxp-upload --once is storing this spool's "
+			    "photos; waiting for it to end", lock);
+			next_say = gxp_mono_ms() + 30000;
+		}
+		if (gxp_sig_term)
+			exit(EXIT_OK);
+		gxp_sleep_ms(100);
+	}
+	snprintf(who, sizeof who, "%ld %s\n", (long)getpid(), once ? "once" : "run");
+	if (ftruncate(fd, 0) == -1 || pwrite(fd, who, strlen(who), 0) == -1)
+		gxp_log(LOG_WARN, "%s: %s", lock, strerror(errno));
+}
+
 static void
 configure(void)
 {
@@ -1548,11 +1601,7 @@ configure(void)
 		gxp_die_errno(gxp_path_error_permanent(errno) ? EXIT_PERM : EXIT_TEMP,
 		    "spool %s", spool);
 	lock = xasprintf("%s/upload.lock", spool);
-	if (gxp_lock_file(lock) == -1) {
-		if (errno == EWOULDBLOCK)
-			gxp_die(EXIT_PERM, "%s: another gxp-upload is using this spool", lock);
-		gxp_die_errno(EXIT_TEMP, "%s", lock);
-	}
+	take_lock(lock);
 	free(lock);
 	/* stored/ records a killed predecessor wrote but had not synced */
 	if ((spool_fd = open(spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||

@@ -273,10 +273,29 @@ image_2.jpg	failed" ]
 	[ "$RC" = 0 ]
 }
 
+@test "upload/dir: a pipeline's gxp-upload waits for a cron --once holding the spool, instead of stopping the worker" {
+	make_entry "$GXP_SPOOL" "$DEV" waited.jpg 3000
+	# a --once run holds the lock for 2 s (flock(1) in its place)
+	flock "$GXP_SPOOL/upload.lock" sh -c 'echo "$$ once" > "$1"; sleep 2' sh "$GXP_SPOOL/upload.lock" &
+	HOLDER=$!
+	wait_until 10 file_has "$GXP_SPOOL/upload.lock" once
+	run gxp-upload < /dev/null
+	wait "$HOLDER"
+	[ "$status" = 0 ]
+	[[ $output == *"a gxp-upload --once is storing this spool's photos; waiting for it to end"* ]]
+	[ -f "$GXP_STORE/gxp-captures/captures/$DEV/2025/10/04/waited.jpg" ]
+	grep -q " run" "$GXP_SPOOL/upload.lock"
+}
+
 @test "upload/dir: one gxp-upload per spool; usage errors" {
 	start_upload
 	wait_until 10 file_has "$ERR" "local store"
+	# a cron --once leaves the spool to the running gxp-upload
 	run gxp-upload --once
+	[ "$status" = 0 ]
+	[[ $output == *"upload.lock: another gxp-upload is storing this spool's photos; leaving them to it"* ]]
+	# a second pipeline on the same spool is a mistake
+	run gxp-upload < /dev/null
 	[ "$status" = 100 ]
 	[[ $output == *"upload.lock: another gxp-upload is using this spool"* ]]
 	stop_upload
