@@ -180,16 +180,26 @@ known(const char *s, const char *const *list)
 	return 0;
 }
 
+/* 2101-2203; a capture_failed 2200-2203, or 1000-1999 when the device
+ * reported the error, with the device_errors row's message and details. */
 static void
 check_code(const cJSON *e, const char *type, const char *line)
 {
 	long long code;
-	const char *sev = gxp_json_str(e, "severity");
+	const char *sev = gxp_json_str(e, "severity"), *msg = gxp_json_str(e, "message");
+	const cJSON *det = cJSON_GetObjectItemCaseSensitive(e, "details");
+	int failed = strcmp(type, "capture_failed") == 0;
+	int device = failed && gxp_json_int(e, "code", &code) == 1 && code >= 1000 &&
+	    code <= 1999;
 
-	if (gxp_json_int(e, "code", &code) != 1 || code < 2101 || code > 2203 ||
-	    (strcmp(type, "capture_failed") == 0 && code < 2200) || sev == NULL ||
+	if (gxp_json_int(e, "code", &code) != 1 || (!device && (code < 2101 ||
+	    code > 2203 || (failed && code < 2200))) || sev == NULL ||
 	    strcmp(sev, severity((int)code)) != 0 || !gxp_json_str(e, "reason"))
 		fz_fail("bad code, severity or reason: %s", line);
+	if (device && (msg == NULL || strncmp(msg, "esp32_capture_error: ", 21) != 0 ||
+	    !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(det, "metadata")) ||
+	    !cJSON_HasObjectItem(det, "esp32_error_code")))
+		fz_fail("a device's error without its message and details: %s", line);
 }
 
 cJSON *

@@ -1,7 +1,8 @@
 -- rls.sql: row level security for gxp's tables and its Storage bucket (the
 -- seed's "RLS migration").  service_role (the key gxp-upload uses) has full
--- access, authenticated users may read, anon gets nothing.  Safe to run
--- more than once; run it after sql/schema.sql.
+-- access, authenticated users may read, anon gets nothing; the same for
+-- the view captures_with_sensors, which reads through the tables'
+-- policies.  Safe to run more than once; run it after sql/schema.sql.
 --
 -- The bucket is gxp-captures (SUPABASE_STORAGE_BUCKET's default); if you
 -- use another, replace the name below.  Supabase's service_role also has
@@ -33,6 +34,12 @@ begin
 	end loop;
 end
 $$;
+
+-- The dashboards' view, granted as its table; with security_invoker (see
+-- schema.sql) the table's policies decide which rows a reader sees.
+revoke all on public.captures_with_sensors from anon;
+revoke insert, update, delete, truncate on public.captures_with_sensors from authenticated;
+grant select on public.captures_with_sensors to authenticated, service_role;
 
 -- The bucket: private (no public URLs).
 insert into storage.buckets (id, name, public)

@@ -2,7 +2,8 @@
 -- already has"), for a fresh Supabase project.  Safe to run more than once
 -- and on a project that already has these tables: nothing is dropped or
 -- rewritten; missing tables, columns, the two unique keys gxp's upserts
--- rely on, and the indexes behind the Monitoring queries are added.
+-- rely on, the indexes behind the Monitoring queries and the dashboards'
+-- view (captures_with_sensors) are added.
 --
 -- Run it in the Supabase SQL editor (or psql) before sql/rls.sql.
 
@@ -33,7 +34,8 @@ create table if not exists public.captures (
 	storage_path text,
 	image_sha256 text check (image_sha256 ~ '^[0-9a-f]{64}$'),
 	sensor_data jsonb,
-	created_at timestamptz not null default now()
+	created_at timestamptz not null default now(),
+	image_url text
 );
 
 create table if not exists public.sensor_readings (
@@ -92,6 +94,8 @@ alter table public.captures add column if not exists storage_path text;
 alter table public.captures add column if not exists image_sha256 text;
 alter table public.captures add column if not exists sensor_data jsonb;
 alter table public.captures add column if not exists created_at timestamptz default now();
+-- the object's Storage URL (the user's worker's later migration)
+alter table public.captures add column if not exists image_url text;
 -- gxp's upsert at metadata time leaves ingest_status to this default
 alter table public.captures alter column ingest_status set default 'assembling';
 alter table public.sensor_readings add column if not exists capture_id uuid;
@@ -152,5 +156,54 @@ create index if not exists device_errors_device_idx on public.device_errors (dev
 create index if not exists device_errors_capture_idx on public.device_errors (capture_id);
 create index if not exists device_publish_log_received_at_idx on public.device_publish_log (received_at desc);
 create index if not exists device_publish_log_device_idx on public.device_publish_log (device_id, received_at desc);
+
+-- The dashboards' indexes and view (the user's worker's later migrations).
+-- A reading is numeric only when sensor_data holds a JSON number there, so
+-- no row written by any worker can make an index, an insert or the view
+-- fail; a query on the view's column can use the index of the same
+-- expression.
+create index if not exists captures_sensor_data_idx on public.captures using gin (sensor_data);
+create index if not exists captures_temperature_idx on public.captures
+	((case when jsonb_typeof(sensor_data -> 'temperature_c') = 'number'
+	 then (sensor_data ->> 'temperature_c')::numeric end));
+create index if not exists captures_humidity_idx on public.captures
+	((case when jsonb_typeof(sensor_data -> 'humidity_pct') = 'number'
+	 then (sensor_data ->> 'humidity_pct')::numeric end));
+
+-- security_invoker: whoever queries the view is held to the captures
+-- table's row level security and grants (sql/rls.sql), not its owner.  A
+-- view of that name with other columns is left as it is, made an invoker's
+-- view all the same.
+do $$
+begin
+	create or replace view public.captures_with_sensors
+	with (security_invoker = true) as
+	select
+		capture_id,
+		device_id,
+		device_capture_id,
+		captured_at,
+		image_url,
+		storage_path,
+		ingest_status,
+		image_bytes,
+		image_sha256,
+		case when jsonb_typeof(sensor_data -> 'temperature_c') = 'number'
+			then (sensor_data ->> 'temperature_c')::numeric end as temperature_c,
+		case when jsonb_typeof(sensor_data -> 'humidity_pct') = 'number'
+			then (sensor_data ->> 'humidity_pct')::numeric end as humidity_pct,
+		case when jsonb_typeof(sensor_data -> 'pressure_hpa') = 'number'
+			then (sensor_data ->> 'pressure_hpa')::numeric end as pressure_hpa,
+		case when jsonb_typeof(sensor_data -> 'gas_kohm') = 'number'
+			then (sensor_data ->> 'gas_kohm')::numeric end as gas_kohm,
+		sensor_data,
+		created_at
+	from public.captures;
+exception when invalid_table_definition then
+	raise notice 'captures_with_sensors: an existing view with other columns '
+	    'is kept (%)', sqlerrm;
+	alter view public.captures_with_sensors set (security_invoker = true);
+end
+$$;
 
 commit;

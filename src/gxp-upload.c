@@ -161,6 +161,7 @@ capture_row(const cJSON *src, const char *cap, const char *status,
 	cJSON_AddItemToObject(row, "image_sha256", sha ? cJSON_CreateString(sha) :
 	    cJSON_CreateNull());
 	cJSON_AddItemToObject(row, "sensor_data", dup_or_null(src, "sensor"));
+	cJSON_AddNullToObject(row, "image_url");	/* the stored row's: the object's URL */
 	return row;
 }
 
@@ -546,9 +547,13 @@ recall_mark(struct photo *p)
 static void
 queue_stored_row(struct photo *p)
 {
+	cJSON *row = capture_row(p->meta, p->cap, "stored", NULL, p->path, p->sha);
+	char *url = store_object_url(st, p->path);
+
+	cJSON_ReplaceItemInObjectCaseSensitive(row, "image_url", cJSON_CreateString(url));
+	free(url);
 	remember_mark(p);
-	rows_add(rows, T_CAPTURES, capture_row(p->meta, p->cap, "stored", NULL,
-	    p->path, p->sha), p->dev, p->cap, CAP_NONE, stored_row_done, p);
+	rows_add(rows, T_CAPTURES, row, p->dev, p->cap, CAP_NONE, stored_row_done, p);
 }
 
 static void
@@ -953,6 +958,7 @@ ev_error(const cJSON *j, const char *ts, int capture_failed)
 	const char *cap = gxp_json_str(j, capture_failed ? "capture_name" : "image_name");
 	const char *reason = gxp_json_str(j, "reason");
 	long long code = 0;
+	const cJSON *details;
 	cJSON *row;
 
 	if (capture_failed && dev == NULL)
@@ -973,8 +979,12 @@ ev_error(const cJSON *j, const char *ts, int capture_failed)
 		cJSON_AddItemToObject(row, "ingest_error", dup_or_null(j, "reason"));
 		rows_add(rows, T_CAPTURES, row, dev, cap, CAP_NONE, NULL, NULL);
 	}
-	rows_add(rows, T_ERRORS, error_row(code, gxp_json_str(j, "severity"), reason,
-	    error_details(j), ts), dev, cap, cap ? CAP_IF_KNOWN : CAP_NONE, NULL, NULL);
+	/* a device-reported error brings its row's message and details */
+	details = cJSON_GetObjectItemCaseSensitive(j, "details");
+	rows_add(rows, T_ERRORS, error_row(code, gxp_json_str(j, "severity"),
+	    gxp_json_str(j, "message") ? gxp_json_str(j, "message") : reason,
+	    cJSON_IsObject(details) ? cJSON_Duplicate(details, 1) : error_details(j), ts),
+	    dev, cap, cap ? CAP_IF_KNOWN : CAP_NONE, NULL, NULL);
 }
 
 /* A chunk's bytes stay out of the log: "payload" becomes "payload_bytes". */

@@ -248,8 +248,46 @@ setup() {
 	line 1 ESP32CAM/DEV1/data '{"image_name":"e.jpg","image_size":0,"max_chunks_size":1024,"total_chunk_count":0,"error":3,"capture_timeStamp":"2025-10-04T12:00:00Z"}' >> "$IN"
 	assemble
 	[ "$(jq -r .event "$OUT" | paste -sd' ')" = "inbound inbound capture_started capture_failed" ]
-	[ "$(events capture_failed | jq -c '[.device,.image_name,.capture_name,.code,.severity,.reason,.entry]')" = '["DEV1","e.jpg","e.jpg",2200,"error","device reported error 3",null]' ]
+	[ "$(events capture_failed | jq -c '[.device,.image_name,.capture_name,.code,.severity,.reason,.entry]')" = '["DEV1","e.jpg","e.jpg",1003,"error","ESP32 error 3: sensor read failed",null]' ]
+	# the device_errors row's message and details, as the user's worker writes them
+	[ "$(events capture_failed | jq -c '[.message,.details]')" = '["esp32_capture_error: sensor read failed",{"esp32_error_code":3,"metadata":{"image_name":"e.jpg","image_size":0,"max_chunks_size":1024,"total_chunk_count":0,"error":3,"capture_timeStamp":"2025-10-04T12:00:00Z"}}]' ]
 	empty "$SPOOL/partial" "$SPOOL/ready" "$SPOOL/failed"
+}
+
+@test "assemble: a device error that is not a whole number from 1 to 999 gets code 1000, never another range" {
+	i=0
+	for e in -1 0.5 1000 1101 1e400 99999999999999999999 '"camera on fire"' '"\u0001x"' true \
+		'"ééééééééééééééééééééééééééééééééééééééééééééééééééééééééé"' 999 1.0; do
+		i=$((i + 1))
+		line $i ESP32CAM/DEV$i/data "{\"image_name\":\"e.jpg\",\"image_size\":100,\"error\":$e}" >> "$IN"
+	done
+	# not errors: 0, false, null, "" (these time out, never sent)
+	for e in 0 false null '""'; do
+		i=$((i + 1))
+		line $i ESP32CAM/DEV$i/data "{\"image_name\":\"e.jpg\",\"image_size\":100,\"total_chunk_count\":1,\"error\":$e}" >> "$IN"
+	done
+	assemble --flush-at-eof
+	[ "$ASM_RC" = 0 ]
+	jq -c . "$OUT" > /dev/null && iconv -f UTF-8 -t UTF-8 "$OUT" > /dev/null
+	events capture_failed | jq -r '[.device,.code,.reason,.message,(.details.esp32_error_code|tojson)] | join("|")' > "$BATS_TEST_TMPDIR/got"
+	diff -u - "$BATS_TEST_TMPDIR/got" <<-'EOF'
+		DEV1|1000|ESP32 error -1: Unknown error (code -1)|esp32_capture_error: Unknown error (code -1)|-1
+		DEV2|1000|ESP32 error 0.5: Unknown error (code 0.5)|esp32_capture_error: Unknown error (code 0.5)|0.5
+		DEV3|1000|ESP32 error 1000: Unknown error (code 1000)|esp32_capture_error: Unknown error (code 1000)|1000
+		DEV4|1000|ESP32 error 1101: Unknown error (code 1101)|esp32_capture_error: Unknown error (code 1101)|1101
+		DEV5|1000|ESP32 error inf: Unknown error (code inf)|esp32_capture_error: Unknown error (code inf)|null
+		DEV6|1000|ESP32 error 1e+20: Unknown error (code 1e+20)|esp32_capture_error: Unknown error (code 1e+20)|1e+20
+		DEV7|1000|ESP32 error camera on fire: Unknown error (code camera on fire)|esp32_capture_error: Unknown error (code camera on fire)|"camera on fire"
+		DEV8|1000|ESP32 error ?x: Unknown error (code ?x)|esp32_capture_error: Unknown error (code ?x)|"\u0001x"
+		DEV9|1000|ESP32 error true: Unknown error (code true)|esp32_capture_error: Unknown error (code true)|true
+		DEV10|1000|ESP32 error éééééééééééééééééééééééééééééé: Unknown error (code éééééééééééééééééééééééééééééé)|esp32_capture_error: Unknown error (code éééééééééééééééééééééééééééééé)|"ééééééééééééééééééééééééééééééééééééééééééééééééééééééééé"
+		DEV11|1999|ESP32 error 999: Unknown error (code 999)|esp32_capture_error: Unknown error (code 999)|999
+		DEV12|1001|ESP32 error 1: camera initialization failed|esp32_capture_error: camera initialization failed|1
+		DEV13|2201|timeout: 1 of 1 chunks missing after 60000 ms||null
+		DEV14|2201|timeout: 1 of 1 chunks missing after 60000 ms||null
+		DEV15|2201|timeout: 1 of 1 chunks missing after 60000 ms||null
+		DEV16|2201|timeout: 1 of 1 chunks missing after 60000 ms||null
+	EOF
 }
 
 @test "assemble: lines that are not device messages pass through byte for byte" {

@@ -62,6 +62,22 @@ scenario() {
 		captures|image_sha256|text|YES
 		captures|sensor_data|jsonb|YES
 		captures|created_at|timestamp with time zone|NO
+		captures|image_url|text|YES
+		captures_with_sensors|capture_id|uuid|YES
+		captures_with_sensors|device_id|uuid|YES
+		captures_with_sensors|device_capture_id|text|YES
+		captures_with_sensors|captured_at|timestamp with time zone|YES
+		captures_with_sensors|image_url|text|YES
+		captures_with_sensors|storage_path|text|YES
+		captures_with_sensors|ingest_status|text|YES
+		captures_with_sensors|image_bytes|integer|YES
+		captures_with_sensors|image_sha256|text|YES
+		captures_with_sensors|temperature_c|numeric|YES
+		captures_with_sensors|humidity_pct|numeric|YES
+		captures_with_sensors|pressure_hpa|numeric|YES
+		captures_with_sensors|gas_kohm|numeric|YES
+		captures_with_sensors|sensor_data|jsonb|YES
+		captures_with_sensors|created_at|timestamp with time zone|YES
 		device_errors|id|uuid|NO
 		device_errors|device_id|uuid|YES
 		device_errors|capture_id|uuid|YES
@@ -319,7 +335,8 @@ $dev|23.5|45.2|1013.25|2025-10-04 12:34:57+00" ]
 	: > "$IN"
 	run_upload --once
 	[ "$RC" = 0 ]
-	before=$(psql_q "select ingest_status, storage_path, image_sha256 from captures")
+	before=$(psql_q "select ingest_status, storage_path, image_sha256, image_url from captures")
+	[[ $before == *"|$EP_URL/storage/v1/object/gxp-captures/captures/"* ]]
 	[ "${before%%|*}" = stored ]
 	# as from a run that read the metadata before it knew of the photo
 	# (killed with its request on the wire): the spool no longer says stored
@@ -328,7 +345,7 @@ $dev|23.5|45.2|1013.25|2025-10-04 12:34:57+00" ]
 	run_upload
 	[ "$RC" = 0 ]
 	[ "$(ep_log | grep -c '"kind":"rest:captures"')" -ge 2 ]
-	[ "$(psql_q "select ingest_status, storage_path, image_sha256 from captures")" = "$before" ]
+	[ "$(psql_q "select ingest_status, storage_path, image_sha256, image_url from captures")" = "$before" ]
 	# the sensor reading of that metadata still found its capture
 	[ "$(psql_q "select count(*) from sensor_readings s join captures c using (capture_id)")" = 1 ]
 	# a capture first seen this way starts as assembling (the column's default)

@@ -36,7 +36,7 @@ teardown() {
 	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/devices.ndjson")" = \
 		'[["device_hw_id","device_id","last_seen_at"]]' ]
 	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/captures.ndjson")" = \
-		'[["capture_id","captured_at","chunk_size_bytes","device_capture_id","device_id","image_bytes","image_sha256","img_format","ingest_error","ingest_meta","ingest_status","sensor_data","storage_path","total_chunks"]]' ]
+		'[["capture_id","captured_at","chunk_size_bytes","device_capture_id","device_id","image_bytes","image_sha256","image_url","img_format","ingest_error","ingest_meta","ingest_status","sensor_data","storage_path","total_chunks"]]' ]
 	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/sensor_readings.ndjson")" = \
 		'[["capture_id","created_at","device_id","gas_kohm","humidity_pct","id","pressure_hpa","temperature_c"]]' ]
 	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/device_status.ndjson")" = \

@@ -109,7 +109,7 @@ const char *severity(int code);
 void error_event(int code, const char *dev, const char *image, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void failed_event(const char *dev, const char *image, const char *cname, int code,
-    const char *entry, const char *reason);
+    const char *entry, const char *reason, cJSON *more);
 void capture_failed(struct asm *a, int code, const char *entry, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void pass_line(void);
@@ -135,7 +135,8 @@ struct meta {
 	long long size, chunk, total;
 	int64_t captured_us;
 	int has_time;
-	char err[96];		/* what the device reported, "" if nothing */
+	int err_code;		/* a device-reported error's code, 0 if none */
+	char err_n[64];		/* the device's error value, as text */
 };
 
 int meta_parse(const cJSON *j, const char *raw, size_t rlen, struct meta *m, char *why,

@@ -150,9 +150,10 @@ pass_line(void)
 	out_add(cur.line, cur.len);
 }
 
+/* more: members to add at the end (taken), or NULL. */
 void
 failed_event(const char *dev, const char *image, const char *cname, int code,
-    const char *entry, const char *reason)
+    const char *entry, const char *reason, cJSON *more)
 {
 	cJSON *e = gxp_event_new("capture_failed");
 
@@ -167,6 +168,12 @@ failed_event(const char *dev, const char *image, const char *cname, int code,
 	cJSON_AddStringToObject(e, "reason", reason);
 	if (entry)
 		cJSON_AddStringToObject(e, "entry", entry);
+	while (more && more->child) {
+		cJSON *m = cJSON_DetachItemViaPointer(more, more->child);
+
+		cJSON_AddItemToObject(e, m->string, m);
+	}
+	cJSON_Delete(more);
 	emit(e);
 	counters[C_FAILED].v++;
 	log_at(code == 2202 || code == 2203 ? LOG_WARN : LOG_ERROR, dev, image, reason);
@@ -182,7 +189,7 @@ capture_failed(struct asm *a, int code, const char *entry, const char *fmt, ...)
 	vsnprintf(reason, sizeof reason, fmt, ap);
 	va_end(ap);
 	asm_dev(a, dev);
-	failed_event(dev, asm_name(a), a->capture_name, code, entry, reason);
+	failed_event(dev, asm_name(a), a->capture_name, code, entry, reason, NULL);
 }
 
 void

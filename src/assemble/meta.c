@@ -34,18 +34,56 @@ str_member(const char *text, size_t len, const char *key, char *out, size_t cap)
 	return n >= 0 ? 1 : -1;
 }
 
+/* s cut to at most max bytes, not inside a UTF-8 sequence, control
+ * characters as '?'. */
 static void
-device_error(const cJSON *j, char err[96])
+text_cut(char *out, const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (n > max)
+		for (n = max; n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80; n--)
+			;
+	for (size_t i = 0; i < n; i++)
+		out[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+	out[n] = '\0';
+}
+
+/* The metadata's "error" (not 0, false, null or ""): the capture failed on
+ * the device.  Its code is 1000 + N, as the Python worker gxp replaces
+ * records it, for a whole N from 1 to 999; anything else (negative,
+ * larger, fractional, true, a string) gets 1000, so that no value reaches
+ * another range (1000 + 1101 would read as 2101). */
+static void
+device_error(const cJSON *j, struct meta *m)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "error");
+	double d = cJSON_IsNumber(v) ? v->valuedouble : 0;
 
-	err[0] = '\0';
-	if (cJSON_IsNumber(v) && v->valuedouble != 0)
-		snprintf(err, 96, "device reported error %.15g", v->valuedouble);
-	else if (cJSON_IsTrue(v))
-		snprintf(err, 96, "device reported error true");
-	else if (cJSON_IsString(v) && *v->valuestring)
-		snprintf(err, 96, "device reported error %.60s", v->valuestring);
+	m->err_code = 0;
+	if (d != 0) {
+		snprintf(m->err_n, sizeof m->err_n, "%.15g", d);
+		m->err_code = d >= 1 && d <= 999 && d == (double)(int)d ? 1000 + (int)d : 1000;
+	} else if (cJSON_IsTrue(v) || (cJSON_IsString(v) && *v->valuestring)) {
+		text_cut(m->err_n, cJSON_IsTrue(v) ? "true" : v->valuestring, 60);
+		m->err_code = 1000;
+	}
+}
+
+/* What a device-reported error means, in the Python worker's words. */
+static void
+device_error_meaning(const struct meta *m, char *buf, size_t len)
+{
+	static const char *const meanings[] = {
+		"camera initialization failed", "image capture failed",
+		"sensor read failed", "memory allocation failed"
+	};
+	int n = m->err_code - 1000;
+
+	if (n >= 1 && n <= 4)
+		snprintf(buf, len, "%s", meanings[n - 1]);
+	else
+		snprintf(buf, len, "Unknown error (code %s)", m->err_n);
 }
 
 /* A count from the metadata: 0, or 2101 (missing, wrong type) or 2200
@@ -79,8 +117,8 @@ meta_parse(const cJSON *j, const char *raw, size_t rlen, struct meta *m, char *w
 		return 2101;
 	}
 	m->has_time = gxp_meta_captured_at(j, &m->captured_us, &traw);
-	device_error(j, m->err);
-	if (m->err[0]) {
+	device_error(j, m);
+	if (m->err_code) {
 		gxp_json_int(j, "image_size", &m->size);
 		return 0;
 	}
@@ -209,19 +247,30 @@ capture_started(const char *dev, const struct meta *m, const char *capture_name,
 	emit(e);
 }
 
-/* The device says the capture failed: reported, never assembled. */
+/* The device says the capture failed: reported, never assembled.  The
+ * event carries the device_errors row's message and details as the Python
+ * worker writes them; its reason is the captures row's ingest_error. */
 static void
 meta_device_error(const char *dev, const struct meta *m, struct asm *a,
     const cJSON *j, const char *raw)
 {
-	char tk[32], cname[GXP_CAPTURE_NAME_MAX + 1];
+	char tk[32], cname[GXP_CAPTURE_NAME_MAX + 1], meaning[96], text[192];
+	cJSON *more = cJSON_CreateObject(), *details;
 
 	if (a)
 		asm_drop(a);
 	timekey(tk, m);
 	gxp_spool_lookup(cfg.spool, dev, m->image, m->size, tk, cname);
 	capture_started(dev, m, cname, j, raw);
-	failed_event(dev, m->image, cname, 2200, NULL, m->err);
+	device_error_meaning(m, meaning, sizeof meaning);
+	snprintf(text, sizeof text, "esp32_capture_error: %s", meaning);
+	cJSON_AddStringToObject(more, "message", text);
+	details = cJSON_AddObjectToObject(more, "details");
+	cJSON_AddItemToObject(details, "esp32_error_code",
+	    cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(j, "error"), 1));
+	cJSON_AddRawToObject(details, "metadata", raw);
+	snprintf(text, sizeof text, "ESP32 error %s: %s", m->err_n, meaning);
+	failed_event(dev, m->image, cname, m->err_code, NULL, text, more);
 }
 
 static void
@@ -297,7 +346,7 @@ on_metadata(const char *dev, const char *raw, size_t len)
 		asm_free(a);
 		a = NULL;
 	}
-	if (m.err[0])
+	if (m.err_code)
 		meta_device_error(dev, &m, a, j, raw);
 	else if (a && a->has_meta && same_capture(a, &m)) {
 		a->active = clock_ms();

@@ -27,7 +27,7 @@ load_meta(struct asm *a)
 	asm_dev(a, dev);
 	cn = gxp_json_str(pm, "capture_name");
 	if (meta_parse(cJSON_GetObjectItemCaseSensitive(pm, "meta"), raw, strlen(raw), &m,
-	    why, sizeof why) == 0 && !m.err[0] && strcmp(m.image, asm_name(a)) == 0 &&
+	    why, sizeof why) == 0 && !m.err_code && strcmp(m.image, asm_name(a)) == 0 &&
 	    cn && gxp_capture_name_valid(cn)) {
 		meta_apply(a, &m, cn);
 		a->received_us = json_time(pm, "received_at", 0);

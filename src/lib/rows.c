@@ -21,8 +21,8 @@
  *
  * The columns an upsert may write are the row's keys (columns=), except
  * that a captures row written at metadata time (ROW_KEEP_OUTCOME) leaves
- * out the outcome: ingest_status, ingest_error, storage_path and
- * image_sha256.  A new row gets the table's defaults ('assembling'); an
+ * out the outcome: ingest_status, ingest_error, storage_path,
+ * image_sha256 and image_url.  A new row gets the table's defaults ('assembling'); an
  * existing one keeps its outcome.  So such an upsert landing after the
  * photo's own (a request of a killed run, the same metadata read again)
  * never sets a stored capture back.  The local store writes the row whole.
@@ -272,7 +272,8 @@ static int
 outcome_column(const char *name)
 {
 	static const char *const outcome[] = {
-		"ingest_status", "ingest_error", "storage_path", "image_sha256"
+		"ingest_status", "ingest_error", "storage_path", "image_sha256",
+		"image_url"
 	};
 
 	for (size_t i = 0; i < sizeof outcome / sizeof outcome[0]; i++)

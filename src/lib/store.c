@@ -1,5 +1,6 @@
 /* store.c: the one interface in front of the two stores: Supabase when
  * SUPABASE_URL is set, a local directory (GXP_STORE) otherwise. */
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/sha.h>
@@ -123,4 +124,34 @@ int
 store_check(struct store *s)
 {
 	return s->ops->check(s);
+}
+
+/* The URL of the object at path: the Storage API's URL of an
+ * authenticated object (not a public one: the bucket is private; whoever
+ * opens it signs it or sends a key), or in the local store a file:// URL. */
+char *
+store_object_url(const struct store *s, const char *path)
+{
+	return xasprintf("%s/%s/%s", s->url_base, s->bucket, path);
+}
+
+/* file:// and the absolute path of dir, percent-encoded but for '/'. */
+char *
+store_file_url(const char *dir)
+{
+	static const char unreserved[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "abcdefghijklmnopqrstuvwxyz0123456789-._~/";
+	struct gxp_buf b = { 0 };
+	char *abs = realpath(dir, NULL);
+
+	if (abs == NULL)
+		gxp_die_errno(EXIT_TEMP, "local store %s", dir);
+	gxp_buf_adds(&b, "file://");
+	for (const char *p = abs; *p; p++)
+		if (strchr(unreserved, *p))
+			gxp_buf_add(&b, p, 1);
+		else
+			gxp_buf_addf(&b, "%%%02X", (unsigned char)*p);
+	free(abs);
+	return b.p;
 }

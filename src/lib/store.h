@@ -80,6 +80,7 @@ struct store {
 	const struct store_ops *ops;
 	const char *kind;	/* "supabase" or "dir" */
 	const char *bucket;
+	char *url_base;		/* an object's URL: this, /<bucket>/<path> */
 };
 struct store *store_open(void);
 struct store *store_dir_open(const char *dir, const char *bucket);
@@ -97,6 +98,8 @@ int store_seen(struct store *s, const char *table, long long mark,
 void store_stats(const struct store *s, struct http_stats *st);
 void store_free(struct store *s);
 int store_check(struct store *s);
+char *store_object_url(const struct store *s, const char *path);
+char *store_file_url(const char *dir);
 void gxp_uuid_of(char out[37], const char *ns, const char *a, const char *b);
 void gxp_sha256_hex(char out[65], const void *data, size_t len);
 

@@ -477,6 +477,7 @@ dir_free(struct store *st)
 		close(d->dirfd);
 	syncset_free(&d->objects);
 	free(d->dir);
+	free(d->base.url_base);
 	free(d);
 }
 
@@ -515,6 +516,7 @@ store_dir_open(const char *dir, const char *bucket)
 	d->base.kind = "dir";
 	d->base.bucket = bucket;
 	d->dir = xstrdup(dir);
+	d->base.url_base = store_file_url(dir);
 	/* what a killed predecessor wrote but had not synced yet counts as
 	 * stored from now on (a row found there is not written again) */
 	if ((d->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||

@@ -252,6 +252,7 @@ supa_free(struct store *st)
 	http_free(s->http);
 	free(s->storage);
 	free(s->rest);
+	free(s->base.url_base);
 	free(s->key);
 	free(s);
 }
@@ -343,6 +344,7 @@ store_supabase_open(const char *bucket)
 	s->base.bucket = bucket;
 	s->storage = base_url(gxp_cfg("SUPABASE_STORAGE_URL"), url, "/storage/v1");
 	s->rest = base_url(gxp_cfg("SUPABASE_REST_URL"), url, "/rest/v1");
+	s->base.url_base = xasprintf("%s/object", s->storage);
 	s->key = xstrdup(key);
 	o.cafile = gxp_cfg("SUPABASE_CAFILE");
 	o.timeout_ms = gxp_cfg_int("UPLOAD_TIMEOUT_MS");

@@ -3,14 +3,21 @@
 -- API roles, the login role the API servers connect as, the default grants
 -- on public, and the two Storage tables with RLS on.  Test equipment only.
 
-create role anon nologin noinherit;
-create role authenticated nologin noinherit;
+-- Roles belong to the cluster: a second database (a test's) finds them.
 -- Supabase gives service_role BYPASSRLS.  Here it does not have it, so the
 -- policies in sql/rls.sql are what let gxp write: what passes here passes
 -- there too.
-create role service_role nologin noinherit nobypassrls;
-create role authenticator login noinherit;
-grant anon, authenticated, service_role to authenticator;
+do $$
+begin
+	if not exists (select 1 from pg_roles where rolname = 'authenticator') then
+		create role anon nologin noinherit;
+		create role authenticated nologin noinherit;
+		create role service_role nologin noinherit nobypassrls;
+		create role authenticator login noinherit;
+		grant anon, authenticated, service_role to authenticator;
+	end if;
+end
+$$;
 
 grant usage on schema public to anon, authenticated, service_role;
 alter default privileges in schema public
