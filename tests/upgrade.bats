@@ -54,6 +54,9 @@ stored_object() {
 	[ "$(jq -r .code "$SPOOL"/failed/DUPLICATE01@bad_1.jpg.*/reason.json)" = 2203 ]
 	run gxp-assemble --check
 	[[ "$output" == *"0 photos in progress, 0 ready for upload"* ]]
+	[ -z "$(find "$SPOOL/partial" "$SPOOL/ready" "$SPOOL/tmp" -mindepth 1)" ]
+	[ -z "$(ls -A "$SPOOL/work" | grep -vx rows.at)" ]
+	[ "$(ls "$SPOOL/failed")" = "$(ls "$FIX/spool-v1/failed")" ]
 
 	# both stored photos of that name are known: metadata sent again for
 	# either is answered with ACK_OK, nothing assembled again

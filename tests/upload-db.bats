@@ -185,7 +185,7 @@ scenario() {
 
 @test "upload/db: each table gets the right rows and values" {
 	scenario
-	cp "$GXP_SPOOL/ready/$DEV@image_1.jpg/image.jpg" "$BATS_TEST_TMPDIR/one.jpg"
+	cp "$(entry_photo "$GXP_SPOOL" $DEV image_1.jpg)" "$BATS_TEST_TMPDIR/one.jpg"
 	sha=$(sha256sum < "$BATS_TEST_TMPDIR/one.jpg" | cut -d' ' -f1)
 	run_upload
 	[ "$RC" = 0 ]
@@ -299,7 +299,7 @@ $dev|23.5|45.2|1013.25|2025-10-04 12:34:57+00" ]
 
 @test "upload/db: re-runs change nothing: --once twice, the same photo again, a replayed log" {
 	scenario
-	cp -r "$GXP_SPOOL/ready/$DEV@image_1.jpg" "$BATS_TEST_TMPDIR/again"
+	cp "$GXP_SPOOL/ready/$DEV@image_1.jpg".* "$BATS_TEST_TMPDIR/"
 	run_upload
 	[ "$RC" = 0 ]
 	snapshot() {
@@ -316,13 +316,13 @@ $dev|23.5|45.2|1013.25|2025-10-04 12:34:57+00" ]
 	[ "$RC" = 0 ]
 	[ "$(ep_count total)" = 0 ]
 	# the same photo once more (a re-sent capture reassembled): upserts only
-	cp -r "$BATS_TEST_TMPDIR/again" "$GXP_SPOOL/ready/$DEV@image_1.jpg"
+	cp "$BATS_TEST_TMPDIR/$DEV@image_1.jpg".* "$GXP_SPOOL/ready/"
 	run_upload --once
 	[ "$RC" = 0 ]
 	snapshot | diff -u "$BATS_TEST_TMPDIR/before" -
 	# the same log again: the stored capture is not set back to assembling
 	scenario
-	rm -rf "$GXP_SPOOL/ready/$DEV@image_1.jpg"
+	rm -f "$GXP_SPOOL/ready/$DEV@image_1.jpg".*
 	run_upload
 	[ "$RC" = 0 ]
 	[ "$(psql_q "select ingest_status from captures where device_capture_id = 'image_1.jpg'")" = stored ]

@@ -31,22 +31,11 @@ static void
 usage(int code)
 {
 	fprintf(code ? stderr : stdout,
-	    "usage: gxp-assemble [--check] [--flush-at-eof] [--replay] [--env file] [--spool dir]\n");
+	    "usage: gxp-assemble [--check | --list] [--flush-at-eof] [--replay] [--env file]\n"
+	    "                    [--spool dir]\n");
 	exit(code);
 }
 
-static long
-count_entries(const char *area)
-{
-	char *dir = xasprintf("%s/%s", cfg.spool, area);
-	char **names;
-	long n = gxp_dir_names(dir, NULL, 0, &names);
-
-	if (n > 0)
-		gxp_names_free(names, n);
-	free(dir);
-	return n;
-}
 
 /* --check: the spool can be created, written and synced; one line. */
 static int
@@ -68,8 +57,9 @@ check_spool(void)
 		else
 			close(fd);
 		printf("gxp-assemble: ok: spool %s writable; %ld photos in progress, "
-		    "%ld ready for upload%s\n", cfg.spool, count_entries("partial"),
-		    count_entries("ready"), busy ? "; a gxp-assemble is running on it" : "");
+		    "%ld ready for upload%s\n", cfg.spool, list_partial(cfg.spool, 0),
+		    gxp_spool_count(cfg.spool, "ready") + gxp_spool_count(cfg.spool, "work"),
+		    busy ? "; a gxp-assemble is running on it" : "");
 	}
 	free(probe);
 	free(lock);
@@ -170,6 +160,7 @@ main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "check", no_argument, NULL, 'C' },
+		{ "list", no_argument, NULL, 'L' },
 		{ "env", required_argument, NULL, 'e' },
 		{ "flush-at-eof", no_argument, NULL, 'F' },
 		{ "replay", no_argument, NULL, 'R' },
@@ -180,12 +171,13 @@ main(int argc, char **argv)
 	const char *envfile = NULL, *spool = NULL;
 	struct gxp_lines *in;
 	struct stat st;
-	int c, rc, check = 0;
+	int c, rc, check = 0, list = 0;
 
 	gxp_init(argv[0]);
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'C': check = 1; break;
+		case 'L': list = 1; break;
 		case 'e': envfile = optarg; break;
 		case 'F': cfg.flush_at_eof = cfg.replay = 1; break;
 		case 'R': cfg.replay = 1; break;
@@ -194,14 +186,18 @@ main(int argc, char **argv)
 		default: usage(EXIT_PERM);
 		}
 	}
-	if (optind != argc || (spool && *spool == '\0'))
+	if (optind != argc || (spool && *spool == '\0') || (check && list))
 		usage(EXIT_PERM);
 	gxp_config_common(envfile);
 	if (spool)
 		gxp_config_set("GXP_SPOOL", spool);
 	assemble_config();
-	if (check) {
-		rc = check_spool();
+	if (check || list) {
+		rc = check ? check_spool() : list_partial(cfg.spool, 1) == -1 ? EXIT_TEMP : EXIT_OK;
+		if (list && rc != EXIT_OK)
+			gxp_log(LOG_ERROR, "%s/partial: %s", cfg.spool, strerror(errno));
+		if (list && gxp_out_closed == 0 && fflush(stdout) != 0)
+			rc = EXIT_TEMP;
 		gxp_config_free();
 		return rc;
 	}
@@ -219,6 +215,7 @@ main(int argc, char **argv)
 		flush_timers();
 	}
 	commit();
+	seg_tidy();
 	progress(in, 1);
 	gxp_metrics_tick(1);
 	gxp_log(LOG_INFO, "%llu messages, %llu photos complete, %llu failed, "
