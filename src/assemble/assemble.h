@@ -125,6 +125,7 @@ void list_move(struct asm *a, int list);
 
 /* budget.c: budgets shared fairly between senders */
 extern long long spool_ready_bytes;
+extern int budget_replaying;	/* recovery: refuse, never make room */
 int budget_admit(struct device *d, struct asm *self, int r, long long amount, int meta);
 long long budget_used(int r);
 long long budget_limit(int r);

@@ -9,11 +9,10 @@
  * When a budget is full, room is made for what asks: finished photos'
  * markers are forgotten first (memory), then captures without metadata
  * are dropped, oldest first.  Past that, only work with metadata gets in,
- * and only for a sender below its fair share (the limit divided among the
- * senders holding some): the oldest capture of the sender holding the
- * most goes.  So one sender, or many made-up ones, can fill a budget but
- * never keep the others out.  A heap per budget finds the sender holding
- * the most. */
+ * and only for a sender that would then hold no more than the sender
+ * holding the most, whose oldest capture goes (max-min fairness).  So one
+ * sender, or many made-up ones, can fill a budget but never keep the
+ * others out.  A heap per budget finds the sender holding the most. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +28,7 @@ struct bheap {
 static struct bheap heaps[B_COUNT];
 static long long used[B_COUNT];
 long long spool_ready_bytes;
+int budget_replaying;
 
 static const char *const what[B_COUNT] = {
 	"captures in flight (MAX_ASSEMBLIES)",
@@ -183,17 +183,19 @@ oldest_in(int list, const struct asm *self)
 }
 
 /* What goes to make room for amount more of r for d: a marker, a capture
- * without metadata, or the oldest capture of the sender holding the most,
- * when d is below its fair share and that sender above it. */
+ * without metadata, or, when d would then hold no more than the sender
+ * holding the most, that sender's oldest capture.  So the senders holding
+ * the least get in and the one holding the most gives way: no sender, nor
+ * any number of made-up ones, can keep the others out. */
 static struct asm *
 victim(struct device *d, const struct asm *self, int r, long long amount, int meta)
 {
 	struct bheap *h = &heaps[r];
 	struct device *top;
 	struct asm *a;
-	long long share;
-	size_t n;
 
+	if (budget_replaying)
+		return NULL;	/* what holds room may end further on */
 	if (r == B_MEMORY && (a = oldest(L_MARKERS)) != NULL)
 		return a;
 	if ((a = oldest_in(L_ORPHANS, self)) != NULL)
@@ -201,9 +203,7 @@ victim(struct device *d, const struct asm *self, int r, long long amount, int me
 	if (!meta || h->n == 0)
 		return NULL;
 	top = h->v[0];
-	n = h->n + (d->use[r] == 0);
-	share = budget_limit(r) / (long long)n;
-	if (top == d || d->use[r] + amount > share || top->use[r] <= share)
+	if (top == d || d->use[r] + amount > top->use[r])
 		return NULL;
 	for (a = top->first; a && !evictable(a, self); a = a->dnext)
 		;
@@ -220,11 +220,11 @@ evict(struct asm *a, int r)
 		return;
 	}
 	asm_dev(a, dev);
-	counters[C_REFUSED + RC_EVICTED].v++;
-	if (a->has_meta)
+	if (a->has_meta) {
+		counters[C_REFUSED + RC_EVICTED].v++;
 		capture_failed(a, 2200, NULL, "evicted: the %s are full and this sender "
 		    "holds the most", what[r]);
-	else
+	} else
 		error_event(RC_EVICTED, 2200, dev, asm_name(a), "dropped %u chunks that "
 		    "came without metadata: the %s are full", a->norph, what[r]);
 	asm_drop(a);

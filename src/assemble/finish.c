@@ -21,7 +21,7 @@ struct pending {
 	struct asm *a;
 	char *tmp, *dest;	/* ready: tmp/<entry>.jpg, .json; failed: tmp/<entry>/ */
 	int failed, fd[2];	/* the photo and its sidecar, open until the sync */
-	long long bytes;
+	long long bytes, disk;	/* the photo's; and with its sidecar */
 	size_t out_at;		/* where its event starts in the output */
 };
 
@@ -226,21 +226,23 @@ build_failed(const char *entry, const cJSON *sc, long long size, int code,
 	return rc;
 }
 
-/* A valid photo: tmp/<entry>.jpg and tmp/<entry>.json, kept open. */
+/* A valid photo: tmp/<entry>.jpg and tmp/<entry>.json, kept open; the
+ * sidecar's length, or -1. */
 static int
 build_ready(const char *entry, const cJSON *sc, long long size, int fd[2])
 {
 	char name[GXP_ENTRY_MAX + 8], *text = gxp_json_print(sc);
+	long long len = (long long)strlen(text);
 	int e;
 
 	snprintf(name, sizeof name, "%s.jpg", entry);
 	if ((fd[0] = write_at(tmp_fd, name, photo, (size_t)size, 1)) != -1) {
 		snprintf(name, sizeof name, "%s.json", entry);
-		fd[1] = write_at(tmp_fd, name, text, strlen(text), 1);
+		fd[1] = write_at(tmp_fd, name, text, (size_t)len, 1);
 	}
 	free(text);
 	if (fd[1] != -1)
-		return 0;
+		return (int)len;
 	e = errno;
 	if (fd[0] != -1)
 		close(fd[0]);
@@ -258,7 +260,7 @@ build(struct asm *a, const char *entry, const cJSON *pm, const char *raw)
 {
 	char hex[65] = "", reason[160] = "", *path;
 	long long size;
-	int code = 0, fd[2] = { -1, -1 };
+	int code = 0, side = 0, fd[2] = { -1, -1 };
 	struct pending *p;
 	cJSON *sc;
 
@@ -271,7 +273,7 @@ build(struct asm *a, const char *entry, const cJSON *pm, const char *raw)
 		snprintf(reason, sizeof reason, "not a JPEG: the bytes do not start "
 		    "with FF D8 and end with FF D9"), code = 2203;
 	sc = sidecar(a, pm, raw, size, hex);
-	if ((code ? build_failed(entry, sc, size, code, reason) :
+	if ((side = code ? build_failed(entry, sc, size, code, reason) :
 	    build_ready(entry, sc, size, fd)) == -1) {
 		cJSON_Delete(sc);
 		return -1;
@@ -279,6 +281,7 @@ build(struct asm *a, const char *entry, const cJSON *pm, const char *raw)
 	p = pending_new(a, entry, code, size);
 	p->fd[0] = fd[0];
 	p->fd[1] = fd[1];
+	p->disk = size + side;
 	p->out_at = out_len();
 	path = xasprintf(code ? "failed/%s" : "ready/%s", p->dest);
 	if (code)
@@ -301,6 +304,12 @@ finalize(struct asm *a)
 	heap_del(a);
 	asm_dev(a, dev);
 	gxp_spool_entry(entry, sizeof entry, dev, a->capture_name);
+	/* another capture's photo of that name waits in tmp/: it goes first */
+	for (size_t i = 0; i < npend; i++)
+		if (strcmp(pend[i].tmp, entry) == 0) {
+			commit();
+			break;
+		}
 	if (seg_flush() == -1 || (pm = partial_meta_read(a, &raw)) == NULL) {
 		finalize_failed(a, "partial/", errno);
 		return;
@@ -391,7 +400,7 @@ pending_done(struct pending *p)
 		counters[C_COMPLETED].v++;
 		counters[C_BYTES].v += (unsigned long long)p->bytes;
 	}
-	spool_ready_bytes += p->bytes;
+	spool_ready_bytes += p->disk;
 	asm_done(p->a);
 	for (int k = 0; k < 2; k++)
 		if (p->fd[k] != -1)

@@ -136,18 +136,25 @@ replay_record(const struct rec *r, const struct span *at, void *arg)
 }
 
 /* Reads partial/ back: every capture in progress, as the live path left
- * it, within the budgets.  When records had to be left out, the captures
- * are copied to the new segment and the old ones removed, so that what
- * was left out does not come back at the next start. */
+ * it, within the budgets.  In the order of the records the live path made
+ * room before taking a capture in, so the same budgets take up the same
+ * captures; smaller ones leave the later captures out (nothing is dropped
+ * to make room: what holds it may end further on).  When records were left
+ * out, the captures kept are copied to the new segment and the old ones
+ * removed, so that what was left out does not come back at the next
+ * start. */
 void
 recover(void)
 {
 	struct replay rp = { 0 };
 
 	seg_open();
+	budget_replaying = 1;
 	seg_replay(replay_record, &rp);
+	budget_replaying = 0;
 	if (rp.refused) {
-		gxp_log(LOG_WARN, "partial/: %ld records beyond the budgets left out", rp.refused);
+		gxp_log(LOG_WARN, "partial/: %ld records beyond the budgets left out; their "
+		    "devices send them again", rp.refused);
 		seg_collect(1);
 	}
 	waiting = 1;

@@ -41,7 +41,7 @@ const struct gxp_setting gxp_settings[] = {
 	INT("MAX_CHUNK_BYTES", "65536", 1, 16777216, "largest chunk size accepted"),
 	INT("MAX_ASSEMBLIES", "20000", 1, 10000000, "photos in flight, all devices"),
 	INT("MAX_ASSEMBLIES_PER_DEVICE", "16", 1, 100000, "photos in flight per device"),
-	INT("ASSEMBLE_MEMORY_BYTES", "16777216", 1048576, 68719476736,
+	INT("ASSEMBLE_MEMORY_BYTES", "12582912", 1048576, 68719476736,
 	    "gxp-assemble: memory for the captures in flight; the oldest captures of the senders holding the most go first"),
 	INT("ASSEMBLE_DEVICE_BYTES", "8388608", 65536, 68719476736,
 	    "gxp-assemble: bytes in partial/ per device"),
