@@ -80,6 +80,7 @@ struct device {
 	long long use[B_COUNT];	/* what its captures hold */
 	int heap[B_COUNT];	/* its place in the budget's heap, or -1 */
 	uint32_t orphan_chunks;	/* chunks held by its captures without metadata */
+	int held;		/* kept while room is made for it (asm_new) */
 	struct asm *first, *last;	/* its captures, oldest first */
 };
 

@@ -218,7 +218,10 @@ chunk_refused(const struct asm *a, uint32_t id, uint32_t len, long long max)
 	else if (a->bytes + len > (uint64_t)cfg.max_image)
 		snprintf(refusal, sizeof refusal, "refused: chunk %u would make the capture larger "
 		    "than MAX_IMAGE_BYTES (%lld)", id, cfg.max_image);
-	else if (!a->has_meta && a->dev->orphan_chunks >= cfg.orphan_chunks) {
+	else if (!a->has_meta && !budget_replaying &&
+	    a->dev->orphan_chunks >= cfg.orphan_chunks) {
+		/* (replaying, a capture copied forward may show chunks before
+		 * its metadata: the live path checked them) */
 		refusal_cause = RC_ORPHANS;
 		snprintf(refusal, sizeof refusal, "refused: %u chunks of this device wait for their "
 		    "metadata (ASSEMBLE_ORPHAN_CHUNKS)", a->dev->orphan_chunks);

@@ -131,7 +131,7 @@ device_release(struct device *d)
 	for (int r = 0; r < B_COUNT; r++)
 		if (d->use[r] != 0)
 			return;
-	if (d->first || d->orphan_chunks)
+	if (d->first || d->orphan_chunks || d->held)
 		return;
 	budget_remove(d);
 	ht_del(&devices, &d->h);
@@ -279,11 +279,15 @@ asm_new(const char *dev, const char *name, int meta, int64_t started_us)
 
 	probe.h.klen = (uint32_t)(strlen(dev) + 1 + strlen(name));
 	mem = asm_memory(&probe, 0, 0);
+	/* making room may end d's last capture: d stays */
+	d->held++;
 	if (budget_admit(d, NULL, B_CAPTURES, 1, meta) == -1 ||
 	    budget_admit(d, NULL, B_MEMORY, mem, meta) == -1) {
+		d->held--;
 		device_release(d);
 		return NULL;
 	}
+	d->held--;
 	a = asm_alloc(dev, name, A_OPEN);
 	asm_charge(a, B_CAPTURES, 1);
 	asm_charge(a, B_MEMORY, asm_memory(a, 0, 0));
@@ -368,10 +372,13 @@ mark_done(const char *dev, const char *name)
 
 	probe.h.klen = (uint32_t)(strlen(dev) + 1 + strlen(name));
 	mem = asm_memory(&probe, 0, 0);
+	d->held++;
 	if (budget_admit(d, NULL, B_MEMORY, mem, 0) == -1) {
+		d->held--;
 		device_release(d);
 		return NULL;
 	}
+	d->held--;
 	a = asm_alloc(dev, name, A_DONE);
 	asm_charge(a, B_MEMORY, asm_memory(a, 0, 0));
 	list_move(a, L_MARKERS);

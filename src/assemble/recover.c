@@ -21,7 +21,15 @@ static int waiting;	/* recovered captures wait for the clock */
 
 struct replay {
 	long refused;
+	char first[sizeof refusal];	/* why the first was */
 };
+
+static void
+replay_refused(struct replay *rp)
+{
+	if (rp->refused++ == 0)
+		snprintf(rp->first, sizeof rp->first, "%s", refusal);
+}
 
 /* The capture a record of key belongs to: the one in memory if it is the
  * same (same start), else a new one when the budgets let it in.  A capture
@@ -42,7 +50,7 @@ replay_capture(const struct rec *r, int meta, struct replay *rp)
 	if (gxp_spool_entry_parse(r->key, dev, name) == -1 || !gxp_image_name_valid(name))
 		return NULL;
 	if ((a = asm_new(dev, name, meta, r->started_us)) == NULL)
-		rp->refused++;
+		replay_refused(rp);
 	return a;
 }
 
@@ -101,7 +109,7 @@ replay_meta(struct asm *a, const struct rec *r, const struct span *at, struct re
 		;	/* a copy of one replayed already */
 	else if (meta_apply(a, &m, cn) == -1 ||
 	    budget_admit(a->dev, a, B_DISK, rec_size(a, r->len), 1) == -1) {
-		rp->refused++;
+		replay_refused(rp);
 		asm_drop(a);
 	} else {
 		a->meta = *at;
@@ -129,7 +137,7 @@ replay_record(const struct rec *r, const struct span *at, void *arg)
 	if (r->type == REC_META)
 		replay_meta(a, r, at, rp);
 	else if (chunk_add(a, r->id, NULL, r->len, -1, at) == -1) {
-		rp->refused++;
+		replay_refused(rp);
 		if (!a->has_meta && a->norph == 0)
 			asm_drop(a);
 	}
@@ -153,8 +161,8 @@ recover(void)
 	seg_replay(replay_record, &rp);
 	budget_replaying = 0;
 	if (rp.refused) {
-		gxp_log(LOG_WARN, "partial/: %ld records beyond the budgets left out; their "
-		    "devices send them again", rp.refused);
+		gxp_log(LOG_WARN, "partial/: %ld records beyond the budgets left out (the "
+		    "first: %s); their devices send them again", rp.refused, rp.first);
 		seg_collect(1);
 	}
 	waiting = 1;

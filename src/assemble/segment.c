@@ -38,6 +38,7 @@ static struct segment *segs;	/* oldest first; the last is the head */
 static size_t nsegs;
 static uint64_t total;		/* bytes in all segments */
 static int collect_due;
+static uint32_t first_head;	/* the head this run started with */
 static unsigned char *copybuf;
 static size_t copycap;
 
@@ -245,6 +246,7 @@ seg_open(void)
 	free(v);
 	if (new_head() == -1)
 		gxp_die_errno(EXIT_TEMP, "%s/partial", cfg.spool);
+	first_head = segs[nsegs - 1].n;
 }
 
 /* Reads the records of one segment to fn; with repair, a tail that is not
@@ -430,9 +432,10 @@ seg_release(struct asm *a)
 }
 
 /* A capture's records copied to the head, so that the segment it kept
- * can go; the same bytes, new places. */
+ * can go; the same bytes, new places.  The head may move on while they
+ * are written: *lowest is the oldest segment the copies went to. */
 static int
-copy_span(struct asm *a, int type, uint32_t id, struct span *sp)
+copy_span(struct asm *a, int type, uint32_t id, struct span *sp, uint32_t *lowest)
 {
 	struct span to;
 
@@ -445,30 +448,34 @@ copy_span(struct asm *a, int type, uint32_t id, struct span *sp)
 	if (seg_read(sp, copybuf) == -1 || seg_append(a, type, id, copybuf, sp->len, &to) == -1)
 		return -1;
 	*sp = to;
+	if (to.seg < *lowest)
+		*lowest = to.seg;
 	return 0;
 }
 
 static void
 copy_forward(struct asm *a, void *arg)
 {
-	uint32_t tail = *(uint32_t *)arg, from = a->minseg;
+	uint32_t tail = *(uint32_t *)arg, from = a->minseg, lowest = NONE;
 	int rc = 0;
 
 	if (a->minseg != tail || a->state != A_OPEN)
 		return;
-	rc = copy_span(a, REC_META, 0, &a->meta);
+	rc = copy_span(a, REC_META, 0, &a->meta, &lowest);
 	for (uint32_t i = 0; rc == 0 && a->idx && i < a->ncap; i++)
-		rc = copy_span(a, REC_CHUNK, i, &a->idx[i]);
+		rc = copy_span(a, REC_CHUNK, i, &a->idx[i], &lowest);
 	for (uint32_t i = 0; rc == 0 && i < a->norph; i++)
-		rc = copy_span(a, REC_CHUNK, a->orph[i].id, &a->orph[i].at);
+		rc = copy_span(a, REC_CHUNK, a->orph[i].id, &a->orph[i].at, &lowest);
 	if (rc == -1) {
+		/* what was copied is where the spans say; the old segment stays */
 		gxp_log(LOG_WARN, "partial/seg.%u: cannot copy partial/%s forward: %s", from,
 		    a->h.key, strerror(errno));
 		return;
 	}
 	seg_of(from)->pins--;
-	a->minseg = segs[nsegs - 1].n;
-	seg_of(a->minseg)->pins++;
+	a->minseg = lowest;
+	if (lowest != NONE)
+		seg_of(lowest)->pins++;
 }
 
 static void
@@ -485,15 +492,18 @@ seg_drop_tail(void)
 }
 
 /* Removes the oldest segments that no capture needs; when what is dead
- * behind the live records grows past a quarter of them (and two segments),
- * or with all, the captures keeping the oldest segment are copied forward
- * first. */
+ * behind the live records grows past a quarter of them (and two
+ * segments), the captures keeping the oldest segment are copied forward
+ * first.  With all, every segment older than this run's first is emptied
+ * so (recovery left records out).  A capture is copied at most twice a
+ * call: one larger than a segment always spans two. */
 void
 seg_collect(int all)
 {
 	static int busy;
 	uint64_t live;
 	uint32_t tail;
+	int copies = 0;
 
 	if (busy || !(collect_due || all))
 		return;
@@ -505,7 +515,9 @@ seg_collect(int all)
 			continue;
 		}
 		live = (uint64_t)budget_used(B_DISK);
-		if (!all && total - live <= live / 4 + 2 * seg_size())
+		if (!(all && segs[0].n < first_head) && total - live <= live / 4 + 2 * seg_size())
+			break;
+		if (++copies > 2 * (int)nsegs)
 			break;
 		tail = segs[0].n;
 		asm_each(copy_forward, &tail);
