@@ -3,17 +3,18 @@ PREFIX = /usr/local
 MANPREFIX = $(PREFIX)/share/man
 CC = cc
 CFLAGS = -O2 -g
+CPPFLAGS =
 LDFLAGS =
 SANITIZE =
 
 WARN = -std=c11 -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wvla \
 	-Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wundef
-GXP_CPPFLAGS = -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Isrc
+GXP_CPPFLAGS = -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -DGXP_VERSION='"$(VERSION)"' -Isrc
 LIBS = -Wl,--as-needed -lmosquitto -lcurl -lcjson -lcrypto -lpthread -lm
 SAN_1 = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-ALL_CFLAGS = $(WARN) $(GXP_CPPFLAGS) $(CFLAGS) $(SAN_$(SANITIZE))
+ALL_CFLAGS = $(WARN) $(GXP_CPPFLAGS) $(CPPFLAGS) $(CFLAGS) $(SAN_$(SANITIZE))
 
-TOOLS = gxp-sub gxp-assemble gxp-upload gxp-pub gxp-sim
+TOOLS = gxp-sub gxp-assemble gxp-upload gxp-pub gxp-sim gxp-report
 SCRIPTS = gxp-supervise
 LIB_SRC = $(wildcard src/lib/*.c)
 LIB_OBJ = $(LIB_SRC:src/%.c=build/%.o)
@@ -22,12 +23,17 @@ ASM_SRC = $(wildcard src/assemble/*.c)
 ASM_OBJ = $(ASM_SRC:src/%.c=build/%.o)
 BINS = $(TOOLS:%=bin/%) $(SCRIPTS:%=bin/%)
 MANS = $(wildcard man/*.[157])
+PHOTOS = $(wildcard examples/*.jpg)
+SQL = $(wildcard sql/*.sql)
+# The version: the top entry of debian/changelog, its one source.
+VERSION = ${shell sed -n '1s/^gxp (\([^)]*\)).*/\1/p' debian/changelog}
 
 # Debian packages for building, testing, the demo and the benchmarks.
 DEPS = gcc make pkg-config libmosquitto-dev libcurl4-openssl-dev \
 	libcjson-dev libssl-dev bats mosquitto mosquitto-clients openssl \
 	postgresql python3 python3-psycopg2 jq curl mandoc valgrind \
-	clang libclang-rt-14-dev systemd procps
+	clang libclang-rt-14-dev systemd procps faketime \
+	dpkg-dev debhelper fakeroot lintian adduser libturbojpeg0-dev chromium
 
 all: $(BINS)
 
@@ -38,6 +44,7 @@ build/flags: FORCE
 		echo '$(CC) $(ALL_CFLAGS) $(LDFLAGS)' > $@
 
 build/%.o: src/%.c src/lib/gxp.h build/flags
+	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 # gxp-upload's own header
@@ -60,6 +67,15 @@ bin/gxp-%: build/gxp-%.o build/libgxp.a
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< build/libgxp.a $(LIBS)
 
+# gxp-report: a folder of its own (src/report/), and the only tool that
+# links libjpeg-turbo (Debian's libturbojpeg0-dev).
+REPORT_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/report/*.c))
+$(REPORT_OBJ): src/report/report.h src/lib/store.h
+
+bin/gxp-report: $(REPORT_OBJ) build/libgxp.a
+	@mkdir -p bin
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(REPORT_OBJ) build/libgxp.a $(LIBS) -lturbojpeg
+
 bin/gxp-supervise: src/gxp-supervise
 	@mkdir -p bin
 	cp src/gxp-supervise $@
@@ -81,21 +97,47 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends $$missing; \
 	fi
 
+# A line "! cmd" inside a bats test cannot fail it (errexit ignores "!"):
+# such a check must read "! cmd || false" or "run ! cmd".
 lint:
 	mandoc -T lint -W warning $(MANS)
+	@if grep -nE '^[[:space:]]*! [^|]*$$' tests/*.bats; then \
+		echo 'lint: a "! cmd" line in a bats test cannot fail it; add "|| false"' >&2; exit 1; fi
 
+# share/gxp: the photos gxp-sim sends by default, and the SQL for Supabase.
 install: all
 	mkdir -p $(DESTDIR)$(PREFIX)/bin
 	cp $(BINS) $(DESTDIR)$(PREFIX)/bin/
 	for m in $(MANS); do s=$${m##*.}; mkdir -p $(DESTDIR)$(MANPREFIX)/man$$s; \
 		cp $$m $(DESTDIR)$(MANPREFIX)/man$$s/; done
+	mkdir -p $(DESTDIR)$(PREFIX)/share/gxp/examples $(DESTDIR)$(PREFIX)/share/gxp/sql
+	cp $(PHOTOS) $(DESTDIR)$(PREFIX)/share/gxp/examples/
+	cp $(SQL) $(DESTDIR)$(PREFIX)/share/gxp/sql/
 
 uninstall:
 	for b in $(TOOLS) $(SCRIPTS); do rm -f $(DESTDIR)$(PREFIX)/bin/$$b; done
 	for m in $(MANS); do s=$${m##*.}; rm -f $(DESTDIR)$(MANPREFIX)/man$$s/$${m##*/}; done
+	rm -rf $(DESTDIR)$(PREFIX)/share/gxp
 
 clean:
 	rm -rf build bin
+
+# The Debian package, built from a copy of the tree in build/deb/gxp (so
+# that neither this tree nor its bin/ is touched) and checked by lintian;
+# dpkg-buildpackage leaves it beside the copy: build/deb/gxp_VERSION_ARCH.deb.
+DEB = build/deb/gxp_$(VERSION)_$(shell dpkg --print-architecture 2>/dev/null).deb
+DEB_SRC = Makefile .env.example README.md $(PHOTOS) $(SQL) $(wildcard src/* src/lib/* man/* debian/* debian/*/*)
+
+deb: $(DEB)
+
+$(DEB): $(DEB_SRC)
+	rm -rf build/deb
+	mkdir -p build/deb/gxp
+	tar -cf - --exclude=./.git --exclude=./build --exclude=./bin --exclude=./var \
+		--exclude=./.env --exclude=./fuzz/out . | tar -xf - -C build/deb/gxp
+	cd build/deb/gxp && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u SANITIZE \
+		dpkg-buildpackage -us -uc -b
+	lintian --fail-on error,warning --info build/deb/gxp_$(VERSION)_*.changes || { rm -f $@; exit 1; }
 
 # Fuzzing with clang's libFuzzer (fuzz/run): make fuzz runs each harness for
 # FUZZ_SECONDS, make fuzz-smoke briefly (CI); findings go to fuzz/out/.
@@ -127,5 +169,5 @@ fuzz-smoke: $(FUZZERS)
 	fuzz/run 12 $(FUZZERS)
 
 FORCE:
-.PHONY: all check demo deps lint install uninstall clean fuzz fuzz-smoke FORCE
+.PHONY: all check demo deps lint install uninstall clean deb fuzz fuzz-smoke FORCE
 .SECONDARY:

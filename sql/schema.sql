@@ -1,9 +1,9 @@
 -- schema.sql: the tables gxp writes (SPEC.md, "The database the user
 -- already has"), for a fresh Supabase project.  Safe to run more than once
 -- and on a project that already has these tables: nothing is dropped or
--- rewritten; missing tables, columns, the two unique keys gxp's upserts
--- rely on, the indexes behind the Monitoring queries and the dashboards'
--- view (captures_with_sensors) are added.
+-- rewritten; missing tables, columns, the unique keys gxp's upserts rely
+-- on, the indexes behind the Monitoring queries and the dashboards' view
+-- (captures_with_sensors) are added.
 --
 -- Run it in the Supabase SQL editor (or psql) before sql/rls.sql.
 
@@ -107,8 +107,19 @@ alter table public.device_errors add column if not exists details jsonb;
 alter table public.device_publish_log add column if not exists direction text;
 alter table public.device_publish_log add column if not exists payload jsonb;
 
+-- Row identity (gxp-upload(1)): each row of an event table carries the id
+-- gxp derived from the event that caused it, and gxp inserts with
+-- on_conflict=event_id and resolution=ignore-duplicates, so that a request
+-- repeated after its answer was lost stores nothing twice.  Rows written
+-- before have none (null never conflicts).
+alter table public.sensor_readings add column if not exists event_id uuid;
+alter table public.device_status add column if not exists event_id uuid;
+alter table public.device_errors add column if not exists event_id uuid;
+alter table public.device_publish_log add column if not exists event_id uuid;
+
 -- The upserts' conflict targets (PostgREST on_conflict needs a unique
--- index on exactly these columns); added only where none exists yet.
+-- index on exactly these columns, without a WHERE); added only where none
+-- exists yet.
 do $$
 declare
 	want record;
@@ -117,7 +128,11 @@ begin
 		select * from (values
 			('devices', array['device_hw_id'], 'devices_device_hw_id_key'),
 			('captures', array['device_id', 'device_capture_id'],
-			    'captures_device_id_device_capture_id_key')
+			    'captures_device_id_device_capture_id_key'),
+			('sensor_readings', array['event_id'], 'sensor_readings_event_id_key'),
+			('device_status', array['event_id'], 'device_status_event_id_key'),
+			('device_errors', array['event_id'], 'device_errors_event_id_key'),
+			('device_publish_log', array['event_id'], 'device_publish_log_event_id_key')
 		) as t (tab, cols, name)
 	loop
 		if not exists (
@@ -205,5 +220,10 @@ exception when invalid_table_definition then
 	alter view public.captures_with_sensors set (security_invoker = true);
 end
 $$;
+
+-- PostgREST learns of new tables and columns when it reloads its schema
+-- cache; Supabase does that on its own after DDL, a self-hosted PostgREST
+-- may not.  Delivered at commit.
+notify pgrst, 'reload schema';
 
 commit;

@@ -54,14 +54,23 @@ usage(int code)
 }
 
 /* tst, in the format of gxp_fmt_utc(), whose date and time to the second
- * are made once a second. */
+ * are made once a second.  Each tst is later than the one before, by 1 us
+ * if the clock has not moved (or went back less than a second): a row's
+ * identity comes from its message's time (gxp-upload(1), row identity),
+ * and two messages must not share one. */
 static void
 stamp(char buf[32])
 {
 	static char last[32];
-	static int64_t last_s = -1;
-	int64_t us = gxp_wall_us(), s = us / 1000000;
-	unsigned frac = (unsigned)(us % 1000000);
+	static int64_t last_s = -1, prev = INT64_MIN;
+	int64_t us = gxp_wall_us(), s;
+	unsigned frac;
+
+	if (us <= prev && prev - us < 1000000)
+		us = prev + 1;
+	prev = us;
+	s = us / 1000000;
+	frac = (unsigned)(us % 1000000);
 
 	if (s != last_s) {
 		gxp_fmt_utc(last, us);

@@ -33,6 +33,7 @@ struct photo {
 	long long bytes;
 	cJSON *meta;
 	int uploading, rows_left, code;
+	int setup_error;	/* a row of its failure met one: it stays in ready/ */
 	char *reason;
 };
 
@@ -404,9 +405,17 @@ failed_row_done(void *arg, int rc, const char *msg)
 {
 	struct photo *p = arg;
 
-	if (rc == ST_FATAL)
+	if (rc == ST_FATAL) {
 		set_fatal(msg);
-	if (--p->rows_left == 0)
+		p->setup_error = 1;
+	}
+	if (--p->rows_left > 0)
+		return;
+	/* the database has not heard of the failure: the next run fails it
+	 * again, rows and all */
+	if (p->setup_error)
+		put_back(p);
+	else
 		finish_failed(p);
 }
 
@@ -1415,6 +1424,8 @@ run(void)
 		store_wait(st, wait_ms(deadline), reading ? 0 : -1, &rev);
 		if (reading && (rev & (POLLIN | POLLHUP | POLLERR)))
 			read_input(in);
+		if (rows_fatal(rows))
+			set_fatal(rows_fatal(rows));
 		if (eof && !was_eof) {
 			/* end of input: finish what the spool holds, like --once */
 			was_eof = 1;

@@ -162,7 +162,7 @@ killable() {
 	rc=${PIPESTATUS[0]}
 	set -e
 	[ "$rc" = 0 ]
-	! grep -q "error" "$ERR"
+	! grep -q "error" "$ERR" || false
 }
 
 @test "assemble-crash: no memory errors or leaks under valgrind" {

@@ -22,7 +22,7 @@ setup() {
 	[[ $output == *"configuration: SUPABASE_URL=ftp://example.com (.env line 2): expected an http:// or https:// URL"* ]]
 	[[ $output == *"configuration: TOPIC_PATTERN_DATA=ESP32CAM/# (.env line 3): expected a topic with one + level for the device id"* ]]
 	[[ $output == *"configuration: PUBLISH_LOG=some (.env line 4): expected all, no-chunks or off"* ]]
-	[[ $output == *"configuration: SUPABASE_URL is set (.env line 2) but SUPABASE_SERVICE_ROLE is missing"* ]]
+	[[ $output == *"configuration: SUPABASE_URL is set (.env line 2) but SUPABASE_SECRET_KEY is missing (or the legacy SUPABASE_SERVICE_ROLE)"* ]]
 }
 
 @test "config: a username without a password is a missing password" {
@@ -78,6 +78,9 @@ setup() {
 	[[ $output != *top-secret* ]]
 	SUPABASE_URL=http://127.0.0.1:1 SUPABASE_SERVICE_ROLE='eyJ-very-secret' MQTT_PORT=0 run gxp-sub
 	[[ $output != *very-secret* ]]
+	SUPABASE_URL=http://127.0.0.1:1 SUPABASE_SECRET_KEY='sb_publishable_very-secret' MQTT_PORT=0 run gxp-sub
+	[ "$status" = 100 ]
+	[[ $output == *"holds a publishable key"* && $output != *very-secret* ]]
 }
 
 @test "config: every setting is documented in README.md and in a man page" {
@@ -97,7 +100,8 @@ setup() {
 	grep -qx 'MQTT_PORT=8883' "$GXP_TOP/.env.example"
 	grep -qx 'MQTT_TLS=true' "$GXP_TOP/.env.example"
 	grep -qx 'MQTT_PASSWORD=' "$GXP_TOP/.env.example"
-	grep -qx 'SUPABASE_SERVICE_ROLE=' "$GXP_TOP/.env.example"
+	grep -qx 'SUPABASE_SECRET_KEY=' "$GXP_TOP/.env.example"
+	grep -qx '#SUPABASE_SERVICE_ROLE=' "$GXP_TOP/.env.example"
 }
 
 @test "config: man pages are clean under mandoc -T lint" {

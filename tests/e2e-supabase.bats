@@ -21,8 +21,9 @@ setup() {
 	reset_db
 	ep_reset
 	start_broker plain
+	# the current kind of key (the legacy JWT one in the other files)
 	worker_env "$BATS_TEST_TMPDIR/w.env" "SUPABASE_URL=$EP_URL" \
-		"SUPABASE_SERVICE_ROLE=$EP_SERVICE_KEY"
+		"SUPABASE_SECRET_KEY=$EP_SECRET_KEY"
 	OBJECTS=$EP_DIR/objects/gxp-captures
 }
 

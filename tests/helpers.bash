@@ -160,12 +160,20 @@ mpub() {
 	mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" "${auth[@]}" "$@"
 }
 
-# start_sub OUT ERR ARGS...: gxp-sub in the background, waited for until the
-# broker has granted its subscriptions.  Sets SUB_PID.
+# start_sub OUT ERR ARGS... [--faketime]: gxp-sub in the background, waited
+# for until the broker has granted its subscriptions; --faketime (last)
+# runs it with its wall clock frozen at 2025-10-04 12:00:00 UTC.  Sets SUB_PID.
 start_sub() {
-	local out=$1 err=$2
+	local out=$1 err=$2 pre=()
 	shift 2
-	gxp-sub "$@" > "$out" 2> "$err" &
+	if [ "${*: -1}" = --faketime ]; then
+		set -- "${@:1:$#-1}"
+		# libfaketime itself (the faketime wrapper would fork): SUB_PID
+		# stays gxp-sub's
+		pre=(env TZ=UTC FAKETIME='2025-10-04 12:00:00'
+			LD_PRELOAD=$(dpkg -L libfaketime | grep '/libfaketime\.so\.1$'))
+	fi
+	"${pre[@]}" gxp-sub "$@" > "$out" 2> "$err" &
 	SUB_PID=$!
 	wait_until 10 file_has "$err" "Subscribed to topics"
 }

@@ -1,7 +1,8 @@
 # pg.bash: a throwaway PostgreSQL 15 cluster (Debian's postgresql) set up the
 # way a Supabase project is for gxp (roles, Storage tables, sql/schema.sql,
-# sql/rls.sql), and the local endpoint (tests/endpoint/gxp-endpoint) that
-# speaks the PostgREST and Storage subset gxp-upload uses.  Load it after
+# sql/rls.sql, sql/report.sql), and the local endpoint
+# (tests/endpoint/gxp-endpoint) that speaks the PostgREST and Storage subset
+# gxp-upload and gxp-report use.  Load it after
 # helpers.bash.  The server listens on a unix socket in its own directory
 # only; as root it runs as the postgres system user.
 
@@ -67,7 +68,8 @@ start_pg() {
 	export PG_DIR PGHOST=$PG_DIR PGUSER=postgres PGDATABASE=postgres
 	psql_file "$GXP_TOP/tests/endpoint/supabase.sql" &&
 		psql_file "$GXP_TOP/sql/schema.sql" &&
-		psql_file "$GXP_TOP/sql/rls.sql"
+		psql_file "$GXP_TOP/sql/rls.sql" &&
+		psql_file "$GXP_TOP/sql/report.sql"
 }
 
 stop_pg() {
@@ -109,7 +111,8 @@ run_endpoint() {
 	"$GXP_PYTHON" "$GXP_TOP/tests/endpoint/gxp-endpoint" \
 		--dsn "host=$PGHOST dbname=postgres user=authenticator" \
 		--storage-dir "${EP_DIR:-$dir}/objects" --port-file "$dir/port" \
-		--service-key "$EP_SERVICE_KEY" --anon-key "$EP_ANON_KEY" "$@" \
+		--service-key "$EP_SERVICE_KEY" --anon-key "$EP_ANON_KEY" \
+		--secret-key "$EP_SECRET_KEY" --publishable-key "$EP_PUBLISHABLE_KEY" "$@" \
 		> "$dir/log" 2>&1 &
 	RUN_PID=$!
 	RUN_DIR=$dir
@@ -125,14 +128,25 @@ endpoint_ready() {
 	[ -s "$RUN_DIR/port" ] && port_open "$(cat "$RUN_DIR/port")"
 }
 
+# jwt_for ROLE: a JWT-shaped key whose payload names ROLE, as Supabase's
+# legacy keys do (the endpoint compares keys; no signature is checked).
+jwt_for() {
+	local payload
+	payload=$(printf '{"iss":"supabase","role":"%s"}' "$1" | base64 -w0 | tr '+/' '-_' | tr -d '=')
+	echo "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.$payload.c2lnbmVkLWZvci10ZXN0cy1vbmx5$RANDOM"
+}
+
 # start_endpoint [ARGS...]: the test endpoint (run_endpoint).  Exports
-# EP_URL, EP_PORT, EP_DIR, EP_PID and the two keys EP_SERVICE_KEY and
-# EP_ANON_KEY.  ARGS go to gxp-endpoint (--storage-prefix "", --tls-cert
-# ..., --verbose).
+# EP_URL, EP_PORT, EP_DIR, EP_PID and the keys: the legacy JWTs
+# EP_SERVICE_KEY and EP_ANON_KEY, and the new EP_SECRET_KEY (sb_secret_...)
+# and EP_PUBLISHABLE_KEY (sb_publishable_...).  ARGS go to gxp-endpoint
+# (--storage-prefix "", --tls-cert ..., --verbose).
 start_endpoint() {
 	EP_DIR=${EP_DIR:-$PG_BASE/endpoint}
-	export EP_SERVICE_KEY=${EP_SERVICE_KEY:-eyJhbGciOiJIUzI1NiJ9.c2VydmljZV9yb2xl.Zm9yLXRlc3RzLW9ubHk$RANDOM}
-	export EP_ANON_KEY=${EP_ANON_KEY:-eyJhbGciOiJIUzI1NiJ9.YW5vbg.YW5vbi1mb3ItdGVzdHM$RANDOM}
+	export EP_SERVICE_KEY=${EP_SERVICE_KEY:-$(jwt_for service_role)}
+	export EP_ANON_KEY=${EP_ANON_KEY:-$(jwt_for anon)}
+	export EP_SECRET_KEY=${EP_SECRET_KEY:-sb_secret_$(head -c 24 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')}
+	export EP_PUBLISHABLE_KEY=${EP_PUBLISHABLE_KEY:-sb_publishable_$(head -c 16 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '=')}
 	run_endpoint "$EP_DIR" "$@" || return 1
 	EP_PID=$RUN_PID
 	EP_PORT=$RUN_PORT
@@ -148,7 +162,9 @@ stop_endpoint() {
 	return 0
 }
 
-# supabase_env: the environment gxp-upload needs to use the endpoint.
+# supabase_env: the environment gxp-upload needs to use the endpoint, with
+# the legacy service_role key (the tests of the new keys set
+# SUPABASE_SECRET_KEY themselves).
 supabase_env() {
 	export SUPABASE_URL=$EP_URL SUPABASE_SERVICE_ROLE=$EP_SERVICE_KEY
 }

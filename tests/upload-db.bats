@@ -23,6 +23,13 @@ setup() {
 
 teardown() {
 	teardown_upload
+	if [ -n "${SCHEMA_CHANGED:-}" ]; then
+		psql_q "drop trigger if exists gxp_test_slow on device_publish_log;
+			drop trigger if exists gxp_test_refuse on device_status;
+			alter table if exists device_errors_old rename to device_errors" > /dev/null
+		psql_file "$GXP_TOP/sql/schema.sql"
+		ep_control reload_schema '{}' > /dev/null
+	fi
 }
 
 # A day of one device: heartbeat, a capture stored, a failed one, errors,
@@ -86,24 +93,44 @@ scenario() {
 		device_errors|message|text|YES
 		device_errors|details|jsonb|YES
 		device_errors|occurred_at|timestamp with time zone|NO
+		device_errors|event_id|uuid|YES
 		device_publish_log|id|uuid|NO
 		device_publish_log|device_id|uuid|YES
 		device_publish_log|topic|text|NO
 		device_publish_log|direction|text|NO
 		device_publish_log|payload|jsonb|YES
 		device_publish_log|received_at|timestamp with time zone|NO
+		device_publish_log|event_id|uuid|YES
 		device_status|id|uuid|NO
 		device_status|device_id|uuid|NO
 		device_status|status|text|YES
 		device_status|pending_count|integer|YES
 		device_status|raw|jsonb|YES
 		device_status|created_at|timestamp with time zone|NO
+		device_status|event_id|uuid|YES
 		devices|device_id|uuid|NO
 		devices|device_hw_id|text|NO
 		devices|model|text|YES
 		devices|last_seen_at|timestamp with time zone|YES
 		devices|last_ip|text|YES
 		devices|created_at|timestamp with time zone|NO
+		gxp_report_captures|capture_id|uuid|YES
+		gxp_report_captures|device_id|uuid|YES
+		gxp_report_captures|device_capture_id|text|YES
+		gxp_report_captures|captured_at|timestamp with time zone|YES
+		gxp_report_captures|image_bytes|integer|YES
+		gxp_report_captures|ingest_status|text|YES
+		gxp_report_captures|ingest_error|text|YES
+		gxp_report_captures|storage_path|text|YES
+		gxp_report_captures|image_sha256|text|YES
+		gxp_report_captures|created_at|timestamp with time zone|YES
+		gxp_report_captures|image_url|text|YES
+		gxp_report_devices|device_id|uuid|YES
+		gxp_report_devices|device|jsonb|YES
+		gxp_report_devices|latest_status|jsonb|YES
+		gxp_report_devices|latest_reading|jsonb|YES
+		gxp_report_devices|latest_error|jsonb|YES
+		gxp_report_devices|latest_photo|jsonb|YES
 		sensor_readings|id|uuid|NO
 		sensor_readings|device_id|uuid|NO
 		sensor_readings|capture_id|uuid|YES
@@ -112,11 +139,14 @@ scenario() {
 		sensor_readings|pressure_hpa|double precision|YES
 		sensor_readings|gas_kohm|double precision|YES
 		sensor_readings|created_at|timestamp with time zone|NO
+		sensor_readings|event_id|uuid|YES
 	EOF
 	# the keys the upserts need, and the checks
 	psql_q "select conname from pg_constraint where contype = 'u' and
 		connamespace = 'public'::regnamespace order by 1" | diff -u - <(printf '%s\n' \
-		captures_device_id_device_capture_id_key devices_device_hw_id_key)
+		captures_device_id_device_capture_id_key device_errors_event_id_key \
+		device_publish_log_event_id_key device_status_event_id_key \
+		devices_device_hw_id_key sensor_readings_event_id_key)
 	run psql_q "insert into devices (device_hw_id) values ('D1'), ('D1')"
 	[ "$status" != 0 ] && [[ $output == *duplicate* ]]
 	run psql_q "insert into devices (device_hw_id) values ('D2');
@@ -361,4 +391,158 @@ $dev|23.5|45.2|1013.25|2025-10-04 12:34:57+00" ]
 	[ "$(psql_q "select count(*) from device_status")" = 30 ]
 	[ "$(ep_count rest:devices)" = 1 ]
 	[ "$(psql_q "select last_seen_at from devices")" = "2025-10-04 12:30:01+00" ]
+}
+
+# Rows per message, each table: what a single delivery of scenario() writes.
+per_message() {
+	psql_q "select 'devices', count(*), count(distinct device_hw_id) from devices"
+	psql_q "select 'captures', count(*), count(distinct device_capture_id) from captures"
+	psql_q "select 'sensor_readings', count(*), count(distinct capture_id) from sensor_readings"
+	psql_q "select 'device_status', count(*), count(distinct created_at) from device_status"
+	psql_q "select 'device_errors', count(*), count(distinct (error_code, occurred_at)) from device_errors"
+	psql_q "select 'device_publish_log', count(*), count(distinct (direction, received_at,
+		payload::text)) from device_publish_log"
+}
+
+@test "upload/db: an answer lost after the commit (dropped, or 502) stores no row twice, on any table" {
+	for then in '"drop"' 502; do
+		reset_db
+		ep_reset
+		rm -rf "$GXP_SPOOL/stored"
+		scenario
+		for t in $PG_TABLES; do
+			ep_fault "{\"match\":\"^/rest/v1/$t\$\",\"then\":$then,\"count\":1}"
+		done
+		run_upload
+		[ "$RC" = 0 ]
+		# every table's first request was executed and its answer lost
+		for t in $PG_TABLES; do
+			ep_log | jq -e --arg k "rest:$t" 'select(.kind == $k) | .status' | head -1 |
+				grep -qx -- "$([ "$then" = 502 ] && echo 502 || echo -1)"
+		done
+		per_message > "$BATS_TEST_TMPDIR/got"
+		diff -u - "$BATS_TEST_TMPDIR/got" <<-'EOF'
+			devices|1|1
+			captures|2|2
+			sensor_readings|2|2
+			device_status|1|1
+			device_errors|2|2
+			device_publish_log|4|4
+		EOF
+	done
+	# and every row carries the id it was given
+	for t in sensor_readings device_status device_errors device_publish_log; do
+		[ "$(psql_q "select count(*) from $t where event_id is null")" = 0 ]
+	done
+}
+
+@test "upload/db: with columns= the body reaches PostgreSQL as sent: 1.10 stays 1.10" {
+	printf '%s\n' "{\"event\":\"inbound\",\"v\":1,\"ts\":\"2025-10-04T12:34:57.000000Z\",\
+\"device\":\"$DEV\",\"topic\":\"ESP32CAM/$DEV/status\",\"received_at\":\"2025-10-04T12:34:57.000000Z\",\
+\"kind\":\"status\",\"payload\":{\"device_id\":\"$DEV\",\"volts\":1.10,\"big\":12345678901234567890}}" > "$IN"
+	run_upload
+	[ "$RC" = 0 ]
+	[ "$(psql_q "select payload->>'volts', payload->>'big' from device_publish_log")" = "1.10|12345678901234567890" ]
+}
+
+# Changes to the schema this file's cluster shares: undone in teardown.
+schema_change() {
+	SCHEMA_CHANGED=1
+	psql_q "$1" > /dev/null
+}
+
+# reload_cache: NOTIFY pgrst, 'reload schema', as Supabase's DDL hooks do,
+# and wait until the endpoint has reloaded.
+reload_cache() {
+	local n
+	n=$(ep_control stats | jq .schema_loads)
+	psql_q "notify pgrst, 'reload schema'" > /dev/null
+	wait_until 10 eval '[ "$(ep_control stats | jq .schema_loads)" -gt '"$n"' ]'
+}
+
+@test "upload/db: a column the schema cache lacks stops gxp-upload (100), the photo stays in ready/; schema.sql mends it" {
+	schema_change "alter table captures drop column ingest_meta"
+	reload_cache
+	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
+	run_upload --once
+	[ "$RC" = 100 ]
+	grep -q "stopping: HTTP 400 (PGRST204): Could not find the 'ingest_meta' column of 'captures' in the schema cache; table captures or a column gxp writes is missing, or PostgREST's schema cache does not know it yet: run sql/schema.sql, then reload the cache (NOTIFY pgrst, 'reload schema')" "$ERR"
+	[ -f "$(entry_meta "$GXP_SPOOL" $DEV image_1.jpg)" ]
+	[ -z "$(ls -A "$GXP_SPOOL/failed")" ] && [ -z "$(ls -A "$GXP_SPOOL/work" | grep -vx rows.at)" ]
+	[ "$(psql_q "select count(*) from captures")" = 0 ]
+	# the column back in the database, the cache not told: still refused
+	psql_q "alter table captures add column ingest_meta jsonb" > /dev/null
+	run_upload --once
+	[ "$RC" = 100 ]
+	grep -q "PGRST204" "$ERR"
+	# the fix the message gives
+	psql_file "$GXP_TOP/sql/schema.sql"
+	reload_cache
+	run_upload --once
+	[ "$RC" = 0 ]
+	[ "$(psql_q "select ingest_status from captures")" = stored ]
+}
+
+@test "upload/db: a column, a table or a unique key missing in the database stops gxp-upload (100), rows kept for later" {
+	# the cache still knows the column: PostgreSQL says 42703
+	schema_change "alter table captures drop column ingest_meta"
+	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
+	run_upload --once
+	[ "$RC" = 100 ]
+	grep -q 'stopping: HTTP 400 (42703): column "ingest_meta" of relation "captures" does not exist; table captures or a column gxp writes is missing.*run sql/schema.sql' "$ERR"
+	[ -f "$(entry_meta "$GXP_SPOOL" $DEV image_1.jpg)" ] && [ -z "$(ls -A "$GXP_SPOOL/failed")" ]
+	psql_file "$GXP_TOP/sql/schema.sql"
+	# no unique key for on_conflict: 42P10
+	schema_change "alter table device_status drop constraint device_status_event_id_key"
+	ev_status $DEV Alive 1 > "$IN"
+	run_upload
+	[ "$RC" = 100 ]
+	grep -q 'stopping: HTTP 400 (42P10): there is no unique or exclusion constraint matching the ON CONFLICT specification; table device_status has no unique key on (event_id) for the upsert: run sql/schema.sql' "$ERR"
+	[ "$(psql_q "select count(*) from device_status")" = 0 ]
+	# the row is not lost: it waits in rows/ for the run after the fix
+	[ "$(ls "$GXP_SPOOL/rows" | wc -l)" = 1 ]
+	psql_file "$GXP_TOP/sql/schema.sql"
+	: > "$IN"
+	run_upload
+	[ "$RC" = 0 ]
+	[ "$(psql_q "select status from device_status")" = Alive ]
+	# a table the cache does not know: 404
+	schema_change "alter table device_errors rename to device_errors_old"
+	reload_cache
+	ev_error $DEV 2102 warn "chunk without payload" > "$IN"
+	run_upload
+	[ "$RC" = 100 ]
+	grep -q "stopping: HTTP 404 (PGRST205): Could not find the table 'public.device_errors' in the schema cache; table device_errors or a column gxp writes is missing" "$ERR"
+}
+
+@test "upload/db: a statement timeout on a large batch: halves, down to what passes, every row stored once" {
+	schema_change "create function public.gxp_test_slow() returns trigger language plpgsql as
+		\$\$ begin perform pg_sleep(0.005); return new; end \$\$;
+		create trigger gxp_test_slow before insert on device_publish_log
+		for each row execute function public.gxp_test_slow()"
+	ep_control config '{"statement_timeout_ms":200}' > /dev/null
+	for c in $(seq 0 299); do ev_inbound_chunk $DEV image_1.jpg "$c"; done > "$IN"
+	ROW_FLUSH_MS=5000 ROW_BATCH_MAX=300 run_upload
+	[ "$RC" = 0 ]
+	[ "$(psql_q "select count(*), count(distinct payload->>'chunk_id') from device_publish_log")" = "300|300" ]
+	# the batch of 300 and its halves timed out (500, 57014) before smaller ones passed
+	[ "$(ep_log | jq -r 'select(.kind == "rest:device_publish_log") | .status' | head -1)" = 500 ]
+	grep -q 'device_publish_log: a batch of 300 rows ran out of time (HTTP 500 (57014): canceling statement due to statement timeout); sending it in halves' "$ERR"
+	grep -q 'a batch of 150 rows ran out of time' "$ERR"
+	[ -z "$(ls -A "$GXP_SPOOL/rows")" ]
+}
+
+@test "upload/db: an SQLSTATE PostgREST does not list is a 400, refused at once, not retried" {
+	schema_change "create function public.gxp_test_refuse() returns trigger language plpgsql as
+		\$\$ begin raise exception 'refused by a test trigger' using errcode = 'GX001'; end \$\$;
+		create trigger gxp_test_refuse before insert on device_status
+		for each row execute function public.gxp_test_refuse()"
+	for i in 1 2 3; do ev_status $DEV Alive "$i" "2025-10-04T12:30:0$i.000000Z"; done > "$IN"
+	run_upload
+	[ "$RC" = 0 ]
+	# one batch, then each row alone, each refused once
+	[ "$(ep_log | jq -r 'select(.kind == "rest:device_status") | .status' | sort | uniq -c |
+		awk '{print $1 "x" $2}')" = 4x400 ]
+	grep -q 'device_status: 1 row not written: HTTP 400 (GX001): refused by a test trigger' "$ERR"
+	[ -z "$(ls -A "$GXP_SPOOL/rows")" ]
 }

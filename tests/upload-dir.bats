@@ -38,11 +38,11 @@ teardown() {
 	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/captures.ndjson")" = \
 		'[["capture_id","captured_at","chunk_size_bytes","device_capture_id","device_id","image_bytes","image_sha256","image_url","img_format","ingest_error","ingest_meta","ingest_status","sensor_data","storage_path","total_chunks"]]' ]
 	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/sensor_readings.ndjson")" = \
-		'[["capture_id","created_at","device_id","gas_kohm","humidity_pct","id","pressure_hpa","temperature_c"]]' ]
+		'[["capture_id","created_at","device_id","event_id","gas_kohm","humidity_pct","pressure_hpa","temperature_c"]]' ]
 	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/device_status.ndjson")" = \
-		'[["created_at","device_id","id","pending_count","raw","status"]]' ]
+		'[["created_at","device_id","event_id","pending_count","raw","status"]]' ]
 	[ "$(jq -sc 'map(keys) | unique' "$GXP_STORE/device_publish_log.ndjson")" = \
-		'[["device_id","direction","id","payload","received_at","topic"]]' ]
+		'[["device_id","direction","event_id","payload","received_at","topic"]]' ]
 	# the ids fit together
 	dev_id=$(jq -r .device_id "$GXP_STORE/devices.ndjson")
 	[ "$(jq -r .device_id "$GXP_STORE/captures.ndjson" | sort -u)" = "$dev_id" ]
@@ -192,7 +192,7 @@ teardown() {
 	grep -q 'removing a torn last line' "$ERR"
 	jq -e . "$GXP_STORE/captures.ndjson" > /dev/null
 	[ "$(lines_in "$GXP_STORE/captures.ndjson")" = 2 ]
-	! grep -q torn "$GXP_STORE/captures.ndjson"
+	! grep -q torn "$GXP_STORE/captures.ndjson" || false
 }
 
 @test "upload/dir: other lines pass through byte for byte; publish events pass and are logged" {
@@ -217,7 +217,7 @@ teardown() {
 	} > "$IN"
 	run_upload
 	[ "$(lines_in "$GXP_STORE/device_publish_log.ndjson")" = 3 ]
-	! grep -q '/9j/4AAQ' "$GXP_STORE/device_publish_log.ndjson"
+	! grep -q '/9j/4AAQ' "$GXP_STORE/device_publish_log.ndjson" || false
 	jq -e 'select(.payload.chunk_id == 1) | .payload.payload_bytes == 6' \
 		"$GXP_STORE/device_publish_log.ndjson"
 	rm -rf "$GXP_STORE"

@@ -63,12 +63,12 @@ acked() { file_has "$OUT" '"kind":"ack_ok"'; }
 	log=$GXP_STORE/device_publish_log.ndjson
 	[ "$(wc -l < "$log")" = 7 ]
 	[ "$(jq -sc 'map(keys) | unique' "$log")" = \
-		'[["device_id","direction","id","payload","received_at","topic"]]' ]
+		'[["device_id","direction","event_id","payload","received_at","topic"]]' ]
 	# the two of a pair: the same row
-	[ "$(sed -n 1p "$log" | jq -c 'del(.id)')" = "$(sed -n 2p "$log" | jq -c 'del(.id)')" ]
-	[ "$(sed -n 3p "$log" | jq -c 'del(.id)')" = "$(sed -n 4p "$log" | jq -c 'del(.id)')" ]
+	[ "$(sed -n 1p "$log" | jq -c 'del(.event_id)')" = "$(sed -n 2p "$log" | jq -c 'del(.event_id)')" ]
+	[ "$(sed -n 3p "$log" | jq -c 'del(.event_id)')" = "$(sed -n 4p "$log" | jq -c 'del(.event_id)')" ]
 	# the same content, the same key: a replay is recognisable
-	[ "$(sed -n 1p "$log" | jq -r .id)" = "$(sed -n 2p "$log" | jq -r .id)" ]
+	[ "$(sed -n 1p "$log" | jq -r .event_id)" = "$(sed -n 2p "$log" | jq -r .event_id)" ]
 	# bytes left out, their count kept
 	[ "$(sed -n 5p "$log" | jq -c .payload)" = \
 		'{"device_id":"AABBCCDDEEFF","image_name":"image_1.jpg","chunk_id":8,"max_chunk_size":1024,"payload_bytes":3}' ]

@@ -95,6 +95,22 @@ stored_count() {
 	grep -q 'device AABBCCDDEEFF image p1.jpg: storage upload failed: HTTP 400' "$ERR"
 }
 
+@test "upload/net: a failed photo whose rows meet a setup error stays in ready/ (100), and the next run finishes it" {
+	photos 1
+	ep_fault '{"match":"/object/","status":400,"count":1,"body":{"statusCode":"400","error":"Invalid Input","message":"mime type image/jpeg is not supported"}}'
+	ep_fault '{"match":"^/rest/v1/device_errors$","status":400,"count":1,"body":{"code":"PGRST204","message":"Could not find the '"'event_id'"' column of '"'device_errors'"' in the schema cache"}}'
+	run_upload --once
+	[ "$RC" = 100 ]
+	grep -q "stopping: HTTP 400 (PGRST204)" "$ERR"
+	# the photo is not failed: the database has not heard of its failure
+	[ -f "$(entry_meta "$GXP_SPOOL" $DEV p1.jpg)" ]
+	[ -z "$(ls -A "$GXP_SPOOL/failed")" ]
+	[ "$(events capture_failed | wc -l)" = 0 ]
+	run_upload --once
+	[ "$RC" = 0 ]
+	[ "$(stored_count)" = 1 ]
+}
+
 @test "upload/net: a permanent refusal of the captures row fails the photo (2205)" {
 	photos 1
 	ep_fault '{"match":"/rest/v1/captures","status":409,"count":1,"body":{"code":"23514","message":"new row violates check constraint"}}'
@@ -112,14 +128,15 @@ stored_count() {
 	SUPABASE_SERVICE_ROLE=wrong-$EP_SERVICE_KEY run_upload --once
 	[ "$RC" = 100 ]
 	grep -q "stopping: HTTP 401: Invalid API key.*check SUPABASE_SERVICE_ROLE" "$ERR"
-	! grep -qF -- "$EP_SERVICE_KEY" "$ERR" "$OUT"
+	! grep -qF -- "$EP_SERVICE_KEY" "$ERR" "$OUT" || false
 	[ "$(ls "$GXP_SPOOL/ready"/*.json | wc -l)" = 2 ]
 	[ -z "$(ls -A "$GXP_SPOOL/work" | grep -vx rows.at)" ] && [ -z "$(ls -A "$GXP_SPOOL/failed")" ]
 	[ "$(psql_q "select count(*) from captures")" = 0 ]
-	# a valid apikey with a bad bearer token: Storage's 400/"403"
+	# the anon key: refused before any request
 	SUPABASE_SERVICE_ROLE=$EP_ANON_KEY run_upload --once
 	[ "$RC" = 100 ]
-	! grep -qF -- "$EP_ANON_KEY" "$ERR"
+	grep -q 'SUPABASE_SERVICE_ROLE (environment) holds a legacy anon key' "$ERR"
+	! grep -qF -- "$EP_ANON_KEY" "$ERR" || false
 	[ "$(ls "$GXP_SPOOL/ready"/*.json | wc -l)" = 2 ]
 }
 
@@ -128,9 +145,9 @@ stored_count() {
 	ep_fault '{"match":"/object/","status":400,"echo_key":true,"count":1}'
 	run_upload --once
 	grep -q 'bad key \*\*\*' "$ERR"
-	! grep -qF -- "$EP_SERVICE_KEY" "$ERR" "$OUT" "$GXP_SPOOL"/failed/*/reason.json
+	! grep -qF -- "$EP_SERVICE_KEY" "$ERR" "$OUT" "$GXP_SPOOL"/failed/*/reason.json || false
 	! psql_q "select ingest_error from captures; select message from device_errors" |
-		grep -qF -- "$EP_SERVICE_KEY"
+		grep -qF -- "$EP_SERVICE_KEY" || false
 }
 
 @test "upload/net: a missing bucket stops with 100, as Storage v1.11 and newer ones say it" {
@@ -271,7 +288,7 @@ start_endpoint2() {
 	photos 1
 	SUPABASE_SERVICE_ROLE= run_upload --once
 	[ "$RC" = 100 ]
-	grep -q 'SUPABASE_SERVICE_ROLE is' "$ERR"
+	grep -q 'SUPABASE_SECRET_KEY is missing (or the legacy SUPABASE_SERVICE_ROLE)' "$ERR"
 	SUPABASE_URL=ftp://example.invalid run_upload --once
 	[ "$RC" = 100 ]
 	grep -q 'expected an http:// or https:// URL' "$ERR"

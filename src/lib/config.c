@@ -326,9 +326,19 @@ gxp_config_problems(void)
 	if (gxp_cfg("MQTT_USERNAME") && !gxp_cfg("MQTT_PASSWORD"))
 		n += problem("MQTT_USERNAME is set (%s) but MQTT_PASSWORD is missing",
 		    gxp_cfg_source("MQTT_USERNAME"));
-	if (gxp_cfg("SUPABASE_URL") && !gxp_cfg("SUPABASE_SERVICE_ROLE"))
-		n += problem("SUPABASE_URL is set (%s) but SUPABASE_SERVICE_ROLE is missing",
-		    gxp_cfg_source("SUPABASE_URL"));
+	if (gxp_cfg("SUPABASE_URL")) {
+		struct gxp_apikey k;
+		const char *why;
+
+		gxp_apikey(&k);
+		if (k.value == NULL)
+			n += problem("SUPABASE_URL is set (%s) but SUPABASE_SECRET_KEY is "
+			    "missing (or the legacy SUPABASE_SERVICE_ROLE)",
+			    gxp_cfg_source("SUPABASE_URL"));
+		else if ((why = gxp_apikey_refused(&k)) != NULL)
+			n += problem("%s (%s) holds %s: %s", k.setting,
+			    gxp_cfg_source(k.setting), gxp_apikey_kind(&k), why);
+	}
 	return n;
 }
 

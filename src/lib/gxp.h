@@ -12,6 +12,10 @@
 #include <cjson/cJSON.h>
 
 #define GXP_EVENT_VERSION 1
+/* the release (the Makefile's VERSION), in gxp-upload's User-Agent */
+#ifndef GXP_VERSION
+#define GXP_VERSION "dev"
+#endif
 
 /* Exit codes, the same in every tool (gxp(7) EXIT STATUS). */
 enum {
@@ -128,6 +132,19 @@ int gxp_json_next_member(const char *text, size_t len, size_t *pos, int flags,
     const char **key, size_t *klen, const char **val, size_t *vlen);
 long gxp_json_unescape(const char *s, size_t n, char *out);
 
+/* apikey.c: the Supabase key gxp-upload uses and its kind. */
+enum { KEY_NONE, KEY_SECRET, KEY_PUBLISHABLE, KEY_JWT, KEY_OTHER };
+struct gxp_apikey {
+	const char *setting;	/* the setting it came from */
+	const char *value;	/* NULL: none set */
+	int kind, both;		/* both: the other setting is set too, unused */
+	char role[32];		/* a JWT's role claim */
+};
+void gxp_apikey(struct gxp_apikey *k);
+int gxp_apikey_bearer(const struct gxp_apikey *k);
+const char *gxp_apikey_kind(const struct gxp_apikey *k);
+const char *gxp_apikey_refused(const struct gxp_apikey *k);
+
 /* b64.c: standard base64 (RFC 4648), strict decoding. */
 size_t gxp_b64_encoded_len(size_t n);
 size_t gxp_b64_encode(const unsigned char *in, size_t n, char *out);
@@ -157,6 +174,10 @@ char *gxp_topic_for(const char *setting, const char *dev);
 cJSON *gxp_ack_ok_event(const char *dev, const char *image_name);
 cJSON *gxp_nack_event(const char *dev, const char *image_name,
     const uint32_t *ids, size_t n);
+
+/* errcode.c: the meaning of a device_errors code (README, "Error codes"). */
+#define GXP_MEANING_MAX 48
+const char *gxp_error_meaning(long code, char buf[GXP_MEANING_MAX]);
 
 /* sig.c: signals become flags read by the main loop. */
 extern volatile sig_atomic_t gxp_sig_term, gxp_sig_usr1;

@@ -2,7 +2,9 @@
  * multi handle, whose connection cache keeps connections alive between
  * them.  A timeout, a refused or broken connection, 408, 429 and 5xx are
  * retried after a capped exponential backoff with jitter, or after the
- * server's Retry-After when that is longer; anything else is final.
+ * server's Retry-After when that is longer; anything else is final, and
+ * so is a statement timeout when the caller can send less instead
+ * (HTTP_FINAL_TIMEOUT).  Every request says User-Agent: gxp/VERSION.
  * Callbacks run only inside http_wait(). */
 #include <ctype.h>
 #include <stdlib.h>
@@ -26,7 +28,7 @@ struct req {
 	struct curl_slist *headers;
 	struct gxp_buf resp;
 	int64_t retry_after_ms, due;
-	int attempts;
+	int attempts, flags;
 	http_done_fn *fn;
 	void *arg;
 	char err[CURL_ERROR_SIZE];
@@ -136,6 +138,7 @@ start(struct http *h, struct req *r)
 	r->err[0] = '\0';
 	curl_easy_setopt(e, CURLOPT_URL, r->url);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "gxp/" GXP_VERSION);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
@@ -170,10 +173,12 @@ start(struct http *h, struct req *r)
 /* headers and body become the engine's; the body must come from malloc. */
 void
 http_send(struct http *h, const char *method, const char *url,
-    struct curl_slist *headers, char *body, size_t len, http_done_fn *fn, void *arg)
+    struct curl_slist *headers, char *body, size_t len, int flags,
+    http_done_fn *fn, void *arg)
 {
 	struct req *r = xcalloc(1, sizeof *r);
 
+	r->flags = flags;
 	r->method = xstrdup(method);
 	r->url = xstrdup(url);
 	/* no "Expect: 100-continue" round trip before a body */
@@ -228,6 +233,22 @@ http_retryable(const struct http_res *r)
 	}
 }
 
+/* PostgREST's answer to a statement cancelled by statement_timeout. */
+static int
+statement_timeout(const struct http_res *r)
+{
+	cJSON *j;
+	const char *code;
+	int rc;
+
+	if (r->status != 500 || r->len == 0 || (j = gxp_json_parse(r->body, r->len)) == NULL)
+		return 0;
+	code = gxp_json_str(j, "code");
+	rc = code && strcmp(code, "57014") == 0;
+	cJSON_Delete(j);
+	return rc;
+}
+
 static int64_t
 backoff(struct http *h, const struct req *r)
 {
@@ -274,7 +295,8 @@ finish(struct http *h, struct req *r, CURLcode code)
 	res.len = r->resp.len;
 	res.status = code == CURLE_OK ? effective_status(st, res.body, res.len) : 0;
 	res.err = r->err[0] ? r->err : curl_easy_strerror(code);
-	if (http_retryable(&res)) {
+	if (http_retryable(&res) &&
+	    !((r->flags & HTTP_FINAL_TIMEOUT) && statement_timeout(&res))) {
 		if (h->max_attempts == 0 || r->attempts < h->max_attempts) {
 			int64_t d = backoff(h, r);
 

@@ -17,7 +17,17 @@
  * nothing else is coming.  So a photo never waits for a timer, and rows
  * pile up into batches while a request is in flight.  A batch the server
  * refuses is split into single rows, so one bad row does not sink the
- * others.
+ * others; a batch that ran out of time (a statement timeout) is split in
+ * halves, down to single rows, which are then retried as any row is.
+ *
+ * Row identity: every row of the event tables (sensor_readings,
+ * device_status, device_errors, device_publish_log) gets an event_id when
+ * it is added, a name-based UUID of the table, the device (and capture)
+ * and the row's own text, before device_id and capture_id are filled in.
+ * A row is a function of the event that caused it, so the same event gives
+ * the same id in every run and in both stores, and the database keeps one
+ * row per id (on_conflict=event_id, resolution=ignore-duplicates): a batch
+ * sent again after a lost answer, a spilled row or a replay change nothing.
  *
  * The columns an upsert may write are the row's keys (columns=), except
  * that a captures row written at metadata time (ROW_KEEP_OUTCOME) leaves
@@ -31,13 +41,16 @@
  * gave up on (ST_GAVEUP: its attempts ran out, or the local store could
  * not write) is kept instead of dropped, and rows_spill() writes the kept
  * rows with every row still queued, waiting or in flight to a file that
- * rows_load() reads back in the next run.  Left out are the rows someone
+ * rows_load() reads back in the next run; so is a row that failed because
+ * of the setup (ST_FATAL: a key, a table or a column), which also stops
+ * the caller (rows_fatal()).  Left out are the rows someone
  * waits for (a photo's: the photo, still in the spool, makes them again)
  * and captures rows, whose late arrival could undo a photo's stored row
  * in the local store; a row that would have waited for one is written
  * without its capture_id unless the next run knows it.  A loaded row
  * whose device is not known makes a devices row that says nothing of when
  * the device was seen. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,7 +67,8 @@ enum { E_UNKNOWN, E_PENDING, E_KNOWN };
 
 struct prow {
 	struct prow *next;
-	int table, need, keep, solo, urgent;
+	int table, need, keep, urgent;
+	int most;		/* the largest batch it may go in; 0: ROW_BATCH_MAX */
 	cJSON *row;
 	char dev[GXP_DEVICE_MAX + 1], cap[GXP_CAPTURE_NAME_MAX + 1];
 	char *json, *cols;
@@ -84,6 +98,7 @@ struct rows {
 	struct prow *kept, **ktail;	/* given up on, for rows_spill() */
 	size_t nkept;
 	int loading;		/* in rows_load() */
+	char *fatal;		/* the first setup error, for rows_fatal() */
 	long long batch_max, flush_ms, seen_ms, queue_max, caps_max;
 	unsigned long long written, failed, dropped, requests;
 };
@@ -254,7 +269,9 @@ fail_row(struct rows *r, struct prow *p, int rc, const char *msg)
 		e->state = E_UNKNOWN;
 		release(r, e, rc, msg);
 	}
-	if (rc == ST_GAVEUP && spillable(p)) {
+	if (rc == ST_FATAL && r->fatal == NULL)
+		r->fatal = xstrdup(msg ? msg : "setup error");
+	if ((rc == ST_GAVEUP || rc == ST_FATAL) && spillable(p)) {
 		p->next = NULL;
 		*r->ktail = p;
 		r->ktail = &p->next;
@@ -467,6 +484,55 @@ prow_new(struct rows *r, int table, const char *dev, const char *cap)
 	return p;
 }
 
+static int
+event_table(int t)
+{
+	return t == T_SENSOR || t == T_STATUS || t == T_ERRORS || t == T_PUBLOG;
+}
+
+/* The row's event_id (see the top). */
+static void
+event_id(char out[37], int t, const char *dev, const char *cap, const char *text)
+{
+	char *who = xasprintf("%s/%s", dev ? dev : "", cap ? cap : "");
+
+	gxp_uuid_of(out, rows_table_names[t], who, text);
+	free(who);
+}
+
+static void
+add_event_id(int t, cJSON *row, const char *dev, const char *cap)
+{
+	char id[37], *text;
+
+	if (!event_table(t) || cJSON_HasObjectItem(row, "event_id"))
+		return;		/* a row from a spill file has it */
+	text = gxp_json_print(row);
+	event_id(id, t, dev, cap, text);
+	free(text);
+	cJSON_AddStringToObject(row, "event_id", id);
+}
+
+/* The same for a text row: the last member, and the last column. */
+static void
+add_event_id_text(int t, struct prow *p, const char *dev)
+{
+	size_t n = strlen(p->json), c = strlen(p->cols);
+	char id[37], *json, *cols;
+
+	if (!event_table(t) || (c >= 8 && strcmp(p->cols + c - 8, "event_id") == 0 &&
+	    (c == 8 || p->cols[c - 9] == ',')))
+		return;
+	event_id(id, t, dev, NULL, p->json);
+	json = xasprintf("%.*s%s\"event_id\":\"%s\"}", (int)(n - 1), p->json,
+	    n > 2 ? "," : "", id);
+	cols = xasprintf("%s%sevent_id", p->cols, c ? "," : "");
+	free(p->json);
+	free(p->cols);
+	p->json = json;
+	p->cols = cols;
+}
+
 /* Takes row.  dev: the MAC the row belongs to, or NULL; cap: the capture
  * (capture_name) it belongs to, or NULL; need: whether capture_id must be
  * known (CAP_REQUIRED), is added when known (CAP_IF_KNOWN) or is none of
@@ -483,6 +549,7 @@ rows_add(struct rows *r, int table, cJSON *row, const char *dev, const char *cap
 		cJSON_Delete(row);
 		return;
 	}
+	add_event_id(table, row, dev, cap);
 	p = prow_new(r, table, dev, cap);
 	p->row = row;
 	p->need = need & CAP_MASK;
@@ -514,6 +581,7 @@ rows_add_text(struct rows *r, int table, char *json, const char *cols, const cha
 	p = prow_new(r, table, dev, NULL);
 	p->json = json;
 	p->cols = xstrdup(cols);
+	add_event_id_text(table, p, dev);
 	resolve(r, p);
 }
 
@@ -541,7 +609,8 @@ static const char *
 query(int t, const char *cols, struct gxp_buf *b)
 {
 	static const char *const conflict[T_COUNT] = {
-		"device_hw_id", "device_id,device_capture_id"
+		"device_hw_id", "device_id,device_capture_id", "event_id", "event_id",
+		"event_id", "event_id"
 	};
 	static const char *const select[T_COUNT] = {
 		"device_id,device_hw_id", "capture_id,device_id,device_capture_id"
@@ -563,6 +632,7 @@ send_batch(struct rows *r, int t)
 	struct batch *b = xcalloc(1, sizeof *b);
 	struct prow *p = r->q[t], *last = NULL;
 	struct gxp_buf json = { 0 }, q = { 0 };
+	int most = r->batch_max > INT_MAX ? INT_MAX : (int)r->batch_max, flags;
 
 	b->r = r;
 	b->table = t;
@@ -572,10 +642,12 @@ send_batch(struct rows *r, int t)
 			gxp_buf_add(&json, ",", 1);
 		gxp_buf_adds(&json, p->json);
 		r->urgent[t] -= (size_t)p->urgent;
+		if (p->most && p->most < most)
+			most = p->most;
 		last = p;
 		b->n++;
 		p = p->next;
-	} while (p && !last->solo && !p->solo && b->n < r->batch_max &&
+	} while (p && b->n < most && (!p->most || b->n < p->most) &&
 	    strcmp(p->cols, r->q[t]->cols) == 0 && !duplicate(r->q[t], p));
 	gxp_buf_add(&json, "]", 1);
 	b->rows = r->q[t];
@@ -592,8 +664,10 @@ send_batch(struct rows *r, int t)
 	r->qlen[t] -= (size_t)b->n;
 	r->inflight[t] = b;
 	r->requests++;
-	store_rows(r->st, rows_table_names[t], query(t, b->rows->cols, &q),
-	    t == T_DEVICES || t == T_CAPTURES, json.p, json.len, batch_done, b);
+	flags = (t == T_DEVICES || t == T_CAPTURES ? ROWS_WANT : ROWS_IGNORE_DUPLICATES) |
+	    (b->n > 1 ? ROWS_SPLITTABLE : 0);
+	store_rows(r->st, rows_table_names[t], query(t, b->rows->cols, &q), flags,
+	    json.p, json.len, batch_done, b);
 	gxp_buf_free(&q);
 }
 
@@ -638,13 +712,15 @@ learn(struct rows *r, struct batch *b, const char *body, size_t len)
 	cJSON_Delete(a);
 }
 
+/* The batch's rows back at the head of the queue, each to go in batches of
+ * at most most rows. */
 static void
-requeue_singly(struct rows *r, struct batch *b)
+requeue(struct rows *r, struct batch *b, int most)
 {
 	struct prow *last = b->rows;
 
 	for (struct prow *p = b->rows; p; p = p->next) {
-		p->solo = 1;
+		p->most = most;
 		r->urgent[b->table] += (size_t)p->urgent;
 		last = p;
 	}
@@ -683,9 +759,19 @@ batch_done(void *arg, const struct st_result *res)
 	if (res->rc == ST_PERM && b->n > 1) {
 		gxp_log(LOG_WARN, "%s: a batch of %d rows was refused (%s); sending "
 		    "them one by one", rows_table_names[b->table], b->n, res->msg);
-		requeue_singly(r, b);
-	} else if (res->rc != ST_OK)
-		batch_failed(r, b, res);
+		requeue(r, b, 1);
+	} else if (res->rc == ST_SPLIT && b->n > 1) {
+		gxp_log(LOG_WARN, "%s: a batch of %d rows ran out of time (%s); sending "
+		    "it in halves", rows_table_names[b->table], b->n, res->msg);
+		requeue(r, b, (b->n + 1) / 2);
+	} else if (res->rc != ST_OK) {
+		struct st_result kept = *res;
+
+		/* a row alone is retried by the store, not split */
+		if (kept.rc == ST_SPLIT)
+			kept.rc = ST_GAVEUP;
+		batch_failed(r, b, &kept);
+	}
 	else {
 		if (b->table == T_DEVICES || b->table == T_CAPTURES)
 			learn(r, b, res->body, res->len);
@@ -746,6 +832,13 @@ int
 rows_idle(const struct rows *r)
 {
 	return r->live == 0;
+}
+
+/* The first setup error a row met (the store said ST_FATAL), or NULL. */
+const char *
+rows_fatal(const struct rows *r)
+{
+	return r->fatal;
 }
 
 /* Whether a captures row for the capture was queued or written in this run. */
@@ -1003,5 +1096,6 @@ rows_free(struct rows *r)
 	}
 	free_table(r->devs);
 	free_table(r->caps);
+	free(r->fatal);
 	free(r);
 }

@@ -7,16 +7,25 @@
 
 #include "store.h"
 
-struct store *
-store_open(void)
+/* SUPABASE_STORAGE_BUCKET, checked: bucket names become URL path
+ * segments and directory names. */
+const char *
+gxp_bucket(void)
 {
 	const char *bucket = gxp_cfg("SUPABASE_STORAGE_BUCKET");
 
-	/* bucket names become URL path segments and directory names */
 	if (strspn(bucket, "abcdefghijklmnopqrstuvwxyz0123456789._-") != strlen(bucket) ||
 	    bucket[0] == '.' || strlen(bucket) > 63)
 		gxp_die(EXIT_PERM, "SUPABASE_STORAGE_BUCKET=%s: expected 1 to 63 of "
 		    "a-z 0-9 . _ - (not starting with a dot)", bucket);
+	return bucket;
+}
+
+struct store *
+store_open(void)
+{
+	const char *bucket = gxp_bucket();
+
 	if (gxp_cfg("SUPABASE_URL"))
 		return store_supabase_open(bucket);
 	return store_dir_open(gxp_cfg("GXP_STORE"), bucket);
@@ -32,10 +41,10 @@ store_put(struct store *s, const char *path, const char *src, char *data,
 }
 
 void
-store_rows(struct store *s, const char *table, const char *query, int want_rows,
+store_rows(struct store *s, const char *table, const char *query, int flags,
     char *json, size_t len, st_done_fn *fn, void *arg)
 {
-	s->ops->rows(s, table, query, want_rows, json, len, fn, arg);
+	s->ops->rows(s, table, query, flags, json, len, fn, arg);
 }
 
 int

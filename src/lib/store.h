@@ -1,6 +1,7 @@
 /* store.h: gxp-upload's own library: the HTTP engine (http.c), the two
  * stores behind one interface (store.c, store_dir.c, store_supabase.c) and
- * the row batches (rows.c).  Only gxp-upload uses it. */
+ * the row batches (rows.c).  gxp-report uses the HTTP engine, the synced
+ * writes (store_sync.c) and the settings' checks too. */
 #ifndef GXP_STORE_H
 #define GXP_STORE_H
 
@@ -11,7 +12,14 @@ enum {
 	ST_OK,		/* done and durable */
 	ST_PERM,	/* refused for good: the photo or the row is at fault */
 	ST_GAVEUP,	/* temporary failures outlasted the attempts allowed */
-	ST_FATAL	/* credentials, bucket or table: nothing will work */
+	ST_FATAL,	/* credentials, bucket, table or column: nothing will work */
+	ST_SPLIT	/* a batch ran out of time (statement timeout): send less */
+};
+/* store_rows() flags */
+enum {
+	ROWS_WANT = 1,			/* the rows back (return=representation) */
+	ROWS_IGNORE_DUPLICATES = 2,	/* on_conflict: keep the row there */
+	ROWS_SPLITTABLE = 4		/* a statement timeout is ST_SPLIT, not retried */
 };
 
 struct st_result {
@@ -48,10 +56,12 @@ struct http_stats {
 	unsigned long long requests, retries, bytes_sent;
 	int active, waiting;
 };
+/* http_send() flags */
+enum { HTTP_FINAL_TIMEOUT = 1 };	/* a statement timeout (500, 57014) is final */
 struct http *http_new(const struct http_opts *o);
 void http_send(struct http *h, const char *method, const char *url,
-    struct curl_slist *headers, char *body, size_t len, http_done_fn *fn,
-    void *arg);
+    struct curl_slist *headers, char *body, size_t len, int flags,
+    http_done_fn *fn, void *arg);
 void http_attempts(struct http *h, int max);	/* 0: unlimited */
 int http_wait(struct http *h, int timeout_ms, int fd, short *revents);
 void http_stats(const struct http *h, struct http_stats *s);
@@ -65,7 +75,7 @@ struct store_ops {
 	void (*put)(struct store *, const char *path, const char *src, char *data,
 	    size_t len, st_done_fn *, void *);
 	void (*rows)(struct store *, const char *table, const char *query,
-	    int want_rows, char *json, size_t len, st_done_fn *, void *);
+	    int flags, char *json, size_t len, st_done_fn *, void *);
 	int (*wait)(struct store *, int timeout_ms, int fd, short *revents);
 	int (*busy)(const struct store *);
 	void (*attempts)(struct store *, int max);
@@ -82,13 +92,21 @@ struct store {
 	const char *bucket;
 	char *url_base;		/* an object's URL: this, /<bucket>/<path> */
 };
+const char *gxp_bucket(void);
 struct store *store_open(void);
 struct store *store_dir_open(const char *dir, const char *bucket);
 struct store *store_supabase_open(const char *bucket);
+/* store_supabase.c's rules for any Supabase client (gxp-report too): the
+ * API bases, the key's headers, a server's answer described without the key. */
+char *supabase_base_url(const char *override, const char *url, const char *suffix);
+void supabase_key(struct gxp_apikey *k);
+struct http *supabase_http(int max_conns);
+struct curl_slist *supabase_headers(const struct gxp_apikey *k, const char *content_type);
+void supabase_describe(const char *key, struct gxp_buf *b, const struct http_res *r);
 void store_put(struct store *s, const char *path, const char *src, char *data,
     size_t len, st_done_fn *fn, void *arg);
 void store_rows(struct store *s, const char *table, const char *query,
-    int want_rows, char *json, size_t len, st_done_fn *fn, void *arg);
+    int flags, char *json, size_t len, st_done_fn *fn, void *arg);
 int store_wait(struct store *s, int timeout_ms, int fd, short *revents);
 int store_busy(const struct store *s);
 void store_attempts(struct store *s, int max);
@@ -140,6 +158,7 @@ void rows_add_text(struct rows *r, int table, char *json, const char *cols,
 void rows_flush(struct rows *r, int all);
 int64_t rows_due_ms(const struct rows *r);
 int rows_idle(const struct rows *r);
+const char *rows_fatal(const struct rows *r);
 int rows_capture_seen(struct rows *r, const char *dev, const char *cap);
 void rows_capture_expect(struct rows *r, const char *dev, const char *cap);
 void rows_stats(const struct rows *r, struct rows_stats *s);

@@ -12,9 +12,10 @@
  *
  * Every line carries its row's key, chosen so that the same row always gets
  * the same key: devices.device_id and captures.capture_id are name-based
- * UUIDs of the MAC and of (device_id, device_capture_id); the other tables
- * get an "id" that is a UUID of the row's content.  devices and captures
- * are upsert logs (as in the database, the last line for a key is the row);
+ * UUIDs of the MAC and of (device_id, device_capture_id); the other tables'
+ * rows carry the event_id rows.c gave them, as in Supabase.  devices and
+ * captures are upsert logs (as in the database, the last line for a key is
+ * the row);
  * see gxp-upload(1), FILES, for how a restart avoids writing a line twice. */
 #include <errno.h>
 #include <fcntl.h>
@@ -156,7 +157,7 @@ table_fd(struct dirst *d, int t)
 static void
 add_key(int t, cJSON *o)
 {
-	char id[37], *text;
+	char id[37];
 	const char *dev, *cap;
 
 	switch (t) {
@@ -176,12 +177,7 @@ add_key(int t, cJSON *o)
 		}
 		break;
 	default:
-		if (!cJSON_HasObjectItem(o, "id")) {
-			text = gxp_json_print(o);
-			gxp_uuid_of(id, rows_table_names[t], text, NULL);
-			free(text);
-			cJSON_AddStringToObject(o, "id", id);
-		}
+		break;	/* event_id: rows.c's */
 	}
 }
 
@@ -272,26 +268,18 @@ element_end(const char *s, size_t len, size_t at)
 	return len;
 }
 
-/* The other tables' rows (rows.c's own printing, without an "id") get
- * the UUID of their text, added as the last member, without a parse: the
- * same line add_key() and a print would make, for a fraction of the work. */
+/* The other tables' rows (rows.c's own printing, keyed by their event_id)
+ * become lines as they are, without a parse. */
 static void
-lines_by_content(int t, char *json, size_t len, struct gxp_buf *lines)
+lines_by_content(int t, const char *json, size_t len, struct gxp_buf *lines)
 {
-	char id[37], c;
 	size_t at = 1;
 
 	while (at < len && json[at] == '{') {
 		size_t end = element_end(json, len, at);
 
-		c = json[end];
-		json[end] = '\0';
-		gxp_uuid_of(id, rows_table_names[t], json + at, NULL);
-		json[end] = c;
-		gxp_buf_add(lines, json + at, end - at - 1);
-		gxp_buf_adds(lines, end - at > 2 ? ",\"id\":\"" : "\"id\":\"");
-		gxp_buf_add(lines, id, 36);
-		gxp_buf_add(lines, "\"}\n", 3);
+		gxp_buf_add(lines, json + at, end - at);
+		gxp_buf_add(lines, "\n", 1);
 		at = end + (end < len && json[end] == ',');
 	}
 	if (at >= len || json[at] != ']')
@@ -300,9 +288,10 @@ lines_by_content(int t, char *json, size_t len, struct gxp_buf *lines)
 }
 
 static void
-dir_rows(struct store *st, const char *table, const char *query, int want_rows,
+dir_rows(struct store *st, const char *table, const char *query, int flags,
     char *json, size_t len, st_done_fn *fn, void *arg)
 {
+	int want_rows = flags & ROWS_WANT;
 	struct dirst *d = (struct dirst *)st;
 	int t = table_index(table);
 	struct gxp_buf lines = { 0 };

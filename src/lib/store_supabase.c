@@ -1,7 +1,10 @@
 /* store_supabase.c: objects through the Storage API, rows through PostgREST,
- * with the service-role key as apikey and bearer token.  The key goes into
- * request headers only; every message from a server is scrubbed of it
- * before anyone logs it. */
+ * with the secret key as apikey (and as the bearer token too when it is a
+ * legacy JWT key).  The key goes into request headers only; every message
+ * from a server is scrubbed of it before it is cut short, and before anyone
+ * logs it.  An error that says the schema is not what gxp writes (a table,
+ * a column or a unique key missing, or not yet in PostgREST's schema
+ * cache) is a setup error, not a bad row: it stops gxp-upload. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,22 +12,28 @@
 
 #include "store.h"
 
+#define MSG_MAX 400		/* bytes of a server's message kept */
+#define KEY_PREFIX_MIN 12	/* a run of the key's first bytes this long is masked */
+
 struct supa {
 	struct store base;
 	struct http *http;
 	char *storage, *rest, *key;
+	struct gxp_apikey k;
 };
 
 struct op {
 	struct supa *s;
 	int object;
 	char *what;	/* the bucket or the table, for messages */
+	char *conflict;	/* on_conflict=, for messages */
 	st_done_fn *fn;
 	void *arg;
 };
 
-static char *
-base_url(const char *override, const char *url, const char *suffix)
+/* An API's base URL: override, or url and suffix; no trailing slash. */
+char *
+supabase_base_url(const char *override, const char *url, const char *suffix)
 {
 	char *u = override ? xstrdup(override) : xasprintf("%s%s", url, suffix);
 	size_t n = strlen(u);
@@ -36,20 +45,44 @@ base_url(const char *override, const char *url, const char *suffix)
 	return u;
 }
 
-/* Replaces each copy of the key in s with "***". */
+/* Replaces with "***" each copy of the key in b, and each run of its
+ * first KEY_PREFIX_MIN bytes or more: a server may have cut the key short
+ * itself.  Runs before the message is cut, so that no cut can leave a
+ * piece of the key behind. */
 static void
-redact(const struct supa *s, struct gxp_buf *b)
+scrub(const char *key, struct gxp_buf *b)
 {
-	size_t klen = strlen(s->key);
-	char *p;
+	size_t klen = strlen(key), min = klen < KEY_PREFIX_MIN ? klen : KEY_PREFIX_MIN;
+	char head[KEY_PREFIX_MIN + 1], *p = b->p;
 
 	if (klen < 4 || b->p == NULL)
 		return;
-	while ((p = strstr(b->p, s->key)) != NULL) {
+	memcpy(head, key, min);
+	head[min] = '\0';
+	while ((p = strstr(p, head)) != NULL) {
+		size_t n = min;
+
+		while (n < klen && p[n] == key[n])
+			n++;
 		memcpy(p, "***", 3);
-		memmove(p + 3, p + klen, strlen(p + klen) + 1);
-		b->len -= klen - 3;
+		memmove(p + 3, p + n, strlen(p + n) + 1);
+		b->len -= n - 3;
+		p += 3;
 	}
+}
+
+/* Cuts b to at most max bytes, not inside a UTF-8 sequence. */
+static void
+cut(struct gxp_buf *b, size_t max)
+{
+	size_t n = max;
+
+	if (b->len <= max)
+		return;
+	while (n > 0 && ((unsigned char)b->p[n] & 0xC0) == 0x80)
+		n--;
+	b->len = n;
+	b->p[n] = '\0';
 }
 
 static void
@@ -63,9 +96,10 @@ add_member(struct gxp_buf *b, const cJSON *j, const char *key, const char *pre,
 }
 
 /* "HTTP 400 (statusCode 409, Duplicate): The resource already exists" or
- * "HTTP 409 (23505): duplicate key value ... (Key ...)", at most 400 bytes. */
-static void
-describe(struct gxp_buf *b, const struct http_res *r)
+ * "HTTP 409 (23505): duplicate key value ... (Key ...)": scrubbed of the
+ * key, then cut to MSG_MAX bytes. */
+void
+supabase_describe(const char *key, struct gxp_buf *b, const struct http_res *r)
 {
 	cJSON *j = r->len ? gxp_json_parse(r->body, r->len) : NULL;
 
@@ -80,20 +114,49 @@ describe(struct gxp_buf *b, const struct http_res *r)
 		add_member(b, j, "hint", " hint: ", "");
 	} else if (r->len) {
 		gxp_buf_adds(b, ": ");
-		gxp_buf_add(b, r->body, r->len < 200 ? r->len : 200);
+		gxp_buf_add(b, r->body, r->len);
 	}
 	cJSON_Delete(j);
-	if (b->len > 400) {
-		b->len = 400;
-		b->p[400] = '\0';
-	}
-	for (char *p = b->p; *p; p++)
-		if ((unsigned char)*p < 0x20)
-			*p = ' ';
+	/* NULs too: nothing may hide the rest of the text from scrub() */
+	for (size_t i = 0; i < b->len; i++)
+		if ((unsigned char)b->p[i] < 0x20)
+			b->p[i] = ' ';
+	scrub(key, b);
+	cut(b, MSG_MAX);
+}
+
+/* The PostgREST error code of a response ("PGRST204", "42703"), or "". */
+static void
+body_code(const struct http_res *r, char out[16])
+{
+	cJSON *j = r->len ? gxp_json_parse(r->body, r->len) : NULL;
+	const char *c = gxp_json_str(j, "code");
+
+	snprintf(out, 16, "%s", c ? c : "");
+	cJSON_Delete(j);
+}
+
+/* The schema is not what gxp writes: a table, a column or the unique key
+ * of an upsert missing in the database or in PostgREST's schema cache. */
+static int
+setup_error(const struct op *o, int status, const char *code)
+{
+	static const char *const codes[] = {
+		"PGRST204", "PGRST205", "42703", "42P10", "42P01"
+	};
+
+	if (o->object)
+		return 0;
+	if (status == 404)
+		return 1;
+	for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+		if (strcmp(code, codes[i]) == 0)
+			return 1;
+	return 0;
 }
 
 static int
-classify(const struct http_res *r)
+classify(const struct op *o, const struct http_res *r, const char *code)
 {
 	if (r->curl_code)
 		return r->gave_up ? ST_GAVEUP : r->curl_code == CURLE_WRITE_ERROR ?
@@ -102,10 +165,35 @@ classify(const struct http_res *r)
 		return ST_OK;
 	if (r->gave_up)
 		return ST_GAVEUP;
+	/* only a batch is sent so that a statement timeout comes back */
+	if (r->status == 500 && strcmp(code, "57014") == 0)
+		return ST_SPLIT;
 	/* a bad key, a missing bucket, table or policy: no photo is at fault */
-	if (r->status == 401 || r->status == 403 || r->status == 404)
+	if (r->status == 401 || r->status == 403 || r->status == 404 ||
+	    setup_error(o, r->status, code))
 		return ST_FATAL;
 	return ST_PERM;
+}
+
+/* What to do about a failure that is not the data's fault. */
+static void
+advise(const struct op *o, struct gxp_buf *msg, int status, const char *code)
+{
+	const struct supa *s = o->s;
+
+	if (status == 401 || status == 403)
+		gxp_buf_addf(msg, "; check %s (%s) and the RLS policies", s->k.setting,
+		    gxp_apikey_kind(&s->k));
+	else if (o->object && status == 404)
+		gxp_buf_addf(msg, "; check that bucket %s exists (sql/rls.sql makes "
+		    "it)", o->what);
+	else if (strcmp(code, "42P10") == 0)
+		gxp_buf_addf(msg, "; table %s has no unique key on (%s) for the upsert: "
+		    "run sql/schema.sql", o->what, o->conflict ? o->conflict : "?");
+	else
+		gxp_buf_addf(msg, "; table %s or a column gxp writes is missing, or "
+		    "PostgREST's schema cache does not know it yet: run sql/schema.sql, "
+		    "then reload the cache (NOTIFY pgrst, 'reload schema')", o->what);
 }
 
 static void
@@ -114,47 +202,58 @@ done(void *arg, const struct http_res *r)
 	struct op *o = arg;
 	struct st_result res = { 0 };
 	struct gxp_buf msg = { 0 };
+	char code[16];
 
 	if (r->cancelled)
 		goto out;
-	res.rc = classify(r);
+	body_code(r, code);
+	res.rc = classify(o, r, code);
 	res.status = r->status;
 	res.body = r->body;
 	res.len = r->len;
 	if (r->curl_code)
 		gxp_buf_addf(&msg, "%s", r->err);
 	else if (res.rc != ST_OK)
-		describe(&msg, r);
-	if (res.rc == ST_FATAL && (r->status == 401 || r->status == 403))
-		gxp_buf_adds(&msg, "; check SUPABASE_SERVICE_ROLE and the RLS policies");
-	else if (res.rc == ST_FATAL && r->status == 404)
-		gxp_buf_addf(&msg, "; check that %s %s exists", o->object ? "bucket" :
-		    "table", o->what);
-	redact(o->s, &msg);
+		supabase_describe(o->s->key, &msg, r);
+	if (res.rc == ST_FATAL && !r->curl_code)
+		advise(o, &msg, r->status, code);
 	res.msg = msg.p ? msg.p : "";
 	o->fn(o->arg, &res);
 	gxp_buf_free(&msg);
 out:
 	free(o->what);
+	free(o->conflict);
 	free(o);
+}
+
+/* The headers of a request with key k: apikey, the bearer token too when
+ * the key is a JWT (apikey.c), and Content-Type when one is given. */
+struct curl_slist *
+supabase_headers(const struct gxp_apikey *k, const char *content_type)
+{
+	struct curl_slist *h = NULL;
+	char *v;
+
+	v = xasprintf("apikey: %s", k->value);
+	h = curl_slist_append(h, v);
+	free(v);
+	if (gxp_apikey_bearer(k)) {
+		v = xasprintf("Authorization: Bearer %s", k->value);
+		h = curl_slist_append(h, v);
+		free(v);
+	}
+	if (content_type) {
+		v = xasprintf("Content-Type: %s", content_type);
+		h = curl_slist_append(h, v);
+		free(v);
+	}
+	return h;
 }
 
 static struct curl_slist *
 auth_headers(const struct supa *s, const char *content_type)
 {
-	struct curl_slist *h = NULL;
-	char *v;
-
-	v = xasprintf("apikey: %s", s->key);
-	h = curl_slist_append(h, v);
-	free(v);
-	v = xasprintf("Authorization: Bearer %s", s->key);
-	h = curl_slist_append(h, v);
-	free(v);
-	v = xasprintf("Content-Type: %s", content_type);
-	h = curl_slist_append(h, v);
-	free(v);
-	return h;
+	return supabase_headers(&s->k, content_type);
 }
 
 static struct op *
@@ -165,6 +264,7 @@ op_new(struct supa *s, int object, const char *what, st_done_fn *fn, void *arg)
 	o->s = s;
 	o->object = object;
 	o->what = xstrdup(what);
+	o->conflict = NULL;
 	o->fn = fn;
 	o->arg = arg;
 	return o;
@@ -181,24 +281,39 @@ supa_put(struct store *st, const char *path, const char *src, char *data,
 	(void)src;
 	h = curl_slist_append(h, "x-upsert: true");
 	h = curl_slist_append(h, "Cache-Control: max-age=3600");
-	http_send(s->http, "POST", url, h, data, len, done, op_new(s, 1, st->bucket, fn, arg));
+	http_send(s->http, "POST", url, h, data, len, 0, done, op_new(s, 1, st->bucket,
+	    fn, arg));
 	free(url);
 }
 
+/* The on_conflict= of a query, or NULL. */
+static char *
+conflict_of(const char *query)
+{
+	const char *c = query ? strstr(query, "on_conflict=") : NULL;
+
+	return c ? xasprintf("%.*s", (int)strcspn(c + 12, "&"), c + 12) : NULL;
+}
+
 static void
-supa_rows(struct store *st, const char *table, const char *query, int want_rows,
+supa_rows(struct store *st, const char *table, const char *query, int flags,
     char *json, size_t len, st_done_fn *fn, void *arg)
 {
 	struct supa *s = (struct supa *)st;
 	struct curl_slist *h = auth_headers(s, "application/json");
+	struct op *o = op_new(s, 0, table, fn, arg);
 	char *url = xasprintf("%s/%s%s%s", s->rest, table, query ? "?" : "",
 	    query ? query : "");
-	char *prefer = xasprintf("Prefer: return=%s%s", want_rows ? "representation" :
-	    "minimal", query && strstr(query, "on_conflict=") ?
-	    ",resolution=merge-duplicates" : "");
+	char *prefer;
 
+	o->conflict = conflict_of(query);
+	prefer = xasprintf("Prefer: return=%s%s", flags & ROWS_WANT ?
+	    "representation" : "minimal", o->conflict == NULL ? "" :
+	    flags & ROWS_IGNORE_DUPLICATES ? ",resolution=ignore-duplicates" :
+	    ",resolution=merge-duplicates");
 	h = curl_slist_append(h, prefer);
-	http_send(s->http, "POST", url, h, json, len, done, op_new(s, 0, table, fn, arg));
+	http_send(s->http, "POST", url, h, json, len, flags & ROWS_SPLITTABLE ?
+	    HTTP_FINAL_TIMEOUT : 0, done, o);
 	free(prefer);
 	free(url);
 }
@@ -260,7 +375,7 @@ supa_free(struct store *st)
 struct probe {
 	struct supa *s;
 	const char *what;
-	int done, rc;
+	int object, done, rc;
 	struct gxp_buf msg;
 };
 
@@ -268,6 +383,8 @@ static void
 probe_done(void *arg, const struct http_res *r)
 {
 	struct probe *p = arg;
+	struct op o = { p->s, p->object, (char *)p->what, NULL, NULL, NULL };
+	char code[16];
 
 	p->done = 1;
 	if (r->cancelled)
@@ -276,14 +393,18 @@ probe_done(void *arg, const struct http_res *r)
 		gxp_buf_addf(&p->msg, "%s", r->err);
 		p->rc = EXIT_TEMP;
 	} else if (r->status < 200 || r->status >= 300) {
-		describe(&p->msg, r);
-		p->rc = r->status == 401 || r->status == 403 || r->status == 404 ?
-		    EXIT_PERM : EXIT_TEMP;
+		supabase_describe(p->s->key, &p->msg, r);
+		body_code(r, code);
+		p->rc = EXIT_TEMP;
+		if (classify(&o, r, code) == ST_FATAL) {
+			advise(&o, &p->msg, r->status, code);
+			p->rc = EXIT_PERM;
+		}
 	}
-	redact(p->s, &p->msg);
 }
 
-/* --check: the key, the bucket and each table, one request each, once. */
+/* --check: which key and its kind, then the bucket and each table, one
+ * request each, once. */
 static int
 supa_check(struct store *st)
 {
@@ -291,6 +412,11 @@ supa_check(struct store *st)
 	struct probe p[1 + T_COUNT];
 	int worst = EXIT_OK, pending;
 
+	printf("gxp-upload: ok: key: %s from %s, sent as apikey%s%s%s\n",
+	    gxp_apikey_kind(&s->k), s->k.setting, gxp_apikey_bearer(&s->k) ?
+	    " and bearer token" : " only", s->k.both ? "; SUPABASE_SERVICE_ROLE is set "
+	    "too and not used" : "", s->k.kind == KEY_JWT && strcmp(s->k.role,
+	    "service_role") != 0 ? "; gxp writes with the service_role key" : "");
 	http_attempts(s->http, 1);
 	memset(p, 0, sizeof p);
 	for (int i = 0; i <= T_COUNT; i++) {
@@ -298,9 +424,10 @@ supa_check(struct store *st)
 		    xasprintf("%s/%s?select=*&limit=0", s->rest, rows_table_names[i - 1]);
 
 		p[i].s = s;
+		p[i].object = i == 0;
 		p[i].what = i == 0 ? st->bucket : rows_table_names[i - 1];
 		http_send(s->http, "GET", url, auth_headers(s, "application/json"), NULL,
-		    0, probe_done, &p[i]);
+		    0, 0, probe_done, &p[i]);
 		free(url);
 	}
 	do {
@@ -311,7 +438,7 @@ supa_check(struct store *st)
 	} while (pending > 0 && !gxp_sig_term);
 	for (int i = 0; i <= T_COUNT; i++) {
 		if (p[i].rc == EXIT_OK)
-			printf("gxp-upload: ok: %s %s readable with the service key\n",
+			printf("gxp-upload: ok: %s %s readable with the key\n",
 			    i == 0 ? "bucket" : "table", p[i].what);
 		else
 			printf("gxp-upload: FAIL: %s %s: %s\n", i == 0 ? "bucket" : "table",
@@ -328,34 +455,56 @@ static const struct store_ops supa_ops = {
 	supa_seen, supa_stats, supa_free, supa_check
 };
 
-struct store *
-store_supabase_open(const char *bucket)
+/* The key from the settings, the one way every Supabase client takes it. */
+void
+supabase_key(struct gxp_apikey *k)
 {
-	struct supa *s = xcalloc(1, sizeof *s);
-	const char *url = gxp_cfg("SUPABASE_URL"), *key = gxp_cfg("SUPABASE_SERVICE_ROLE");
+	/* gxp_config_problems() refused a missing or publishable key */
+	gxp_apikey(k);
+	if (k->value == NULL || gxp_apikey_refused(k))
+		gxp_die(EXIT_PERM, "SUPABASE_URL is set but SUPABASE_SECRET_KEY is not");
+	if (strpbrk(k->value, "\r\n"))
+		gxp_die(EXIT_PERM, "%s contains a line break", k->setting);
+}
+
+/* An HTTP engine for Supabase: SUPABASE_CAFILE, gxp-upload's time limit
+ * and retries, max_conns connections. */
+struct http *
+supabase_http(int max_conns)
+{
 	struct http_opts o = { 0 };
 
-	if (key == NULL)
-		gxp_die(EXIT_PERM, "SUPABASE_URL is set but SUPABASE_SERVICE_ROLE is not");
-	if (strpbrk(key, "\r\n"))
-		gxp_die(EXIT_PERM, "SUPABASE_SERVICE_ROLE contains a line break");
-	s->base.ops = &supa_ops;
-	s->base.kind = "supabase";
-	s->base.bucket = bucket;
-	s->storage = base_url(gxp_cfg("SUPABASE_STORAGE_URL"), url, "/storage/v1");
-	s->rest = base_url(gxp_cfg("SUPABASE_REST_URL"), url, "/rest/v1");
-	s->base.url_base = xasprintf("%s/object", s->storage);
-	s->key = xstrdup(key);
 	o.cafile = gxp_cfg("SUPABASE_CAFILE");
 	o.timeout_ms = gxp_cfg_int("UPLOAD_TIMEOUT_MS");
 	o.retry_base_ms = gxp_cfg_int("UPLOAD_RETRY_BASE_MS");
 	o.retry_max_ms = gxp_cfg_int("UPLOAD_RETRY_MAX_MS");
 	if (o.retry_base_ms > o.retry_max_ms)
 		o.retry_base_ms = o.retry_max_ms;
+	o.max_conns = max_conns;
+	return http_new(&o);
+}
+
+struct store *
+store_supabase_open(const char *bucket)
+{
+	struct supa *s = xcalloc(1, sizeof *s);
+	const char *url = gxp_cfg("SUPABASE_URL");
+
+	supabase_key(&s->k);
+	s->base.ops = &supa_ops;
+	s->base.kind = "supabase";
+	s->base.bucket = bucket;
+	s->storage = supabase_base_url(gxp_cfg("SUPABASE_STORAGE_URL"), url, "/storage/v1");
+	s->rest = supabase_base_url(gxp_cfg("SUPABASE_REST_URL"), url, "/rest/v1");
+	s->base.url_base = xasprintf("%s/object", s->storage);
+	s->key = xstrdup(s->k.value);
 	/* the uploads, plus one request per table for the rows */
-	o.max_conns = (int)gxp_cfg_int("UPLOAD_CONCURRENCY") + T_COUNT;
-	s->http = http_new(&o);
+	s->http = supabase_http((int)gxp_cfg_int("UPLOAD_CONCURRENCY") + T_COUNT);
 	gxp_log(LOG_INFO, "Supabase: %s", url);
 	gxp_log(LOG_INFO, "Storage Bucket: %s", bucket);
+	gxp_log(LOG_INFO, "Supabase key: %s from %s", gxp_apikey_kind(&s->k), s->k.setting);
+	if (s->k.both)
+		gxp_log(LOG_WARN, "SUPABASE_SECRET_KEY and SUPABASE_SERVICE_ROLE are both "
+		    "set; using SUPABASE_SECRET_KEY");
 	return &s->base;
 }
