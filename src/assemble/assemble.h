@@ -146,6 +146,11 @@ struct rec {
 	const unsigned char *data;
 };
 
+/* records that could not be written: segment n from offset from on */
+struct lost {
+	uint32_t seg, from;
+};
+
 uint32_t rec_size(const struct asm *a, uint32_t len);
 void seg_open(void);
 int seg_append(struct asm *a, int type, uint32_t id, const void *data, uint32_t len,
@@ -251,6 +256,7 @@ int chunk_scan(const char *t, size_t len, struct chunk *c);
 void on_chunk(const char *dev, const char *t, size_t len, const struct chunk *c);
 int chunk_add(struct asm *a, uint32_t id, const void *data, uint32_t len, long long max,
     const struct span *at);
+void chunk_lost(struct asm *a, void *lost);
 void chunk_free(void);
 
 /* finish.c */

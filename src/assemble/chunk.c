@@ -262,6 +262,43 @@ chunk_put(struct asm *a, uint32_t id, const struct span *at)
 		a->received++;
 }
 
+/* The chunks of a whose records were lost (struct lost: a full disk when
+ * they were written at last): forgotten, so that the next NACK asks for
+ * them; one error for the device. */
+void
+chunk_lost(struct asm *a, void *arg)
+{
+	const struct lost *l = arg;
+	char dev[GXP_DEVICE_MAX + 1];
+	uint32_t n = 0, k = 0;
+	int e = errno;
+
+	for (uint32_t i = 0; a->idx && i < a->ncap; i++)
+		if (a->idx[i].len && a->idx[i].seg == l->seg && a->idx[i].off >= l->from) {
+			asm_charge(a, B_DISK, -(long long)rec_size(a, a->idx[i].len));
+			a->bytes -= a->idx[i].len;
+			a->received -= i < a->total;
+			a->idx[i] = (struct span){ 0, 0, 0 };
+			n++;
+		}
+	for (uint32_t i = 0; i < a->norph; i++)
+		if (a->orph[i].at.seg == l->seg && a->orph[i].at.off >= l->from) {
+			asm_charge(a, B_DISK, -(long long)rec_size(a, a->orph[i].at.len));
+			a->bytes -= a->orph[i].at.len;
+			a->received--;
+			a->dev->orphan_chunks--;
+			n++;
+		} else
+			a->orph[k++] = a->orph[i];
+	a->norph = k;
+	if (n == 0)
+		return;
+	asm_dev(a, dev);
+	error_event(RC_SPOOL_ERROR, 2200, dev, asm_name(a), "spool: partial/: %s: %u chunks "
+	    "to be asked for again", strerror(e), n);
+	errno = e;
+}
+
 /* Chunk id of a: checked, admitted, and written to partial/ (or, when
  * replaying partial/ at start, already there at *at).  0, 1 if a
  * duplicate, -1 with refusal when refused. */

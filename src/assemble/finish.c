@@ -310,7 +310,13 @@ finalize(struct asm *a)
 			commit();
 			break;
 		}
-	if (seg_flush() == -1 || (pm = partial_meta_read(a, &raw)) == NULL) {
+	/* the chunks must be in partial/: a full disk may have lost some */
+	if (seg_flush() == -1 && a->received < a->total) {
+		a->postponed = 0;
+		schedule(a);
+		return;
+	}
+	if ((pm = partial_meta_read(a, &raw)) == NULL) {
 		finalize_failed(a, "partial/", errno);
 		return;
 	}
@@ -417,11 +423,13 @@ commit(void)
 	int ready = 0, failed = 0;
 
 	if (npend == 0) {
+		seg_flush();
 		out_flush(out_len());
 		seg_collect(0);
 		return;
 	}
-	if (seg_flush() == -1 || sync_pending() == -1)
+	seg_flush();	/* what it cannot write is asked for again */
+	if (sync_pending() == -1)
 		commit_died(0, "tmp: sync");
 	for (size_t i = 0; i < npend; i++) {
 		struct pending *p = &pend[i];

@@ -5,6 +5,11 @@
  * the time the capture started) and is one of: the metadata, a chunk, or
  * the end of the capture.  Memory holds where each capture's records are.
  *
+ * Chunk records wait in memory, up to WBUF_MAX, and go in one write (at
+ * the latest before input is read again or output written, so what a
+ * SIGKILL loses was read and not yet reported, like the lines in the
+ * reader's buffer); metadata records are written at once.
+ *
  * Segments go oldest first: the oldest is removed once no capture in
  * progress has a record in it, so a capture's end record always outlives
  * the records it ends.  A capture that keeps an old segment (a slow device,
@@ -38,6 +43,10 @@ static struct segment *segs;	/* oldest first; the last is the head */
 static size_t nsegs;
 static uint64_t total;		/* bytes in all segments */
 static int collect_due;
+static struct gxp_buf wbuf;	/* the head's records not written yet */
+static uint64_t flushed;	/* the head's bytes written */
+
+#define WBUF_MAX (256u << 10)	/* records kept before one write */
 static uint32_t first_head;	/* the head this run started with */
 static unsigned char *copybuf;
 static size_t copycap;
@@ -247,6 +256,7 @@ seg_open(void)
 	if (new_head() == -1)
 		gxp_die_errno(EXIT_TEMP, "%s/partial", cfg.spool);
 	first_head = segs[nsegs - 1].n;
+	flushed = 0;
 }
 
 /* Reads the records of one segment to fn; with repair, a tail that is not
@@ -352,8 +362,81 @@ seg_pin(struct asm *a, uint32_t n)
 	a->minseg = n;
 }
 
-/* Appends a record of a's to the head, with a single write; where its
- * payload is goes to *at.  -1 with errno, nothing written. */
+/* The buffered records could not be written (a full disk): cut off, and
+ * the chunks they held forgotten by their captures, to be asked for
+ * again. */
+static void
+lost(struct segment *s, int e)
+{
+	struct lost l = { s->n, (uint32_t)flushed };
+
+	if (ftruncate(s->fd, (off_t)flushed) == -1)
+		gxp_log(LOG_WARN, "partial/seg.%u: %s", s->n, strerror(errno));
+	total -= s->size - flushed;
+	s->size = flushed;
+	wbuf.len = 0;
+	errno = e;
+	asm_each(chunk_lost, &l);
+	errno = e;
+}
+
+/* How much of the first n bytes of wbuf are whole records. */
+static size_t
+whole_records(size_t n)
+{
+	size_t at = 0, len;
+
+	while (at + REC_HDR <= n) {
+		const unsigned char *p = (const unsigned char *)wbuf.p + at;
+
+		len = REC_HDR + p[5] + get32(p + 12);
+		if (at + len > n)
+			break;
+		at += len;
+	}
+	return at;
+}
+
+/* Writes the records waiting for the head: 0, or -1 with errno when
+ * some are lost (and forgotten): the ones a short write (a full disk)
+ * kept whole stay. */
+int
+seg_flush(void)
+{
+	struct segment *s;
+	ssize_t n;
+	size_t kept;
+
+	if (wbuf.len == 0)
+		return 0;
+	s = &segs[nsegs - 1];
+	n = pwrite(s->fd, wbuf.p, wbuf.len, (off_t)flushed);
+	if (n == (ssize_t)wbuf.len) {
+		flushed += wbuf.len;
+		wbuf.len = 0;
+		return 0;
+	}
+	kept = n > 0 ? whole_records((size_t)n) : 0;
+	flushed += kept;
+	lost(s, n >= 0 ? ENOSPC : errno);
+	return -1;
+}
+
+/* A new head, the old one's records written (or lost) first. */
+static int
+new_head_flushed(void)
+{
+	seg_flush();
+	if (new_head() == -1)
+		return -1;
+	flushed = 0;
+	collect_due = 1;
+	return 0;
+}
+
+/* Appends a record of a's to the head; where its payload is goes to *at.
+ * A chunk or an end waits in memory (see the top); metadata is written at
+ * once, with a single write.  -1 with errno, nothing written. */
 int
 seg_append(struct asm *a, int type, uint32_t id, const void *data, uint32_t len,
     struct span *at)
@@ -365,23 +448,29 @@ seg_append(struct asm *a, int type, uint32_t id, const void *data, uint32_t len,
 	size_t hlen;
 	ssize_t n;
 
-	if (nsegs == 0 || (segs[nsegs - 1].size > 0 && segs[nsegs - 1].size + size > seg_size())) {
-		if (new_head() == -1)
-			return -1;
-		collect_due = 1;
-	}
+	if ((nsegs == 0 || (segs[nsegs - 1].size > 0 &&
+	    segs[nsegs - 1].size + size > seg_size())) && new_head_flushed() == -1)
+		return -1;
+	if (type == REC_META && seg_flush() == -1)
+		return -1;
 	s = &segs[nsegs - 1];
 	hlen = rec_head(head, type, a->h.key, a->h.klen, id, len, a->started_us, data);
-	iov[0] = (struct iovec){ head, hlen };
-	iov[1] = (struct iovec){ (void *)data, len };
-	n = pwritev(s->fd, iov, len ? 2 : 1, (off_t)s->size);
-	if (n != (ssize_t)size) {
-		int e = n >= 0 ? ENOSPC : errno;
+	if (type != REC_META) {
+		gxp_buf_add(&wbuf, head, hlen);
+		gxp_buf_add(&wbuf, data, len);
+	} else {
+		iov[0] = (struct iovec){ head, hlen };
+		iov[1] = (struct iovec){ (void *)data, len };
+		n = pwritev(s->fd, iov, 2, (off_t)s->size);
+		if (n != (ssize_t)size) {
+			int e = n >= 0 ? ENOSPC : errno;
 
-		if (n > 0 && ftruncate(s->fd, (off_t)s->size) == -1)
-			gxp_log(LOG_WARN, "partial/seg.%u: %s", s->n, strerror(errno));
-		errno = e;
-		return -1;
+			if (n > 0 && ftruncate(s->fd, (off_t)s->size) == -1)
+				gxp_log(LOG_WARN, "partial/seg.%u: %s", s->n, strerror(errno));
+			errno = e;
+			return -1;
+		}
+		flushed += size;
 	}
 	if (at)
 		*at = (struct span){ s->n, (uint32_t)s->size + (uint32_t)hlen, len };
@@ -389,10 +478,12 @@ seg_append(struct asm *a, int type, uint32_t id, const void *data, uint32_t len,
 	total += size;
 	if (type != REC_END)
 		seg_pin(a, s->n);
-	return 0;
+	/* when that fails, this record is among the ones lost */
+	return wbuf.len >= WBUF_MAX ? seg_flush() : 0;
 }
 
-/* A record's payload into buf (span->len bytes). */
+/* A record's payload into buf (span->len bytes); one still in memory is
+ * written first. */
 int
 seg_read(const struct span *sp, void *buf)
 {
@@ -403,19 +494,14 @@ seg_read(const struct span *sp, void *buf)
 		errno = ENOENT;
 		return -1;
 	}
+	if (s == &segs[nsegs - 1] && sp->off + sp->len > flushed && seg_flush() == -1)
+		return -1;
 	n = pread(s->fd, buf, sp->len, sp->off);
 	if (n == (ssize_t)sp->len)
 		return 0;
 	if (n >= 0)
 		errno = EIO;
 	return -1;
-}
-
-/* Records are written as they come: nothing waits in memory. */
-int
-seg_flush(void)
-{
-	return 0;
 }
 
 /* A capture and its records are done with. */
@@ -466,6 +552,10 @@ copy_forward(struct asm *a, void *arg)
 		rc = copy_span(a, REC_CHUNK, i, &a->idx[i], &lowest);
 	for (uint32_t i = 0; rc == 0 && i < a->norph; i++)
 		rc = copy_span(a, REC_CHUNK, a->orph[i].id, &a->orph[i].at, &lowest);
+	/* the copies are written before the old segment can go; what a full
+	 * disk loses of them is asked for again */
+	if (rc == 0)
+		rc = seg_flush();
 	if (rc == -1) {
 		/* what was copied is where the spans say; the old segment stays */
 		gxp_log(LOG_WARN, "partial/seg.%u: cannot copy partial/%s forward: %s", from,
@@ -548,8 +638,10 @@ seg_size(void)
 void
 seg_tidy(void)
 {
+	seg_flush();
 	collect_due = 1;
 	seg_collect(0);
+	seg_flush();
 	if (nsegs == 1 && segs[0].pins == 0)
 		seg_drop_tail();
 }
@@ -568,4 +660,6 @@ seg_close(void)
 	free(copybuf);
 	copybuf = NULL;
 	copycap = 0;
+	gxp_buf_free(&wbuf);	/* what a SIGKILL would lose too */
+	flushed = 0;
 }
