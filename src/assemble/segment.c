@@ -457,7 +457,8 @@ seg_append(struct asm *a, int type, uint32_t id, const void *data, uint32_t len,
 	hlen = rec_head(head, type, a->h.key, a->h.klen, id, len, a->started_us, data);
 	if (type != REC_META) {
 		gxp_buf_add(&wbuf, head, hlen);
-		gxp_buf_add(&wbuf, data, len);
+		if (len)
+			gxp_buf_add(&wbuf, data, len);
 	} else {
 		iov[0] = (struct iovec){ head, hlen };
 		iov[1] = (struct iovec){ (void *)data, len };
