@@ -53,6 +53,12 @@ measured() {
 	echo "peak RSS: $HWM kB" >&3
 }
 
+# under_bound KB: the peak RSS is under KB, unless the tools are built with
+# the sanitizers (make check SANITIZE=1), whose shadow memory it counts.
+under_bound() {
+	ldd "$(command -v gxp-assemble)" | grep -q libasan || [ "$HWM" -lt "$1" ]
+}
+
 # refused CAUSE: gxp_assemble_refused_total{cause="CAUSE"} as last written.
 refused() {
 	awk -v m="gxp_assemble_refused_total{cause=\"$1\"}" '$1 == m { print $2 }' \
@@ -74,7 +80,7 @@ spool_bytes() {
 	measured
 	[ "$ASM_RC" = 0 ]
 	# 3.3 MB before the flood; 1.29 GB before the budgets
-	[ "$HWM" -lt 32768 ]
+	under_bound 32768
 	cmp "$BATS_TEST_TMPDIR/p" "$(ready_image REAL1 real.jpg)"
 	# the made-up ids got ASSEMBLE_ORPHAN_CHUNKS (8) chunks each, then one
 	# error each, no more (REFUSED_REPORT_INTERVAL_S)
@@ -88,7 +94,7 @@ spool_bytes() {
 	# one is past CAPTURE_TIMEOUT_MS: dropped once, and gone for good
 	status_line 130000 REAL1 '{"status":"Alive"}' > "$IN"
 	measured
-	[ "$HWM" -lt 32768 ]
+	under_bound 32768
 	[ -z "$(in_progress)" ]
 	[ "$(count error)" = 1250 ]
 	[ "$(events error | jq -r .reason | sort -u)" = "no metadata within 60000 ms; 1 chunks dropped" ]
@@ -103,7 +109,7 @@ spool_bytes() {
 		--seed 8 > "$IN"
 	measured
 	[ "$ASM_RC" = 0 ]
-	[ "$HWM" -lt 32768 ]
+	under_bound 32768
 	[ "$(ready_count)" = 10000 ]
 	[ "$(count error)" = 0 ]
 }
@@ -120,7 +126,7 @@ spool_bytes() {
 	[ "$(refused device_bytes)" -gt 500 ]
 	[ "$(events error | jq -c '[.device,.code]')" = '["AABB00000000",2200]' ]
 	events error | jq -r .reason | grep -q "bytes in partial/ (ASSEMBLE_DEVICE_BYTES)"
-	[ "$HWM" -lt 32768 ]
+	under_bound 32768
 }
 
 @test "assemble-budget: the whole spool stays under SPOOL_MAX_BYTES; what waits in ready/ counts" {
