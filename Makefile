@@ -14,15 +14,20 @@ LIBS = -Wl,--as-needed -lmosquitto -lcurl -lcjson -lcrypto -lpthread -lm
 SAN_1 = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 ALL_CFLAGS = $(WARN) $(GXP_CPPFLAGS) $(CPPFLAGS) $(CFLAGS) $(SAN_$(SANITIZE))
 
-TOOLS = gxp-sub gxp-assemble gxp-upload gxp-pub gxp-sim gxp-report
+TOOLS = gxp-sub gxp-assemble gxp-control gxp-upload gxp-pub gxp-sim gxp-cmd gxp-report
 SCRIPTS = gxp-supervise
 LIB_SRC = $(wildcard src/lib/*.c)
 LIB_OBJ = $(LIB_SRC:src/%.c=build/%.o)
-# gxp-assemble is a folder of files; the fuzzers link all but main.o
-ASM_SRC = $(wildcard src/assemble/*.c)
-ASM_OBJ = $(ASM_SRC:src/%.c=build/%.o)
 BINS = $(TOOLS:%=bin/%) $(SCRIPTS:%=bin/%)
 MANS = $(wildcard man/*.[157])
+# A tool that outgrew one file is a folder src/TOOL/ with a private header;
+# gxp-assemble's fuzzers link all its objects but main.o.
+ASM_SRC = $(wildcard src/assemble/*.c)
+ASM_OBJ = $(ASM_SRC:src/%.c=build/%.o)
+CONTROL_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/control/*.c))
+SIM_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/sim/*.c))
+# Unit tests of library code, run by the bats suite.
+TESTPROGS = build/schedule-test
 PHOTOS = $(wildcard examples/*.jpg)
 SQL = $(wildcard sql/*.sql)
 # The version: the top entry of debian/changelog, its one source.
@@ -33,9 +38,9 @@ DEPS = gcc make pkg-config libmosquitto-dev libcurl4-openssl-dev \
 	libcjson-dev libssl-dev bats mosquitto mosquitto-clients openssl \
 	postgresql python3 python3-psycopg2 jq curl mandoc valgrind \
 	clang libclang-rt-14-dev systemd procps faketime \
-	dpkg-dev debhelper fakeroot lintian adduser libturbojpeg0-dev chromium
+	dpkg-dev debhelper fakeroot lintian adduser tzdata libturbojpeg0-dev chromium
 
-all: $(BINS)
+all: $(BINS) $(TESTPROGS)
 
 # Rebuild everything when the compiler flags change (make SANITIZE=1).
 build/flags: FORCE
@@ -47,21 +52,28 @@ build/%.o: src/%.c src/lib/gxp.h build/flags
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-# gxp-upload's own header
+# gxp-upload's own header, and the control plane's
 build/gxp-upload.o build/lib/http.o build/lib/rows.o build/lib/store.o build/lib/store_dir.o build/lib/store_supabase.o: src/lib/store.h
-build/lib/store_sync.o: src/lib/store.h
+build/lib/store_sync.o build/lib/ctl_dir.o build/lib/ctl_supabase.o: src/lib/store.h
+build/lib/config.o build/lib/schedule.o build/lib/ctl.o build/lib/ctl_dir.o build/lib/ctl_supabase.o build/gxp-cmd.o: src/lib/control.h
+
+$(ASM_OBJ): src/assemble/assemble.h
+$(CONTROL_OBJ): src/control/ctl.h src/lib/control.h src/lib/store.h
+$(SIM_OBJ): src/sim/sim.h
+
+bin/gxp-assemble: $(ASM_OBJ) build/libgxp.a
+bin/gxp-control: $(CONTROL_OBJ) build/libgxp.a
+bin/gxp-sim: $(SIM_OBJ) build/libgxp.a
+bin/gxp-assemble bin/gxp-control bin/gxp-sim:
+	@mkdir -p bin
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) build/libgxp.a $(LIBS)
+
+build/schedule-test: tests/schedule.c build/libgxp.a src/lib/control.h
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ tests/schedule.c build/libgxp.a $(LIBS)
 
 build/libgxp.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJ)
-
-build/assemble/%.o: src/assemble/%.c src/assemble/assemble.h src/lib/gxp.h build/flags
-	@mkdir -p build/assemble
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
-
-bin/gxp-assemble: $(ASM_OBJ) build/libgxp.a
-	@mkdir -p bin
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(ASM_OBJ) build/libgxp.a $(LIBS)
 
 bin/gxp-%: build/gxp-%.o build/libgxp.a
 	@mkdir -p bin
@@ -149,7 +161,7 @@ FUZZ_LIB = $(LIB_SRC:src/%.c=build/fuzz/%.o)
 FUZZ_ASM = $(filter-out build/fuzz/assemble/main.o,$(ASM_SRC:src/%.c=build/fuzz/%.o))
 FUZZERS = build/fuzz/line build/fuzz/sequence
 
-build/fuzz/lib/%.o: src/lib/%.c src/lib/gxp.h src/lib/store.h
+build/fuzz/lib/%.o: src/lib/%.c src/lib/gxp.h src/lib/store.h src/lib/control.h
 	@mkdir -p build/fuzz/lib
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 

@@ -3,7 +3,9 @@
 -- and on a project that already has these tables: nothing is dropped or
 -- rewritten; missing tables, columns, the unique keys gxp's upserts rely
 -- on, the indexes behind the Monitoring queries and the dashboards' view
--- (captures_with_sensors) are added.
+-- (captures_with_sensors) are added, and the device control plane's tables
+-- (devices.next_wake_at, device_configs, device_commands,
+-- device_command_logs; gxp-control(1)).
 --
 -- Run it in the Supabase SQL editor (or psql) before sql/rls.sql.
 
@@ -78,6 +80,58 @@ create table if not exists public.device_publish_log (
 	received_at timestamptz not null default now()
 );
 
+-- The device control plane (gxp-control(1)): when each device wakes, its
+-- schedule, the commands queued for it and what became of them.
+alter table public.devices add column if not exists next_wake_at timestamptz;
+
+-- One row per device; a device without one follows the SCHEDULE_*
+-- settings.  Times of day are in SCHEDULE_TZ.
+create table if not exists public.device_configs (
+	device_id uuid primary key references public.devices (device_id) on delete cascade,
+	capture_per_day integer not null default 2 check (capture_per_day between 1 and 24),
+	wakeup_time_1 time,
+	wakeup_time_2 time,
+	wakeup_window_sec integer not null default 180
+		check (wakeup_window_sec between 0 and 86400),
+	test_mode boolean not null default false,
+	test_interval_minutes integer not null default 5
+		check (test_interval_minutes between 1 and 60),
+	updated_at timestamptz not null default now()
+);
+alter table public.device_configs add column if not exists capture_per_day integer default 2;
+alter table public.device_configs add column if not exists wakeup_time_1 time;
+alter table public.device_configs add column if not exists wakeup_time_2 time;
+alter table public.device_configs add column if not exists wakeup_window_sec integer default 180;
+alter table public.device_configs add column if not exists test_mode boolean default false;
+alter table public.device_configs add column if not exists test_interval_minutes integer default 5;
+
+create table if not exists public.device_commands (
+	command_id uuid primary key default gen_random_uuid(),
+	device_id uuid not null references public.devices (device_id) on delete cascade,
+	command_type text not null,
+	command_payload jsonb not null default '{}',
+	status text not null default 'queued',
+	requested_at timestamptz not null default now(),
+	sent_at timestamptz,
+	expires_at timestamptz
+);
+alter table public.device_commands add column if not exists command_payload jsonb default '{}';
+alter table public.device_commands add column if not exists status text default 'queued';
+alter table public.device_commands add column if not exists requested_at timestamptz default now();
+alter table public.device_commands add column if not exists sent_at timestamptz;
+alter table public.device_commands add column if not exists expires_at timestamptz;
+
+create table if not exists public.device_command_logs (
+	id uuid primary key default gen_random_uuid(),
+	command_id uuid references public.device_commands (command_id) on delete cascade,
+	device_id uuid references public.devices (device_id) on delete cascade,
+	event_type text not null,
+	event_payload jsonb,
+	created_at timestamptz not null default now()
+);
+alter table public.device_command_logs add column if not exists event_payload jsonb;
+alter table public.device_command_logs add column if not exists created_at timestamptz default now();
+
 -- Tables made by an earlier worker may lack columns gxp writes.
 alter table public.devices add column if not exists model text;
 alter table public.devices add column if not exists last_seen_at timestamptz;
@@ -132,7 +186,8 @@ begin
 			('sensor_readings', array['event_id'], 'sensor_readings_event_id_key'),
 			('device_status', array['event_id'], 'device_status_event_id_key'),
 			('device_errors', array['event_id'], 'device_errors_event_id_key'),
-			('device_publish_log', array['event_id'], 'device_publish_log_event_id_key')
+			('device_publish_log', array['event_id'], 'device_publish_log_event_id_key'),
+			('device_configs', array['device_id'], 'device_configs_device_id_key')
 		) as t (tab, cols, name)
 	loop
 		if not exists (
@@ -220,6 +275,94 @@ exception when invalid_table_definition then
 	alter view public.captures_with_sensors set (security_invoker = true);
 end
 $$;
+
+-- What gxp-control relies on, added where missing: the foreign keys to
+-- devices that its queries embed (devices!inner(device_hw_id)) and checks
+-- that refuse, when a command is queued, a
+-- status, a type or a payload gxp-control could not send.  On older tables
+-- they are added NOT VALID: rows already there are left alone (gxp-control
+-- marks a bad one failed), new and changed rows are checked.  The command
+-- check holds for queued commands: one that could not be sent can still be
+-- marked failed, expired or cancelled.
+do $$
+declare
+	want record;
+begin
+	for want in
+		select * from (values
+			('device_configs', 'device_configs_device_id_fkey',
+			    'foreign key (device_id) references public.devices (device_id) on delete cascade'),
+			('device_commands', 'device_commands_device_id_fkey',
+			    'foreign key (device_id) references public.devices (device_id) on delete cascade'),
+			('device_command_logs', 'device_command_logs_command_id_fkey',
+			    'foreign key (command_id) references public.device_commands (command_id) on delete cascade'),
+			('device_commands', 'device_commands_status_check',
+			    'check (status in (''queued'', ''sent'', ''expired'', ''cancelled'', ''failed''))'),
+			('device_commands', 'device_commands_command_check',
+			    'check (status <> ''queued'' or case command_type
+				when ''capture_image'' then jsonb_typeof(command_payload) = ''object''
+				when ''send_image'' then jsonb_typeof(command_payload -> ''image_name'') = ''string''
+				    and command_payload ->> ''image_name'' ~ ''^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$''
+				when ''next_wake'' then jsonb_typeof(command_payload -> ''wake_time'') = ''string''
+				    and command_payload ->> ''wake_time'' ~
+				    ''^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}([.,][0-9]+)?[Zz]?([+-][0-9]{2}(:?[0-9]{2})?)?$''
+				else false end)')
+		) as t (tab, name, def)
+	loop
+		-- a foreign key of the same columns under another name will do
+		if not exists (select 1 from pg_constraint c join pg_class r on r.oid = c.conrelid
+		    join pg_namespace n on n.oid = r.relnamespace
+		    where n.nspname = 'public' and r.relname = want.tab and (c.conname = want.name
+		    or (c.contype = 'f' and want.def like 'foreign key%' and
+		    (select array_agg(a.attname::text) from pg_attribute a
+		     where a.attrelid = r.oid and a.attnum = any (c.conkey)) =
+		    array[substring(want.def from 'foreign key \((\w+)\)')]))) then
+			execute format('alter table public.%I add constraint %I %s not valid',
+			    want.tab, want.name, want.def);
+			begin
+				execute format('alter table public.%I validate constraint %I',
+				    want.tab, want.name);
+			exception when check_violation or foreign_key_violation then
+				raise notice '%: rows already there do not pass %; kept, '
+				    'not valid', want.tab, want.name;
+			end;
+		end if;
+	end loop;
+end
+$$;
+
+create index if not exists device_commands_queued_idx on public.device_commands
+	(device_id, requested_at) where status = 'queued';
+create index if not exists device_commands_requested_idx on public.device_commands
+	(requested_at desc);
+create index if not exists device_command_logs_command_idx on public.device_command_logs
+	(command_id, created_at);
+create index if not exists device_command_logs_created_at_idx on public.device_command_logs
+	(created_at desc);
+
+-- device_command_logs gets a row when a command is queued and each time its
+-- status changes, whoever changes it (gxp-control, gxp-cmd, the dashboard,
+-- an operator's SQL), in the same transaction.  security definer: the row
+-- goes in even for a role that may not write the log itself.
+create or replace function public.gxp_device_command_log() returns trigger
+language plpgsql security definer set search_path = pg_catalog, public as $$
+begin
+	if tg_op = 'INSERT' then
+		insert into public.device_command_logs (command_id, device_id, event_type, event_payload)
+		values (new.command_id, new.device_id, new.status, jsonb_build_object(
+		    'command_type', new.command_type, 'command_payload', new.command_payload,
+		    'expires_at', new.expires_at));
+	elsif new.status is distinct from old.status then
+		insert into public.device_command_logs (command_id, device_id, event_type, event_payload)
+		values (new.command_id, new.device_id, new.status, jsonb_build_object(
+		    'from', old.status, 'sent_at', new.sent_at));
+	end if;
+	return null;
+end
+$$;
+drop trigger if exists gxp_device_command_log on public.device_commands;
+create trigger gxp_device_command_log after insert or update of status
+	on public.device_commands for each row execute function public.gxp_device_command_log();
 
 -- PostgREST learns of new tables and columns when it reloads its schema
 -- cache; Supabase does that on its own after DDL, a self-hosted PostgREST

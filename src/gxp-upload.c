@@ -42,6 +42,16 @@ struct name {
 	char *s;
 };
 
+/* A device's next_wake_time for its ACK_OKs, from gxp-control's schedule
+ * events. */
+struct wake {
+	struct wake *next;
+	char dev[GXP_DEVICE_MAX + 1];
+	char clock[16];
+};
+
+enum { WAKE_BUCKETS = 4096 };
+
 enum { LOCAL_BATCH = 256 };	/* photos per sync with the local store */
 
 static const char *spool;
@@ -55,6 +65,7 @@ static struct name *retiring;	/* photos stored, to retire at the turn's end */
 static struct name *marks;	/* "<entry> <mark>" of the photos claimed */
 static int marks_fd = -1;
 static long marks_n, marks_written;	/* in memory; lines in work/rows.at */
+static struct wake *wakes[WAKE_BUCKETS];
 
 static struct gxp_counter counters[] = {
 	{ "uploads_total", "photos stored (object and captures row)", 0, 0 },
@@ -448,6 +459,37 @@ photo_failed(struct photo *p, int code, const char *what, const char *msg)
 	    p->dev, p->cap, CAP_IF_KNOWN, failed_row_done, p);
 }
 
+static struct wake **
+wake_slot(const char *dev)
+{
+	struct wake **pp;
+
+	for (pp = &wakes[gxp_hash(dev) % WAKE_BUCKETS]; *pp; pp = &(*pp)->next)
+		if (strcmp((*pp)->dev, dev) == 0)
+			break;
+	return pp;
+}
+
+static const char *
+wake_clock(const char *dev)
+{
+	struct wake *w = *wake_slot(dev);
+
+	return w ? w->clock : NULL;
+}
+
+static void
+wakes_free(void)
+{
+	for (int i = 0; i < WAKE_BUCKETS; i++)
+		while (wakes[i]) {
+			struct wake *w = wakes[i];
+
+			wakes[i] = w->next;
+			free(w);
+		}
+}
+
 /* Object and row are durable: tell the device, remember, retire. */
 static void
 finish_stored(struct photo *p)
@@ -462,7 +504,7 @@ finish_stored(struct photo *p)
 	cJSON_AddStringToObject(e, "sha256", p->sha);
 	cJSON_AddNumberToObject(e, "image_bytes", (double)p->bytes);
 	emit(e);
-	e = gxp_ack_ok_event(p->dev, p->image_name);
+	e = gxp_ack_ok_event(p->dev, p->image_name, wake_clock(p->dev));
 	now_utc(now);
 	cJSON_AddStringToObject(e, "ts", now);
 	gxp_out_json(e);
@@ -1161,6 +1203,38 @@ ev_publish(const cJSON *j, const char *ts)
 		publog_row(dev, topic, "out", dup_or_null(j, "payload"), ts);
 }
 
+/* gxp-control told a device when to wake: its ACK_OKs say so too. */
+static void
+ev_schedule(const cJSON *j)
+{
+	const char *dev = event_device(j, "schedule", 1);
+	const char *clock = gxp_json_str(j, "next_wake_time");
+	struct wake **pp;
+
+	if (dev == NULL)
+		return;
+	if (clock == NULL || strlen(clock) >= sizeof (*pp)->clock) {
+		gxp_log(LOG_ERROR, "device %s: schedule event without a valid next_wake_time",
+		    dev);
+		return;
+	}
+	if (*(pp = wake_slot(dev)) == NULL) {
+		*pp = xcalloc(1, sizeof **pp);
+		snprintf((*pp)->dev, sizeof (*pp)->dev, "%s", dev);
+	}
+	snprintf((*pp)->clock, sizeof (*pp)->clock, "%s", clock);
+}
+
+/* gxp-control's message to a device, for the publish log. */
+static void
+ev_command(const cJSON *j, const char *ts)
+{
+	const char *dev = event_device(j, "command", 1);
+
+	if (dev)
+		publog_row(dev, gxp_json_str(j, "topic"), "out", dup_or_null(j, "payload"), ts);
+}
+
 /* Returns 1 when the line was an event this stage consumes. */
 static int
 event(const cJSON *j)
@@ -1185,6 +1259,10 @@ event(const cJSON *j)
 		ev_error(j, ts, 0);
 	else if (strcmp(type, "inbound") == 0)
 		ev_inbound(j);
+	else if (strcmp(type, "schedule") == 0)
+		ev_schedule(j);
+	else if (strcmp(type, "command") == 0)
+		ev_command(j, ts);
 	else
 		return 0;
 	if (strcmp(type, "publish") == 0)
@@ -1605,6 +1683,7 @@ main(int argc, char **argv)
 	rc = fatal ? EXIT_PERM : gaveup ? EXIT_TEMP : EXIT_OK;
 	rows_free(rows);
 	store_free(st);
+	wakes_free();
 	close(spool_fd);
 	if (marks_fd != -1)
 		close(marks_fd);

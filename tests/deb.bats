@@ -221,7 +221,7 @@ sd_shutdown() {
 }
 
 @test "deb: install: tools, man pages, units, the gxp user, /var/lib/gxp, /etc/gxp/gxp.env" {
-	for t in gxp-sub gxp-assemble gxp-upload gxp-pub gxp-supervise gxp-sim gxp-report; do
+	for t in gxp-sub gxp-control gxp-assemble gxp-upload gxp-pub gxp-supervise gxp-sim gxp-cmd gxp-report; do
 		[ -x "/usr/bin/$t" ]
 		[ -f "/usr/share/man/man1/$t.1.gz" ]
 	done
@@ -291,7 +291,8 @@ sd_shutdown() {
 	[[ $output == *"gxp-sub: ok: broker 127.0.0.1:$BROKER_PORT"* ]]
 	[[ $output == *"gxp-assemble: ok: spool $T/spool writable"* ]]
 	[[ $output == *"gxp-upload: ok: local store $T/store writable"* ]]
-	[ "$(grep -c ': ok: ' <<<"$output")" = 4 ]
+	[[ $output == *"gxp-control: ok: local store $T/store/control writable"* ]]
+	[ "$(grep -c ': ok: ' <<<"$output")" = 6 ]
 
 	WORKER_LOG=$BATS_TEST_TMPDIR/worker.log
 	as_gxp /usr/bin/gxp-supervise --env "$T/w.env" --events "$T/events.ndjson" \
@@ -300,7 +301,7 @@ sd_shutdown() {
 	wait_until 30 file_has "$WORKER_LOG" "Worker started"
 	wait_until 10 file_has "$WORKER_LOG" "Subscribed to topics"
 	# the stages that run are the installed programs, as user gxp
-	for s in gxp-sub gxp-assemble gxp-upload gxp-pub; do
+	for s in gxp-sub gxp-control gxp-assemble gxp-upload gxp-pub; do
 		pid=$(pgrep -u gxp -x "$s" | head -1)
 		[ "$(readlink "/proc/$pid/exe")" = "/usr/bin/$s" ]
 	done

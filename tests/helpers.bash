@@ -95,6 +95,8 @@ write_broker_conf() {
 		echo "log_dest file $BROKER_DIR/mosquitto.log"
 		echo "log_type all"
 		echo "max_queued_messages 100000"
+		# answers are single small messages: no Nagle wait for a delayed ACK
+		echo "set_tcp_nodelay true"
 		case $BROKER_KIND in
 		plain)
 			echo "allow_anonymous true" ;;

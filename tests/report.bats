@@ -237,13 +237,9 @@ error_code() {
 	grep -q 'another gxp-report is writing this report' "$BATS_TEST_TMPDIR/stderr"
 }
 
-@test "report: the devices' next wake: shown when the store has it, late when past" {
-	copy_store
-	uuid=$(jq -r 'select(.device_hw_id == "SIM000002") | .device_id' "$GXP_STORE/devices.ndjson" | head -1)
-	echo "{\"device_id\":\"$uuid\",\"next_wake_at\":\"$(date -u -d '-2 hours' +%FT%TZ)\"}" >> "$GXP_STORE/devices.ndjson"
-	uuid=$(jq -r 'select(.device_hw_id == "SIM000003") | .device_id' "$GXP_STORE/devices.ndjson" | head -1)
-	echo "{\"device_id\":\"$uuid\",\"next_wake_at\":\"$(date -u -d '+3 hours' +%FT%TZ)\"}" >> "$GXP_STORE/devices.ndjson"
-	run_report
+# wakes_shown: the report in OUT shows SIM000002 two hours late, SIM000003
+# due in three, SIM000001 without a next wake.
+wakes_shown() {
 	[ "$RC" = 0 ]
 	[[ $(tile "$OUT" SIM000002 | cut -f7) == *late* ]]
 	[[ $(tile "$OUT" SIM000003 | cut -f7) != *late* ]]
@@ -251,6 +247,38 @@ error_code() {
 	grep 'id="d-SIM000002"' "$OUT/index.html" | grep -q '<dt>next wake</dt><dd>2 h ago'
 	grep -q "<dt>next wake</dt><dd>$(date -u -d '+3 hours' +%F)" "$OUT/devices/SIM000003.html"
 	refute grep -q 'next wake' "$OUT/devices/SIM000001.html"
+}
+
+@test "report: the devices' next wake: shown when the store has it, late when past" {
+	copy_store
+	# devices rows that carry it, without gxp-control's file
+	rm -f "$GXP_STORE/control/next_wake.ndjson"
+	uuid=$(jq -r 'select(.device_hw_id == "SIM000002") | .device_id' "$GXP_STORE/devices.ndjson" | head -1)
+	echo "{\"device_id\":\"$uuid\",\"next_wake_at\":\"$(date -u -d '-2 hours' +%FT%TZ)\"}" >> "$GXP_STORE/devices.ndjson"
+	uuid=$(jq -r 'select(.device_hw_id == "SIM000003") | .device_id' "$GXP_STORE/devices.ndjson" | head -1)
+	echo "{\"device_id\":\"$uuid\",\"next_wake_at\":\"$(date -u -d '+3 hours' +%FT%TZ)\"}" >> "$GXP_STORE/devices.ndjson"
+	run_report
+	wakes_shown
+}
+
+@test "report: the local store's next wakes come from gxp-control's control/next_wake.ndjson, the latest line a device" {
+	copy_store
+	mkdir -p "$GXP_STORE/control"
+	{
+		echo "{\"device_hw_id\":\"SIM000002\",\"next_wake_at\":\"$(date -u -d '+1 hours' +%FT%T.000000Z)\"}"
+		echo "{\"device_hw_id\":\"SIM000002\",\"next_wake_at\":\"$(date -u -d '-2 hours' +%FT%T.000000Z)\"}"
+		echo "{\"device_hw_id\":\"SIM000003\",\"next_wake_at\":\"$(date -u -d '+3 hours' +%FT%T.000000Z)\"}"
+		echo '{"device_hw_id":"NOT-IN-DEVICES","next_wake_at":"2026-12-01T17:30:00.000000Z"}'
+	} > "$GXP_STORE/control/next_wake.ndjson"
+	run_report
+	wakes_shown
+	[ -z "$(tile "$OUT" NOT-IN-DEVICES)" ]
+	# the next run, incremental, sees a line added since
+	echo "{\"device_hw_id\":\"SIM000002\",\"next_wake_at\":\"$(date -u -d '+5 hours' +%FT%T.000000Z)\"}" >> "$GXP_STORE/control/next_wake.ndjson"
+	run_report
+	[ "$RC" = 0 ]
+	[[ $(tile "$OUT" SIM000002 | cut -f7) != *late* ]]
+	grep 'id="d-SIM000002"' "$OUT/index.html" | grep -q '<dt>next wake</dt><dd>in 4 h'
 }
 
 @test "report: headless Chromium shows every device, and the thumbnails load" {

@@ -18,6 +18,7 @@ setup() {
 
 teardown() {
 	worker_stop
+	controller_stop
 	capture_stop
 	teardown_broker
 }
@@ -390,4 +391,86 @@ payloads() {
 	[ "$STOP_RC" = 1 ]
 	grep -q ', interrupted$' "$W/out"
 	grep -qx 'photos:   1 sent, 0 acknowledged, 1 not acknowledged' "$W/out"
+}
+
+# The scripted controller for -W: the Nth hello is answered with line N of
+# $W/orders, payloads for the device's cmd topic separated by " | ", where
+# WAKE+N stands for a next_wake N seconds from now; SILENCE answers nothing.
+controller_loop() {
+	local topic dev n=0 order msg msgs
+	while IFS= read -r topic; do
+		dev=${topic#ESP32CAM/}
+		dev=${dev%/status}
+		n=$((n + 1))
+		order=$(sed -n "${n}p" "$W/orders")
+		echo "H $n $dev $(date +%s.%N)" >> "$W/hellos"
+		[ "$order" = SILENCE ] && continue
+		IFS='|' read -ra msgs <<<"$order"
+		for msg in "${msgs[@]}"; do
+			msg=$(echo $msg)
+			case $msg in
+			WAKE+*) msg="{\"device_id\":\"$dev\",\"next_wake\":\"$(date -u -d "+${msg#WAKE+} seconds" +%Y-%m-%dT%H:%M:%S+00:00)\"}" ;;
+			esac
+			mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -q 1 -t "ESP32CAM/$dev/cmd" -m "$msg"
+		done
+	done
+}
+
+controller_start() {
+	export -f controller_loop
+	export W BROKER_PORT
+	: > "$W/hellos"
+	setsid bash -c 'echo $$ > "$0.pgid"
+		mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -q 1 -i ctl-script -F %t \
+			-t "ESP32CAM/+/status" | controller_loop' "$W/controller" \
+		< /dev/null > /dev/null 2> "$W/controller.err" 3>&- &
+	wait_until 10 grep -q "ctl-script 1 ESP32CAM/+/status" "$BROKER_DIR/mosquitto.log"
+}
+
+controller_stop() {
+	[ -f "$W/controller.pgid" ] || return 0
+	kill -TERM -- "-$(cat "$W/controller.pgid")" 2>/dev/null
+	rm -f "$W/controller.pgid"
+}
+
+@test "sim -W: hello, capture_image, the photo, hello, next_wake, asleep until then; send_image; a repeat dropped" {
+	worker_start normal
+	controller_start
+	printf '%s\n' '{"device_id":"SIM000001","capture_image":true,"command_id":"c1"}' 'WAKE+2' \
+		'{"device_id":"SIM000001","send_image":"image_1.jpg","command_id":"s1"}' \
+		'{"device_id":"SIM000001","capture_image":true,"command_id":"c1"} | WAKE+2' > "$W/orders"
+	sim -s 1 -n 1 -W 2 -j
+	controller_stop
+	cat "$W/err"
+	[ "$SIM_RC" = 0 ]
+	summary=$(tail -1 "$W/out")
+	[ "$(jq -c .wake.commands <<<"$summary")" = '{"capture_image":1,"send_image":1,"next_wake":2}' ]
+	[ "$(jq -c '[.wake.wakes, .wake.hellos, .wake.answered, .wake.unanswered, .wake.repeats, .wake.while_asleep]' <<<"$summary")" = '[2,4,4,0,1,0]' ]
+	[ "$(jq -c '[.photos, .acknowledged]' <<<"$summary")" = '[2,2]' ]
+	jq -e '.wake.answer_latency_ms.p99 > 0' <<<"$summary"
+	# four hellos, then the new photo (image_2), then the one asked for
+	[ "$(payloads status | wc -l)" = 4 ]
+	[ "$(payloads meta | jq -r .image_name | tr '\n' ' ')" = "image_2.jpg image_1.jpg " ]
+	# the second wake came after the time it was told, not before
+	h2=$(awk '$2 == 2 { print $4 }' "$W/hellos")
+	h3=$(awk '$2 == 3 { print $4 }' "$W/hellos")
+	awk -v a="$h2" -v b="$h3" 'BEGIN { exit !(b - a >= 1) }'
+	grep -q "command c1 came again; dropped" "$W/err"
+}
+
+@test "sim -W: an unanswered hello is counted (exit 1), an order to a sleeping device lost; -T shortens sleeps" {
+	controller_start
+	printf '%s\n' SILENCE 'WAKE+3600 | {"device_id":"SIM000001","capture_image":true}' 'WAKE+3600' \
+		> "$W/orders"
+	# an hour's sleep at -T 1000 is 3.6 s
+	sim -s 1 -n 0 -W 3 -A 500 -T 1000 --linger 500 -j
+	controller_stop
+	cat "$W/err"
+	[ "$SIM_RC" = 1 ]
+	summary=$(tail -1 "$W/out")
+	[ "$(jq -c '[.wake.wakes, .wake.hellos, .wake.answered, .wake.unanswered, .wake.while_asleep]' <<<"$summary")" = '[3,3,2,1,1]' ]
+	grep -q "SIM000001: no order within 500 ms of its hello" "$W/err"
+	grep -q "SIM000001: an order came while the device slept; it is lost" "$W/err"
+	run gxp-sim -W 2 -T 0
+	[ "$status" = 100 ]
 }

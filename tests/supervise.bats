@@ -31,7 +31,9 @@ stage_pid() {
 	[[ $output == *"gxp-assemble: ok: spool $SPOOL writable"* ]]
 	[[ $output == *"gxp-upload: ok: local store $STORE writable (bucket gxp-captures)"* ]]
 	[[ $output == *"gxp-pub: ok: broker 127.0.0.1:$BROKER_PORT"* ]]
-	[ "$(grep -c ': ok: ' <<<"$output")" = 4 ]
+	[[ $output == *"gxp-control: ok: broker 127.0.0.1:$BROKER_PORT"* ]]
+	[[ $output == *"gxp-control: ok: local store $STORE/control writable"* ]]
+	[ "$(grep -c ': ok: ' <<<"$output")" = 6 ]
 }
 
 @test "supervise: --check says what is wrong: a broker away is 111, a bad setting 100" {
@@ -70,7 +72,7 @@ stage_pid() {
 	# past the banner, each line begins with the name of who wrote it
 	sed '1,/^=*$/d' "$WORKER_LOG" | sed '1,/^=*$/d' > "$BATS_TEST_TMPDIR/lines"
 	[ -s "$BATS_TEST_TMPDIR/lines" ]
-	! grep -vE '^gxp-(sub|assemble|upload|pub|supervise): ' "$BATS_TEST_TMPDIR/lines" || false
+	! grep -vE '^gxp-(sub|control|assemble|upload|pub|supervise): ' "$BATS_TEST_TMPDIR/lines" || false
 }
 
 @test "supervise: a stage killed with SIGKILL: the pipeline restarts after a pause and works" {
@@ -126,7 +128,7 @@ stage_pid() {
 	start_worker "$BATS_TEST_TMPDIR/w.env"
 	set +m
 	own=$(ps -o pgid= -p "$WORKER_PID" | tr -d ' ')
-	for s in gxp-sub gxp-assemble gxp-upload gxp-pub; do
+	for s in gxp-sub gxp-control gxp-assemble gxp-upload gxp-pub; do
 		pg=$(ps -o pgid= -p "$(stage_pid $s)" | tr -d ' ')
 		[ "$pg" != "$own" ]
 	done
@@ -148,9 +150,10 @@ stage_pid() {
 	run gxp-sim --env "$BATS_TEST_TMPDIR/w.env" -d 3 -n 1 -t 30000 -s 4
 	[ "$status" = 0 ]
 	wait_until 10 sh -c "grep -q '^gxp_assemble_photos_completed_total 3' '$SPOOL/metrics/gxp-assemble.prom'"
-	for s in gxp_sub gxp_assemble gxp_upload gxp_pub; do
+	for s in gxp_sub gxp_control gxp_assemble gxp_upload gxp_pub; do
 		grep -q "^# TYPE ${s}_" "$SPOOL/metrics/${s//_/-}.prom"
 	done
+	wait_until 10 sh -c "grep -q '^gxp_control_answered_total 3' '$SPOOL/metrics/gxp-control.prom'"
 	grep -q '^gxp_sub_messages_total [1-9]' "$SPOOL/metrics/gxp-sub.prom"
 	# written every METRICS_INTERVAL_S: the last ACK_OK may be a second behind
 	wait_until 10 sh -c "grep -q '^gxp_pub_published_total 3' '$SPOOL/metrics/gxp-pub.prom'"
@@ -159,6 +162,7 @@ stage_pid() {
 	wait_until 10 file_has "$WORKER_LOG" "gxp-sub: info: counters:"
 	wait_until 10 file_has "$WORKER_LOG" "gxp-pub: info: counters:"
 	wait_until 10 file_has "$WORKER_LOG" "gxp-upload: info: counters:"
+	wait_until 10 file_has "$WORKER_LOG" "gxp-control: info: counters:"
 	# the signal ended the supervisor's wait; it goes on, and drains as usual
 	sleep 0.5
 	kill -0 "$WORKER_PID"
@@ -171,7 +175,7 @@ stage_pid() {
 
 @test "supervise: the package's units pass systemd-analyze verify; make install lays out bin, man and share" {
 	make -s -C "$GXP_TOP" install DESTDIR="$BATS_TEST_TMPDIR/root" PREFIX=/usr > /dev/null
-	for t in gxp-sub gxp-assemble gxp-upload gxp-pub gxp-supervise gxp-sim; do
+	for t in gxp-sub gxp-control gxp-assemble gxp-upload gxp-pub gxp-supervise gxp-sim gxp-cmd; do
 		[ -x "$BATS_TEST_TMPDIR/root/usr/bin/$t" ]
 	done
 	[ -f "$BATS_TEST_TMPDIR/root/usr/share/man/man7/gxp.7" ]

@@ -85,6 +85,28 @@ scenario() {
 		captures_with_sensors|gas_kohm|numeric|YES
 		captures_with_sensors|sensor_data|jsonb|YES
 		captures_with_sensors|created_at|timestamp with time zone|YES
+		device_command_logs|id|uuid|NO
+		device_command_logs|command_id|uuid|YES
+		device_command_logs|device_id|uuid|YES
+		device_command_logs|event_type|text|NO
+		device_command_logs|event_payload|jsonb|YES
+		device_command_logs|created_at|timestamp with time zone|NO
+		device_commands|command_id|uuid|NO
+		device_commands|device_id|uuid|NO
+		device_commands|command_type|text|NO
+		device_commands|command_payload|jsonb|NO
+		device_commands|status|text|NO
+		device_commands|requested_at|timestamp with time zone|NO
+		device_commands|sent_at|timestamp with time zone|YES
+		device_commands|expires_at|timestamp with time zone|YES
+		device_configs|device_id|uuid|NO
+		device_configs|capture_per_day|integer|NO
+		device_configs|wakeup_time_1|time without time zone|YES
+		device_configs|wakeup_time_2|time without time zone|YES
+		device_configs|wakeup_window_sec|integer|NO
+		device_configs|test_mode|boolean|NO
+		device_configs|test_interval_minutes|integer|NO
+		device_configs|updated_at|timestamp with time zone|NO
 		device_errors|id|uuid|NO
 		device_errors|device_id|uuid|YES
 		device_errors|capture_id|uuid|YES
@@ -114,6 +136,7 @@ scenario() {
 		devices|last_seen_at|timestamp with time zone|YES
 		devices|last_ip|text|YES
 		devices|created_at|timestamp with time zone|NO
+		devices|next_wake_at|timestamp with time zone|YES
 		gxp_report_captures|capture_id|uuid|YES
 		gxp_report_captures|device_id|uuid|YES
 		gxp_report_captures|device_capture_id|text|YES

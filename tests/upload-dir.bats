@@ -292,3 +292,28 @@ image_2.jpg	failed" ]
 	[ "$status" = 0 ]
 	[ "$output" = "usage: gxp-upload [--check | --once] [--env file]" ]
 }
+
+@test "upload/dir: gxp-control's schedule gives ACK_OK its next_wake_time; its commands are logged as out rows" {
+	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
+	make_entry "$GXP_SPOOL" OTHERDEV image_1.jpg 3000
+	{
+		printf '%s\n' "{\"event\":\"schedule\",\"v\":1,\"ts\":\"2026-06-01T10:00:00.000000Z\",\"device\":\"$DEV\",\"next_wake_at\":\"2026-06-01T15:30:00.000000Z\",\"next_wake_time\":\"5:30PM\"}"
+		printf '%s\n' "{\"event\":\"command\",\"v\":1,\"ts\":\"2026-06-01T10:00:00.100000Z\",\"device\":\"$DEV\",\"kind\":\"capture_image\",\"source\":\"schedule\",\"topic\":\"ESP32CAM/$DEV/cmd\",\"payload\":{\"device_id\":\"$DEV\",\"capture_image\":true}}"
+		ev_photo_complete $DEV image_1.jpg
+		ev_photo_complete OTHERDEV image_1.jpg
+	} > "$IN"
+	run_upload
+	[ "$RC" = 0 ]
+	# the device with a schedule gets its clock time; one without gets none
+	[ "$(events publish | jq -c 'select(.device == "'$DEV'") | .payload')" = '{"image_name":"image_1.jpg","ACK_OK":{"next_wake_time":"5:30PM"}}' ]
+	[ "$(events publish | jq -c 'select(.device == "OTHERDEV") | .payload')" = '{"image_name":"image_1.jpg","ACK_OK":{}}' ]
+	# ACK_NEXT_WAKE_TIME stays the override
+	rm -rf "$GXP_SPOOL/stored" "$GXP_STORE"
+	make_entry "$GXP_SPOOL" $DEV image_2.jpg 3000
+	sed -i "s/image_1.jpg/image_2.jpg/g" "$IN"
+	ACK_NEXT_WAKE_TIME=7:00AM run_upload
+	[ "$(events publish | jq -c 'select(.device == "'$DEV'") | .payload.ACK_OK')" = '{"next_wake_time":"7:00AM"}' ]
+	# the command is an "out" row of the publish log; neither event passes on
+	[ "$(jq -c 'select(.direction == "out" and .topic == "ESP32CAM/'$DEV'/cmd") | .payload' "$GXP_STORE/device_publish_log.ndjson")" = "{\"device_id\":\"$DEV\",\"capture_image\":true}" ]
+	[ -z "$(events schedule)" ] && [ -z "$(events command)" ]
+}

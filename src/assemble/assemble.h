@@ -102,7 +102,6 @@ struct asm {
 	uint8_t devlen, state, has_meta, has_time, nacks, postponed;
 };
 
-uint32_t hash_bytes(const char *s, size_t n);
 void asm_dev(const struct asm *a, char dev[GXP_DEVICE_MAX + 1]);
 const char *asm_name(const struct asm *a);
 struct asm *asm_find(const char *key);

@@ -136,7 +136,7 @@ static size_t nlimits;
 static size_t
 limit_hash(const char *dev, int cause)
 {
-	return hash_bytes(dev, strlen(dev)) ^ (uint32_t)cause * 2654435761u;
+	return gxp_hash(dev) ^ (uint32_t)cause * 2654435761u;
 }
 
 /* Drops the entries whose interval has passed with nothing held back. */

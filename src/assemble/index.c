@@ -21,18 +21,6 @@ struct htab {
 	size_t mask, n;
 };
 
-uint32_t
-hash_bytes(const char *s, size_t n)
-{
-	uint32_t h = 2166136261u;
-
-	while (n--) {
-		h ^= (unsigned char)*s++;
-		h *= 16777619u;
-	}
-	return h;
-}
-
 static struct hent *
 ht_get(const struct htab *t, const char *k, size_t n, uint32_t h)
 {
@@ -86,7 +74,7 @@ hent_init(struct hent *e, const char *key)
 {
 	e->key = xstrdup(key);
 	e->klen = (uint32_t)strlen(key);
-	e->hash = hash_bytes(key, e->klen);
+	e->hash = gxp_hash(key);
 }
 
 /* ---- captures and devices in memory ---- */
@@ -112,7 +100,7 @@ struct device *
 device_get(const char *dev, int create)
 {
 	size_t n = strlen(dev);
-	uint32_t h = hash_bytes(dev, n);
+	uint32_t h = gxp_hash(dev);
 	struct device *d = (struct device *)ht_get(&devices, dev, n, h);
 
 	if (d == NULL && create) {
@@ -144,7 +132,7 @@ asm_find(const char *key)
 {
 	size_t n = strlen(key);
 
-	return (struct asm *)ht_get(&captures, key, n, hash_bytes(key, n));
+	return (struct asm *)ht_get(&captures, key, n, gxp_hash(key));
 }
 
 /* What a capture costs in memory with ncap chunks indexed and norph

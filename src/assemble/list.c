@@ -25,7 +25,7 @@ struct items {
 static size_t
 bucket(const char *key)
 {
-	return hash_bytes(key, strlen(key)) % BUCKETS;
+	return gxp_hash(key) % BUCKETS;
 }
 
 /* The item of r's capture (its key and start), made when create. */

@@ -339,7 +339,7 @@ meta_known(const char *dev, const struct meta *m, int state, struct asm *a)
 	/* the chunks sent after this metadata are ignored for a while */
 	mark_done(dev, m->image);
 	if (state == GXP_SPOOL_STORED) {
-		emit(gxp_ack_ok_event(dev, m->image));
+		emit(gxp_ack_ok_event(dev, m->image, NULL));
 		log_at(LOG_INFO, dev, m->image, "metadata again for a stored photo: ACK_OK again");
 		return;
 	}

@@ -35,8 +35,8 @@ gxp_sleep_ms(int64_t ms)
 }
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's method). */
-static int64_t
-days_from_civil(int64_t y, int m, int d)
+int64_t
+gxp_days_from_civil(int64_t y, int m, int d)
 {
 	y -= m <= 2;
 	int64_t era = (y >= 0 ? y : y - 399) / 400;
@@ -47,8 +47,8 @@ days_from_civil(int64_t y, int m, int d)
 	return era * 146097 + doe - 719468;
 }
 
-static void
-civil_from_days(int64_t z, int *y, int *m, int *d)
+void
+gxp_civil_from_days(int64_t z, int *y, int *m, int *d)
 {
 	z += 719468;
 	int64_t era = (z >= 0 ? z : z - 146096) / 146097;
@@ -70,7 +70,7 @@ gxp_fmt_utc(char buf[32], int64_t us)
 	int64_t sod = s - days * 86400;
 	int y, m, d;
 
-	civil_from_days(days, &y, &m, &d);
+	gxp_civil_from_days(days, &y, &m, &d);
 	/* the modulos tell the compiler each field's width */
 	snprintf(buf, 32, "%04u-%02u-%02uT%02u:%02u:%02u.%06uZ",
 	    (unsigned)y % 10000u, (unsigned)m % 100u, (unsigned)d % 100u,
@@ -144,7 +144,7 @@ gxp_parse_time(const char *s, int64_t *out)
 	if (*p != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 ||
 	    mi > 59 || sec > 60)
 		return -1;
-	*out = ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec -
+	*out = ((gxp_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec -
 	    off) * 1000000) + frac;
 	return 0;
 }

@@ -7,7 +7,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "gxp.h"
+#include "control.h"
 
 struct kv {
 	char *name, *value, *where;
@@ -261,6 +261,7 @@ check_value(const struct gxp_setting *s, const char *v)
 	static const char *const logs[] = { "all", "no-chunks", "off", NULL };
 	const char *n = s->name, *plus;
 	char *end;
+	int wake[2];
 
 	if (s->min <= s->max) {
 		static char range[96];
@@ -272,8 +273,13 @@ check_value(const struct gxp_setting *s, const char *v)
 		    s->min, s->max);
 		return errno || end == v || *end || x < s->min || x > s->max ? range : NULL;
 	}
-	if (strcmp(n, "MQTT_TLS") == 0)
+	if (strcmp(n, "MQTT_TLS") == 0 || strcmp(n, "SCHEDULE_TEST_MODE") == 0)
 		return check_enum(v, bools) ? "expected true or false" : NULL;
+	if (strcmp(n, "SCHEDULE_TZ") == 0)
+		return sched_zone_valid(v) == -1 ? "not a zone of the TZ database "
+		    "(a name under /usr/share/zoneinfo, such as Europe/Berlin)" : NULL;
+	if (strcmp(n, "SCHEDULE_WAKE_TIMES") == 0)
+		return sched_wake_times(v, wake) == -1 ? "expected HH:MM or HH:MM,HH:MM" : NULL;
 	if (strcmp(n, "LOG_LEVEL") == 0)
 		return check_enum(v, levels) ? "expected DEBUG, INFO, WARN or ERROR" : NULL;
 	if (strcmp(n, "PUBLISH_LOG") == 0)

@@ -124,6 +124,40 @@ gxp_read_file(const char *path, char **buf, size_t *len, size_t max)
 	return 0;
 }
 
+/* Cuts a last line without its newline (a write torn by a crash). */
+int
+gxp_repair_lines(int fd, const char *path)
+{
+	struct stat sb;
+	char buf[4096];
+	off_t end, at;
+
+	if (fstat(fd, &sb) == -1)
+		return -1;
+	for (end = sb.st_size; end > 0; end = at) {
+		size_t n = end < (off_t)sizeof buf ? (size_t)end : sizeof buf;
+		ssize_t got;
+
+		at = end - (off_t)n;
+		if ((got = pread(fd, buf, n, at)) != (ssize_t)n)
+			return -1;
+		for (size_t i = n; i > 0; i--)
+			if (buf[i - 1] == '\n') {
+				if (at + (off_t)i == sb.st_size)
+					return 0;
+				gxp_log(LOG_WARN, "%s: removing a torn last line (%lld bytes)",
+				    path, (long long)(sb.st_size - at - (off_t)i));
+				return ftruncate(fd, at + (off_t)i);
+			}
+	}
+	if (sb.st_size > 0) {
+		gxp_log(LOG_WARN, "%s: removing a torn line (%lld bytes)", path,
+		    (long long)sb.st_size);
+		return ftruncate(fd, 0);
+	}
+	return 0;
+}
+
 /* An exclusive flock(2) on path, created if need be, held until exit.
  * Returns the descriptor, or -1 (errno EWOULDBLOCK: another process has it). */
 int

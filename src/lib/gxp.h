@@ -73,6 +73,8 @@ int64_t gxp_wall_us(void);
 int64_t gxp_mono_us(void);
 void gxp_fmt_utc(char buf[32], int64_t wall_us);	/* 2026-11-27T05:04:21.627829Z */
 int gxp_parse_time(const char *s, int64_t *wall_us);
+int64_t gxp_days_from_civil(int64_t y, int m, int d);
+void gxp_civil_from_days(int64_t days, int *y, int *m, int *d);
 void gxp_sleep_ms(int64_t ms);
 
 /* out.c: NDJSON on stdout, one record per line, flushed per batch.
@@ -92,6 +94,9 @@ int gxp_lines_read(struct gxp_lines *r, char **line, size_t *len); /* blocks */
 int gxp_lines_fd(const struct gxp_lines *r);
 long long gxp_lines_number(const struct gxp_lines *r);
 void gxp_lines_free(struct gxp_lines *r);
+
+/* hash.c: FNV-1a, for hash tables of strings. */
+unsigned gxp_hash(const char *s);
 
 /* buf.c: a growable byte buffer for building records. */
 struct gxp_buf {
@@ -156,6 +161,7 @@ int gxp_fsync_dir(const char *dir);
 int gxp_write_atomic(const char *path, const void *buf, size_t len);
 int gxp_read_file(const char *path, char **buf, size_t *len, size_t max);
 int gxp_lock_file(const char *path);
+int gxp_repair_lines(int fd, const char *path);
 
 /* dir.c: sorted directory listings. */
 long gxp_dir_names(const char *dir, int (*keep)(const char *), int with_dir,
@@ -169,9 +175,10 @@ enum { TOPIC_OTHER, TOPIC_DATA, TOPIC_STATUS, TOPIC_ACK };
 int gxp_device_valid(const char *s);
 int gxp_image_name_valid(const char *s);
 int gxp_topic_parse(const char *topic, char dev[GXP_DEVICE_MAX + 1]);
+int gxp_topic_match(const char *setting, const char *topic, char dev[GXP_DEVICE_MAX + 1]);
 char *gxp_ack_topic(const char *dev);
 char *gxp_topic_for(const char *setting, const char *dev);
-cJSON *gxp_ack_ok_event(const char *dev, const char *image_name);
+cJSON *gxp_ack_ok_event(const char *dev, const char *image_name, const char *sched);
 cJSON *gxp_nack_event(const char *dev, const char *image_name,
     const uint32_t *ids, size_t n);
 
@@ -190,6 +197,7 @@ struct gxp_mqtt;
 struct gxp_mqtt_opts {
 	const char *client_id;	/* NULL: MQTT_CLIENT_ID or a random one */
 	int clean_session;
+	int nodelay;		/* TCP_NODELAY: small messages go out at once */
 	void (*on_connected)(struct mosquitto *, void *);
 	void (*on_message)(struct mosquitto *, void *,
 	    const struct mosquitto_message *);

@@ -338,23 +338,33 @@ restart_due(struct http *h)
 	return next;
 }
 
-/* Runs the transfers for up to timeout_ms, also waking when fd (if >= 0)
- * is readable; *revents then says so. */
+/* Runs the transfers for up to timeout_ms, also waking when one of fds
+ * is ready; their revents then say which. */
 int
-http_wait(struct http *h, int timeout_ms, int fd, short *revents)
+http_poll(struct http *h, int timeout_ms, struct pollfd *fds, int nfds)
 {
-	struct curl_waitfd w = { fd, CURL_WAIT_POLLIN, 0 };
+	struct curl_waitfd w[8];
 	int64_t next = restart_due(h);
 	int running, left;
 	CURLMsg *m;
 
+	if (nfds > (int)(sizeof w / sizeof w[0]))
+		gxp_die(EXIT_TEMP, "internal error: http_poll: %d descriptors", nfds);
+	for (int i = 0; i < nfds; i++) {
+		w[i].fd = fds[i].fd;
+		w[i].events = (fds[i].events & POLLIN ? CURL_WAIT_POLLIN : 0) |
+		    (fds[i].events & POLLOUT ? CURL_WAIT_POLLOUT : 0);
+		w[i].revents = 0;
+	}
 	if (next >= 0 && next < timeout_ms)
 		timeout_ms = (int)next;
-	if (curl_multi_poll(h->multi, fd >= 0 ? &w : NULL, fd >= 0 ? 1 : 0,
-	    timeout_ms, NULL) != CURLM_OK)
+	if (curl_multi_poll(h->multi, nfds ? w : NULL, (unsigned)nfds, timeout_ms,
+	    NULL) != CURLM_OK)
 		gxp_die(EXIT_TEMP, "curl_multi_poll failed");
-	if (revents)
-		*revents = w.revents;
+	for (int i = 0; i < nfds; i++)
+		fds[i].revents = (short)((w[i].revents & CURL_WAIT_POLLIN ? POLLIN : 0) |
+		    (w[i].revents & CURL_WAIT_POLLOUT ? POLLOUT : 0) |
+		    (w[i].revents & CURL_WAIT_POLLPRI ? POLLPRI : 0));
 	curl_multi_perform(h->multi, &running);
 	while ((m = curl_multi_info_read(h->multi, &left)) != NULL) {
 		struct req *r;
@@ -366,6 +376,17 @@ http_wait(struct http *h, int timeout_ms, int fd, short *revents)
 	}
 	restart_due(h);
 	return 0;
+}
+
+int
+http_wait(struct http *h, int timeout_ms, int fd, short *revents)
+{
+	struct pollfd p = { fd, POLLIN, 0 };
+	int rc = http_poll(h, timeout_ms, &p, fd >= 0 ? 1 : 0);
+
+	if (revents)
+		*revents = p.revents;
+	return rc;
 }
 
 void

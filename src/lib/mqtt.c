@@ -151,6 +151,8 @@ gxp_mqtt_new(const struct gxp_mqtt_opts *o)
 	if (m->mosq == NULL)
 		gxp_die(EXIT_PERM, "cannot create the MQTT client: %s", strerror(errno));
 	mosquitto_threaded_set(m->mosq, 1);
+	if (o->nodelay)
+		mosquitto_int_option(m->mosq, MOSQ_OPT_TCP_NODELAY, 1);
 	mosquitto_connect_callback_set(m->mosq, on_connect);
 	mosquitto_disconnect_callback_set(m->mosq, on_disconnect);
 	mosquitto_message_callback_set(m->mosq, on_message);

@@ -133,11 +133,7 @@ rows_new(struct store *st)
 static unsigned
 hash(const char *s)
 {
-	unsigned h = 2166136261u;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h % NBUCKETS;
+	return gxp_hash(s) % NBUCKETS;
 }
 
 static struct ent **

@@ -27,7 +27,7 @@ store_open(void)
 	const char *bucket = gxp_bucket();
 
 	if (gxp_cfg("SUPABASE_URL"))
-		return store_supabase_open(bucket);
+		return store_supabase_open(bucket, 0);
 	return store_dir_open(gxp_cfg("GXP_STORE"), bucket);
 }
 
@@ -50,7 +50,31 @@ store_rows(struct store *s, const char *table, const char *query, int flags,
 int
 store_wait(struct store *s, int timeout_ms, int fd, short *revents)
 {
-	return s->ops->wait(s, timeout_ms, fd, revents);
+	struct pollfd p = { fd, POLLIN, 0 };
+	int rc = s->ops->wait(s, timeout_ms, &p, fd >= 0 ? 1 : 0);
+
+	if (revents)
+		*revents = p.revents;
+	return rc;
+}
+
+/* Runs the store's work for up to timeout_ms, also waking when one of
+ * fds is ready (their revents say which). */
+int
+store_poll(struct store *s, int timeout_ms, struct pollfd *fds, int nfds)
+{
+	return s->ops->wait(s, timeout_ms, fds, nfds);
+}
+
+/* A PostgREST request: method on path (table?query) with the Prefer
+ * header prefer (or none); takes json.  Supabase only. */
+void
+store_rest(struct store *s, const char *method, const char *path, const char *prefer,
+    char *json, size_t len, st_done_fn *fn, void *arg)
+{
+	if (s->ops->rest == NULL)
+		gxp_die(EXIT_PERM, "internal error: the %s store has no REST API", s->kind);
+	s->ops->rest(s, method, path, prefer, json, len, fn, arg);
 }
 
 int

@@ -5,6 +5,8 @@
 #ifndef GXP_STORE_H
 #define GXP_STORE_H
 
+#include <poll.h>
+
 #include "gxp.h"
 
 /* How an operation ended. */
@@ -64,6 +66,7 @@ void http_send(struct http *h, const char *method, const char *url,
     http_done_fn *fn, void *arg);
 void http_attempts(struct http *h, int max);	/* 0: unlimited */
 int http_wait(struct http *h, int timeout_ms, int fd, short *revents);
+int http_poll(struct http *h, int timeout_ms, struct pollfd *fds, int nfds);
 void http_stats(const struct http *h, struct http_stats *s);
 void http_free(struct http *h);
 int http_retryable(const struct http_res *r);
@@ -76,7 +79,7 @@ struct store_ops {
 	    size_t len, st_done_fn *, void *);
 	void (*rows)(struct store *, const char *table, const char *query,
 	    int flags, char *json, size_t len, st_done_fn *, void *);
-	int (*wait)(struct store *, int timeout_ms, int fd, short *revents);
+	int (*wait)(struct store *, int timeout_ms, struct pollfd *fds, int nfds);
 	int (*busy)(const struct store *);
 	void (*attempts)(struct store *, int max);
 	long long (*mark)(struct store *, const char *table);
@@ -85,6 +88,8 @@ struct store_ops {
 	void (*stats)(const struct store *, struct http_stats *);
 	void (*free)(struct store *);
 	int (*check)(struct store *);	/* --check: lines on stdout, exit code */
+	void (*rest)(struct store *, const char *method, const char *path,
+	    const char *prefer, char *json, size_t len, st_done_fn *, void *);
 };
 struct store {
 	const struct store_ops *ops;
@@ -95,7 +100,7 @@ struct store {
 const char *gxp_bucket(void);
 struct store *store_open(void);
 struct store *store_dir_open(const char *dir, const char *bucket);
-struct store *store_supabase_open(const char *bucket);
+struct store *store_supabase_open(const char *bucket, int conns);
 /* store_supabase.c's rules for any Supabase client (gxp-report too): the
  * API bases, the key's headers, a server's answer described without the key. */
 char *supabase_base_url(const char *override, const char *url, const char *suffix);
@@ -108,6 +113,9 @@ void store_put(struct store *s, const char *path, const char *src, char *data,
 void store_rows(struct store *s, const char *table, const char *query,
     int flags, char *json, size_t len, st_done_fn *fn, void *arg);
 int store_wait(struct store *s, int timeout_ms, int fd, short *revents);
+int store_poll(struct store *s, int timeout_ms, struct pollfd *fds, int nfds);
+void store_rest(struct store *s, const char *method, const char *path,
+    const char *prefer, char *json, size_t len, st_done_fn *fn, void *arg);
 int store_busy(const struct store *s);
 void store_attempts(struct store *s, int max);
 long long store_mark(struct store *s, const char *table);

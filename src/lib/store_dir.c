@@ -96,40 +96,6 @@ table_index(const char *table)
 	gxp_die(EXIT_PERM, "internal error: no table %s", table);
 }
 
-/* Cuts a last line without its newline (a write torn by a crash). */
-static int
-repair(int fd, const char *path)
-{
-	struct stat sb;
-	char buf[4096];
-	off_t end, at;
-
-	if (fstat(fd, &sb) == -1)
-		return -1;
-	for (end = sb.st_size; end > 0; end = at) {
-		size_t n = end < (off_t)sizeof buf ? (size_t)end : sizeof buf;
-		ssize_t got;
-
-		at = end - (off_t)n;
-		if ((got = pread(fd, buf, n, at)) != (ssize_t)n)
-			return -1;
-		for (size_t i = n; i > 0; i--)
-			if (buf[i - 1] == '\n') {
-				if (at + (off_t)i == sb.st_size)
-					return 0;
-				gxp_log(LOG_WARN, "%s: removing a torn last line (%lld bytes)",
-				    path, (long long)(sb.st_size - at - (off_t)i));
-				return ftruncate(fd, at + (off_t)i);
-			}
-	}
-	if (sb.st_size > 0) {
-		gxp_log(LOG_WARN, "%s: removing a torn line (%lld bytes)", path,
-		    (long long)sb.st_size);
-		return ftruncate(fd, 0);
-	}
-	return 0;
-}
-
 static int
 table_fd(struct dirst *d, int t)
 {
@@ -140,7 +106,7 @@ table_fd(struct dirst *d, int t)
 		return d->fd[t];
 	path = xasprintf("%s/%s.ndjson", d->dir, rows_table_names[t]);
 	fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-	if (fd >= 0 && (flock(fd, LOCK_EX) == -1 || repair(fd, path) == -1 ||
+	if (fd >= 0 && (flock(fd, LOCK_EX) == -1 || gxp_repair_lines(fd, path) == -1 ||
 	    flock(fd, LOCK_UN) == -1)) {
 		close(fd);
 		fd = -1;
@@ -358,17 +324,14 @@ dispatch(struct dirst *d)
 }
 
 static int
-dir_wait(struct store *st, int timeout_ms, int fd, short *revents)
+dir_wait(struct store *st, int timeout_ms, struct pollfd *fds, int nfds)
 {
 	struct dirst *d = (struct dirst *)st;
-	struct pollfd p = { fd, POLLIN, 0 };
 
 	if (d->queued)
 		timeout_ms = 0;
-	if (poll(&p, fd >= 0 ? 1 : 0, timeout_ms) == -1 && errno != EINTR)
+	if (poll(fds, (nfds_t)nfds, timeout_ms) == -1 && errno != EINTR)
 		gxp_die_errno(EXIT_TEMP, "poll");
-	if (revents)
-		*revents = p.revents;
 	dispatch(d);
 	return 0;
 }
@@ -491,7 +454,7 @@ dir_check(struct store *st)
 
 static const struct store_ops dir_ops = {
 	dir_put, dir_rows, dir_wait, dir_busy, dir_attempts, dir_mark, dir_seen,
-	dir_stats, dir_free, dir_check
+	dir_stats, dir_free, dir_check, NULL
 };
 
 struct store *

@@ -319,9 +319,37 @@ supa_rows(struct store *st, const char *table, const char *query, int flags,
 }
 
 static int
-supa_wait(struct store *st, int timeout_ms, int fd, short *revents)
+supa_wait(struct store *st, int timeout_ms, struct pollfd *fds, int nfds)
 {
-	return http_wait(((struct supa *)st)->http, timeout_ms, fd, revents);
+	return http_poll(((struct supa *)st)->http, timeout_ms, fds, nfds);
+}
+
+/* What the table of a path (table?query) is called, for messages. */
+static char *
+table_of(const char *path)
+{
+	return xasprintf("%.*s", (int)strcspn(path, "?"), path);
+}
+
+static void
+supa_rest(struct store *st, const char *method, const char *path, const char *prefer,
+    char *json, size_t len, st_done_fn *fn, void *arg)
+{
+	struct supa *s = (struct supa *)st;
+	struct curl_slist *h = auth_headers(s, "application/json");
+	char *url = xasprintf("%s/%s", s->rest, path), *table = table_of(path);
+	struct op *o = op_new(s, 0, table, fn, arg);
+
+	o->conflict = conflict_of(strchr(path, '?'));
+	if (prefer) {
+		char *v = xasprintf("Prefer: %s", prefer);
+
+		h = curl_slist_append(h, v);
+		free(v);
+	}
+	http_send(s->http, method, url, h, json, len, 0, done, o);
+	free(table);
+	free(url);
 }
 
 static int
@@ -452,7 +480,7 @@ supa_check(struct store *st)
 
 static const struct store_ops supa_ops = {
 	supa_put, supa_rows, supa_wait, supa_busy, supa_attempts, supa_mark,
-	supa_seen, supa_stats, supa_free, supa_check
+	supa_seen, supa_stats, supa_free, supa_check, supa_rest
 };
 
 /* The key from the settings, the one way every Supabase client takes it. */
@@ -484,8 +512,10 @@ supabase_http(int max_conns)
 	return http_new(&o);
 }
 
+/* conns: connections at once; 0: the uploads and one per table, as
+ * gxp-upload uses them. */
 struct store *
-store_supabase_open(const char *bucket)
+store_supabase_open(const char *bucket, int conns)
 {
 	struct supa *s = xcalloc(1, sizeof *s);
 	const char *url = gxp_cfg("SUPABASE_URL");
@@ -498,8 +528,7 @@ store_supabase_open(const char *bucket)
 	s->rest = supabase_base_url(gxp_cfg("SUPABASE_REST_URL"), url, "/rest/v1");
 	s->base.url_base = xasprintf("%s/object", s->storage);
 	s->key = xstrdup(s->k.value);
-	/* the uploads, plus one request per table for the rows */
-	s->http = supabase_http((int)gxp_cfg_int("UPLOAD_CONCURRENCY") + T_COUNT);
+	s->http = supabase_http(conns ? conns : (int)gxp_cfg_int("UPLOAD_CONCURRENCY") + T_COUNT);
 	gxp_log(LOG_INFO, "Supabase: %s", url);
 	gxp_log(LOG_INFO, "Storage Bucket: %s", bucket);
 	gxp_log(LOG_INFO, "Supabase key: %s from %s", gxp_apikey_kind(&s->k), s->k.setting);

@@ -50,6 +50,14 @@ match_pattern(const char *pattern, const char *topic, char dev[GXP_DEVICE_MAX + 
 	return gxp_device_valid(dev);
 }
 
+/* Whether topic matches the pattern of setting (TOPIC_PATTERN_CMD, ...),
+ * with its device id in dev. */
+int
+gxp_topic_match(const char *setting, const char *topic, char dev[GXP_DEVICE_MAX + 1])
+{
+	return match_pattern(gxp_cfg(setting), topic, dev);
+}
+
 /* Which of the three topic patterns a topic matches, and its device id. */
 int
 gxp_topic_parse(const char *topic, char dev[GXP_DEVICE_MAX + 1])
@@ -100,11 +108,12 @@ publish_event(const char *kind, const char *dev, const char *image_name,
 }
 
 /* {"image_name":..., "ACK_OK":{"next_wake_time":...}}, the wake time from
- * ACK_NEXT_WAKE_TIME, or an empty object when that is unset. */
+ * ACK_NEXT_WAKE_TIME, else the device's schedule (sched, "5:30PM"; NULL:
+ * none known), else an empty object. */
 cJSON *
-gxp_ack_ok_event(const char *dev, const char *image_name)
+gxp_ack_ok_event(const char *dev, const char *image_name, const char *sched)
 {
-	const char *wake = gxp_cfg("ACK_NEXT_WAKE_TIME");
+	const char *wake = gxp_cfg("ACK_NEXT_WAKE_TIME") ? gxp_cfg("ACK_NEXT_WAKE_TIME") : sched;
 	cJSON *p = cJSON_CreateObject(), *ack = cJSON_CreateObject();
 
 	cJSON_AddStringToObject(p, "image_name", image_name);

@@ -36,7 +36,29 @@ struct reader {
 	int table;
 	struct gxp_buf line;
 	long long skipped, first_bad;
+	int wakes;			/* control/next_wake.ndjson's lines */
 };
+
+/* A line of gxp-control's control/next_wake.ndjson, {"device_hw_id":..,
+ * "next_wake_at":..}, as the devices row it stands for: the local store
+ * keeps devices.next_wake_at there, since devices.ndjson is gxp-upload's. */
+static cJSON *
+wake_row(cJSON *j)
+{
+	const char *hw = gxp_json_str(j, "device_hw_id");
+	const cJSON *at = cJSON_GetObjectItemCaseSensitive(j, "next_wake_at");
+	cJSON *row = NULL;
+	char id[37];
+
+	if (hw && gxp_device_valid(hw) && at) {
+		gxp_uuid_of(id, "gxp-device", hw, NULL);
+		row = cJSON_CreateObject();
+		cJSON_AddStringToObject(row, "device_id", id);
+		cJSON_AddItemToObject(row, "next_wake_at", cJSON_Duplicate(at, 0));
+	}
+	cJSON_Delete(j);
+	return row;
+}
 
 static void
 take_line(struct reader *r, long long at)
@@ -44,14 +66,22 @@ take_line(struct reader *r, long long at)
 	cJSON *j;
 
 	if (r->line.len > (size_t)r->s->max_line ||
-	    (j = gxp_json_parse(r->line.p, r->line.len)) == NULL) {
+	    (j = gxp_json_parse(r->line.p, r->line.len)) == NULL ||
+	    (r->wakes && (j = wake_row(j)) == NULL)) {
 		if (r->skipped++ == 0)
 			r->first_bad = at;
 		r->f->rows++;
 		r->f->bad_rows++;
 		return;
 	}
-	if (model_row(r->f, r->table, j) == -1 && r->skipped++ == 0)
+	if (r->wakes) {
+		/* read whole every run, so not counted as rows read; a
+		 * schedule counts for a device the devices table has */
+		if (map_get(r->f->by_uuid, gxp_json_str(j, "device_id")) != NULL) {
+			model_row(r->f, r->table, j);
+			r->f->rows--;
+		}
+	} else if (model_row(r->f, r->table, j) == -1 && r->skipped++ == 0)
 		r->first_bad = at;
 	cJSON_Delete(j);
 }
@@ -82,19 +112,23 @@ split(struct reader *r, const char *buf, size_t n, long long at)
 	return done;
 }
 
+/* Table t from its cursor; t == R_COUNT: control/next_wake.ndjson, whole
+ * (gxp-control rewrites it, one line a device, when it grows). */
 static int
 read_table(struct dsrc *s, struct fleet *f, int t)
 {
-	char *path = xasprintf("%s/%s.ndjson", s->dir, r_table_names[t]);
+	char *path = t == R_COUNT ? xasprintf("%s/control/next_wake.ndjson", s->dir) :
+	    xasprintf("%s/%s.ndjson", s->dir, r_table_names[t]);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	struct reader r = { s, f, t, { 0 }, 0, 0 };
+	struct reader r = { s, f, t == R_COUNT ? R_DEVICES : t, { 0 }, 0, 0, t == R_COUNT };
+	struct cursor whole = { 0, 0 }, *cur = t == R_COUNT ? &whole : &s->cur[t];
 	char *buf;
-	long long off = s->cur[t].off, end = off;
+	long long off = cur->off, end = off;
 	ssize_t n;
 
 	if (fd == -1) {
 		free(path);
-		s->cur[t].off = s->cur[t].ino = 0;
+		cur->off = cur->ino = 0;
 		return errno == ENOENT ? 0 : -1;
 	}
 	buf = xmalloc(CHUNK);
@@ -109,7 +143,7 @@ read_table(struct dsrc *s, struct fleet *f, int t)
 		gxp_log(LOG_WARN, "%s: %lld lines skipped (not a row: not JSON, no device_id, "
 		    "or longer than MAX_LINE_BYTES), the first at byte %lld", path,
 		    r.skipped, r.first_bad);
-	s->cur[t].off = end;
+	cur->off = end;
 	free(buf);
 	gxp_buf_free(&r.line);
 	close(fd);
@@ -151,10 +185,10 @@ dir_read(struct source *src, struct fleet *f, int full)
 		memset(s->cur, 0, sizeof s->cur);
 		cursors_valid(s);
 	}
-	for (int t = 0; t < R_COUNT; t++)
+	for (int t = 0; t <= R_COUNT; t++)
 		if (read_table(s, f, t) == -1) {
 			gxp_log(LOG_ERROR, "local store: %s/%s.ndjson: %s", s->dir,
-			    r_table_names[t], strerror(errno));
+			    t == R_COUNT ? "control/next_wake" : r_table_names[t], strerror(errno));
 			return EXIT_TEMP;
 		}
 	return EXIT_OK;
