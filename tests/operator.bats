@@ -54,6 +54,15 @@ start_fake() {
 	[[ $output == *"configuration: SOMETHING_ELSE (other.env line 1) is not a gxp setting (gxp(7) lists the settings)"* ]]
 }
 
+@test "settings: a setting an earlier version read and this one does not is a warning, not an error" {
+	printf 'ASSEMBLE_OPEN_FILES=512\n' > .env
+	chmod 600 .env
+	run gxp-assemble --check --spool "$BATS_TEST_TMPDIR/spool"
+	echo "$output"
+	[ "$status" = 0 ]
+	[[ $output == *"warning: configuration: ASSEMBLE_OPEN_FILES (.env line 1) is no longer used; remove it"* ]]
+}
+
 @test "settings: a gxp-looking unknown name in the environment is a warning, its value never shown" {
 	start_broker plain
 	MQTT_TSL=true LOGLEVEL=debug mqtt_port=1 MQTT_PASWORD=not-shown HOME=/nowhere \

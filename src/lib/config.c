@@ -100,6 +100,15 @@ looks_like_ours(const char *name)
 	return nearest(name, 2) != NULL;
 }
 
+static int
+retired(const char *name)
+{
+	for (const char *const *r = gxp_retired_settings; *r; r++)
+		if (strcmp(*r, name) == 0)
+			return 1;
+	return 0;
+}
+
 /* Unknown names in the environment that look like misspelt settings are
  * warned about (the environment holds much else); their values are never
  * shown, a misspelt MQTT_PASWORD is still a secret. */
@@ -115,7 +124,7 @@ environment_warnings(void)
 			continue;
 		memcpy(name, *e, n);
 		name[n] = '\0';
-		if (gxp_setting_find(name) || !looks_like_ours(name))
+		if (gxp_setting_find(name) || retired(name) || !looks_like_ours(name))
 			continue;
 		did_you_mean(hint, sizeof hint, name, 2);
 		gxp_log(LOG_WARN, "configuration: %s (environment) is not a gxp setting%s",
@@ -207,6 +216,11 @@ env_line(char *line, const char *file, int lineno)
 		gxp_log(LOG_ERROR, "configuration: %s:%d: %s: unterminated quote", file,
 		    lineno, name);
 		return -1;
+	}
+	if (retired(name)) {
+		gxp_log(LOG_WARN, "configuration: %s (%s) is no longer used; remove it",
+		    name, where);
+		return 0;
 	}
 	if (gxp_setting_find(name) == NULL) {
 		char hint[96];

@@ -1,7 +1,6 @@
 /* dir.c: the names in a directory, sorted, so work happens in an order
  * that does not depend on the file system. */
 #include <dirent.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -60,25 +59,20 @@ by_age(const void *a, const void *b)
 }
 
 static int64_t
-mtime_at(int dfd, const char *name, const char *inner)
+mtime_at(int dfd, const char *name)
 {
 	struct stat sb;
-	char path[PATH_MAX];
 
-	if (inner && snprintf(path, sizeof path, "%s/%s", name, inner) < (int)sizeof path &&
-	    fstatat(dfd, path, &sb, 0) == 0)
-		return (int64_t)sb.st_mtim.tv_sec * 1000000 + sb.st_mtim.tv_nsec / 1000;
 	if (fstatat(dfd, name, &sb, 0) == 0)
 		return (int64_t)sb.st_mtim.tv_sec * 1000000 + sb.st_mtim.tv_nsec / 1000;
 	return 0;
 }
 
 /* The entries of dir whose names do not start with '.', with their
- * modification times (of name/inner when inner is given and there, for a
- * directory whose own time changes), oldest first, then by name.  Returns
- * the count and sets *list (free with gxp_aged_free), or -1 with errno. */
+ * modification times, oldest first, then by name.  Returns the count and
+ * sets *list (free with gxp_aged_free), or -1 with errno. */
 long
-gxp_dir_aged(const char *dir, const char *inner, struct gxp_aged **list)
+gxp_dir_aged(const char *dir, struct gxp_aged **list)
 {
 	DIR *d = opendir(dir);
 	struct gxp_aged *v = NULL;
@@ -93,7 +87,7 @@ gxp_dir_aged(const char *dir, const char *inner, struct gxp_aged **list)
 		if (n == cap)
 			v = xrealloc(v, (cap = cap ? cap * 2 : 64) * sizeof *v);
 		v[n].name = xstrdup(e->d_name);
-		v[n++].mtime_us = mtime_at(dirfd(d), e->d_name, inner);
+		v[n++].mtime_us = mtime_at(dirfd(d), e->d_name);
 	}
 	closedir(d);
 	if (n > 1)

@@ -60,6 +60,7 @@ struct gxp_setting {
 	const char *doc;
 };
 extern const struct gxp_setting gxp_settings[];
+extern const char *const gxp_retired_settings[];
 const struct gxp_setting *gxp_setting_find(const char *name);
 int gxp_config_load(const char *envfile, int must_exist);
 void gxp_config_set(const char *name, const char *value);
@@ -180,7 +181,7 @@ struct gxp_aged {
 	char *name;
 	int64_t mtime_us;
 };
-long gxp_dir_aged(const char *dir, const char *inner, struct gxp_aged **list);
+long gxp_dir_aged(const char *dir, struct gxp_aged **list);
 void gxp_aged_free(struct gxp_aged *list, long n);
 
 /* wire.c: topics, ids and names, and the ACK_OK / NACK publish events. */
@@ -253,7 +254,7 @@ void gxp_presence_free(struct gxp_presence *p);
 #define GXP_CAPTURE_NAME_MAX (GXP_NAME_MAX + 9)	/* "-" and 8 hex digits */
 #define GXP_ENTRY_MAX (GXP_DEVICE_MAX + 1 + GXP_CAPTURE_NAME_MAX)
 enum { GXP_SPOOL_NEW, GXP_SPOOL_READY, GXP_SPOOL_WORK, GXP_SPOOL_STORED };
-/* Creates tmp/ partial/ ready/ work/ stored/ failed/ below spool. */
+/* Creates tmp/ partial/ ready/ work/ stored/ failed/ rows/ below spool. */
 int gxp_spool_init(const char *spool);
 /* [A-Za-z0-9._-], not starting with '.', at most GXP_CAPTURE_NAME_MAX. */
 int gxp_capture_name_valid(const char *s);
@@ -285,6 +286,22 @@ long gxp_spool_waiting(const char *spool, int64_t *oldest_us);
 /* Whether dev@name is in ready/ or work/, or stored: looked at in the
  * order an entry moves through them, so one moving on is not missed. */
 int gxp_spool_finished(const char *spool, const char *dev, const char *name);
+/* "<spool>/<area>/<entry><ext>" (entry and ext may be NULL): a photo is
+ * ready/<entry>.jpg, its sidecar ready/<entry>.json, or work/<entry>.json
+ * once gxp-upload claimed it. */
+char *gxp_spool_path(const char *spool, const char *area, const char *entry,
+    const char *ext);
+/* Whether name is a sidecar, "<entry>.json"; the entry name into entry. */
+int gxp_spool_sidecar_name(const char *name, char entry[GXP_ENTRY_MAX + 1]);
+/* How many photos area (ready, work) holds: its sidecars; -1 with errno. */
+long gxp_spool_count(const char *spool, const char *area);
+/* The bytes of the finished photos: ready/, work/ and failed/. */
+long long gxp_spool_finished_bytes(const char *spool);
+/* Takes over the entries an earlier gxp left in area (ready, work) as
+ * directories: each becomes ready/<entry>.jpg and .json (each called
+ * first, with the directory); returns how many. */
+long gxp_spool_upgrade(const char *spool, const char *area,
+    void (*each)(const char *entry, const char *dir, void *), void *arg);
 /* A sidecar (or stored/ record) as a JSON object; NULL with errno. */
 cJSON *gxp_sidecar_read(const char *path);
 /* Its image_bytes and time key; -1 if they are missing or malformed. */
@@ -308,21 +325,24 @@ struct gxp_sidecar {
 	int nacks;
 	const char *sha256;		/* 64 hex digits */
 };
-/* The sidecar meta.json of a ready/ entry, as gxp-spool(5) describes it. */
+/* The sidecar of a ready/ photo, as gxp-spool(5) describes it. */
 cJSON *gxp_sidecar_new(const struct gxp_sidecar *in);
 /* Removes name below dirfd, recursively, never following links. */
 int gxp_rmtree_at(int dirfd, const char *name);
 /* Empties tmp/; returns how many entries it removed, or -1. */
 int gxp_spool_sweep_tmp(const char *spool);
-/* Removes stored/<dev>/ records older than days; returns how many. */
+/* Removes stored/ records older than days; returns how many. */
 int gxp_spool_prune_stored(const char *spool, int days, int64_t now_us);
-/* A record of a partial's chunk log: GXP_CHUNK_HDR bytes of header (magic,
- * chunk_id, length, checksum, 32-bit little-endian) and the bytes. */
+/* Takes over the earlier layout's stored/<dev>/<name>.json records. */
+void gxp_spool_upgrade_stored(const char *spool);
+/* A record of the earlier layout's chunk logs (partial/<entry>/chunks),
+ * read when such a spool is taken over: GXP_CHUNK_HDR bytes of header
+ * (magic, chunk_id, length, checksum, 32-bit little-endian) and the bytes. */
 #define GXP_CHUNK_HDR 16
 #define GXP_CHUNK_MAGIC 0x31435847u	/* "GXC1" */
 uint32_t gxp_chunk_sum(uint32_t id, uint32_t len, const void *data);
-void gxp_chunk_header(unsigned char h[GXP_CHUNK_HDR], uint32_t id, uint32_t len,
-    const void *data);
+/* The hash behind it, for any record: h continued over len bytes. */
+uint64_t gxp_mix64(uint64_t h, const void *data, size_t len);
 int gxp_chunk_header_parse(const unsigned char h[GXP_CHUNK_HDR], uint32_t *id,
     uint32_t *len, uint32_t *sum);
 

@@ -46,7 +46,16 @@ const struct gxp_setting gxp_settings[] = {
 	INT("MAX_CHUNK_BYTES", "65536", 1, 16777216, "largest chunk size accepted"),
 	INT("MAX_ASSEMBLIES", "20000", 1, 10000000, "photos in flight, all devices"),
 	INT("MAX_ASSEMBLIES_PER_DEVICE", "16", 1, 100000, "photos in flight per device"),
-	INT("ASSEMBLE_OPEN_FILES", "1024", 4, 65536, "gxp-assemble: chunk logs kept open at once"),
+	INT("ASSEMBLE_MEMORY_BYTES", "12582912", 1048576, 68719476736,
+	    "gxp-assemble: memory the captures in flight may take (their indexes)"),
+	INT("ASSEMBLE_DEVICE_BYTES", "8388608", 65536, 68719476736,
+	    "gxp-assemble: bytes one device's captures in flight may hold in partial/"),
+	INT("ASSEMBLE_ORPHAN_CHUNKS", "8", 0, 1000000,
+	    "gxp-assemble: chunks one device may send before their metadata"),
+	INT("SPOOL_MAX_BYTES", "1073741824", 1048576, 1125899906842624,
+	    "the whole spool (partial/, ready/, work/, failed/); chunks are refused beyond it"),
+	INT("REFUSED_REPORT_INTERVAL_S", "60", 0, 86400,
+	    "gxp-assemble: one error event and log line per sender and cause of refused work in this time; 0: each"),
 	INT("STORED_RETENTION_DAYS", "7", 1, 3650,
 	    "how long the spool remembers stored photos, to re-ACK resent metadata"),
 	STR("SUPABASE_URL", NULL, "Supabase project URL; unset: local store"),
@@ -132,4 +141,12 @@ const struct gxp_setting gxp_settings[] = {
 	    "gxp-supervise: the same between gxp-upload and gxp-pub"),
 	STR("LOG_LEVEL", "INFO", "DEBUG, INFO, WARN or ERROR"),
 	{ NULL, NULL, 0, 0, 0, NULL }
+};
+
+/* Settings earlier versions read and this one no longer does: a .env that
+ * still names one is accepted, with a warning, so an upgrade never stops a
+ * worker over a line that has lost its meaning. */
+const char *const gxp_retired_settings[] = {
+	"ASSEMBLE_OPEN_FILES",	/* partial/ has no file per capture any more */
+	NULL
 };
