@@ -37,7 +37,7 @@ VERSION = ${shell sed -n '1s/^gxp (\([^)]*\)).*/\1/p' debian/changelog}
 DEPS = gcc make pkg-config libmosquitto-dev libcurl4-openssl-dev \
 	libcjson-dev libssl-dev bats mosquitto mosquitto-clients openssl \
 	postgresql python3 python3-psycopg2 python3-paho-mqtt jq curl mandoc valgrind \
-	clang libclang-rt-14-dev systemd procps faketime \
+	clang libclang-rt-14-dev systemd procps faketime strace \
 	dpkg-dev debhelper fakeroot lintian adduser tzdata libturbojpeg0-dev chromium
 
 all: $(BINS) $(TESTPROGS)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -138,6 +139,7 @@ fz_end(int flush_at_eof)
 		flush_timers();
 	}
 	commit();
+	seg_tidy();
 	assemble_free();
 	if (partline.len)
 		fz_fail("stdout ends in the middle of a line");
@@ -288,13 +290,34 @@ check_files(const char *dir, const char *name, const char *const *allowed,
 	free(path);
 }
 
+/* area/name is a regular file "<entry><ext>"; the entry into entry. */
 static void
-check_entry_name(const char *area, const char *name)
+check_entry_file(const char *area, const char *name, const char *ext,
+    char entry[GXP_ENTRY_MAX + 1])
 {
-	char dev[GXP_DEVICE_MAX + 1], cname[GXP_CAPTURE_NAME_MAX + 1];
+	char dev[GXP_DEVICE_MAX + 1], cname[GXP_CAPTURE_NAME_MAX + 1], *path;
+	size_t n = strlen(name), e = strlen(ext);
 
-	if (gxp_spool_entry_parse(name, dev, cname) == -1)
+	if (n <= e || n - e > GXP_ENTRY_MAX || strcmp(name + n - e, ext) != 0)
+		fz_fail("%s/%s is not <entry>%s", area, name, ext);
+	memcpy(entry, name, n - e);
+	entry[n - e] = '\0';
+	if (gxp_spool_entry_parse(entry, dev, cname) == -1)
 		fz_fail("%s/%s is not an entry name", area, name);
+	path = xasprintf("%s/%s/%s", fz_spool, area, name);
+	if (kind_of(path) != S_IFREG)
+		fz_fail("%s is not a file", path);
+	free(path);
+}
+
+static int
+exists(const char *area, const char *entry, const char *ext)
+{
+	char *path = gxp_spool_path(fz_spool, area, entry, ext);
+	int rc = access(path, F_OK) == 0;
+
+	free(path);
+	return rc;
 }
 
 /* Cuts a trailing ".<digits>" off s; 0, or -1 if there is none. */
@@ -323,31 +346,70 @@ check_failed_name(const char *name)
 		fz_fail("failed/%s: not <entry>.<seconds>", name);
 }
 
+/* partial/: segments only; drained: no capture in progress. */
+static void
+check_partial(char **names, long n, int drained)
+{
+	long live;
+
+	for (long i = 0; i < n; i++) {
+		char *path = xasprintf("%s/partial/%s", fz_spool, names[i]);
+
+		if (strncmp(names[i], "seg.", 4) != 0 || names[i][4] == '\0' ||
+		    strspn(names[i] + 4, "0123456789") != strlen(names[i] + 4) ||
+		    kind_of(path) != S_IFREG)
+			fz_fail("%s does not belong in partial/", path);
+		free(path);
+	}
+	if (drained && (live = list_partial(fz_spool, 0)) != 0)
+		fz_fail("%ld captures still in partial/", live);
+}
+
+/* ready/: <entry>.jpg and <entry>.json, the sidecar always beside its
+ * photo; a photo whose sidecar is in neither ready/ nor work/ only while
+ * a commit or a retirement is cut short.  work/: sidecars whose photo is
+ * in ready/. */
+static void
+check_photos(const char *area, char **names, long n, int settled)
+{
+	char entry[GXP_ENTRY_MAX + 1];
+
+	for (long i = 0; i < n; i++) {
+		const char *ext = strrchr(names[i], '.');
+
+		if (strcmp(area, "ready") == 0 && ext && strcmp(ext, ".jpg") == 0) {
+			check_entry_file(area, names[i], ".jpg", entry);
+			if (settled && !exists("ready", entry, ".json") &&
+			    !exists("work", entry, ".json"))
+				fz_fail("ready/%s has no sidecar", names[i]);
+			continue;
+		}
+		check_entry_file(area, names[i], ".json", entry);
+		if (!exists("ready", entry, ".jpg"))
+			fz_fail("%s/%s has no photo ready/%s.jpg", area, names[i], entry);
+	}
+}
+
 static void
 check_area(const char *area, int settled, int drained)
 {
-	static const char *const entry[] = { "image.jpg", "meta.json", NULL };
-	static const char *const partial[] = { "chunks", "meta.json", NULL };
 	static const char *const failed[] = { "image.jpg", "meta.json", "reason.json", NULL };
 	static const char *const failed_need[] = { "meta.json", "reason.json", NULL };
-	static const char *const none[] = { NULL };
-	char *dir = xasprintf("%s/%s", fz_spool, area), **names;
+	char *dir = xasprintf("%s/%s", fz_spool, area), **names, entry[GXP_ENTRY_MAX + 1];
 	long n = names_in(dir, &names);
 
-	if (n > 0 && (strcmp(area, "tmp") == 0 ? settled :
-	    strcmp(area, "partial") == 0 && drained))
+	if (n > 0 && strcmp(area, "tmp") == 0 && settled)
 		fz_fail("%s/%s is not empty: %s", fz_spool, area, names[0]);
+	if (strcmp(area, "partial") == 0)
+		check_partial(names, n, drained);
+	else if (strcmp(area, "ready") == 0 || strcmp(area, "work") == 0)
+		check_photos(area, names, n, settled);
 	for (long i = 0; i < n; i++) {
 		if (strcmp(area, "failed") == 0) {
 			check_failed_name(names[i]);
 			check_files(dir, names[i], failed, failed_need);
-		} else if (strcmp(area, "partial") == 0) {
-			check_entry_name(area, names[i]);
-			check_files(dir, names[i], partial, none);
-		} else if (strcmp(area, "ready") == 0 || strcmp(area, "work") == 0) {
-			check_entry_name(area, names[i]);
-			check_files(dir, names[i], entry, entry);
-		}
+		} else if (strcmp(area, "stored") == 0)
+			check_entry_file(area, names[i], ".json", entry);
 	}
 	gxp_names_free(names, n);
 	free(dir);
@@ -376,6 +438,7 @@ fz_check_spool(int settled, int drained)
 	check_area("ready", settled, drained);
 	check_area("work", settled, drained);
 	check_area("failed", settled, drained);
+	check_area("stored", settled, drained);
 	/* gxp-upload's alone */
 	dir = xasprintf("%s/rows", fz_spool);
 	if ((n = names_in(dir, &names)) > 0)

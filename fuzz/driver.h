@@ -38,7 +38,8 @@ _Noreturn void fz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)
 cJSON *fz_event(const char *line, size_t len);
 /* The spool holds only what gxp-spool(5) allows, and the scratch directory
  * nothing but the spool; settled: no process is in the middle of a commit
- * (tmp/ is empty); drained: every timer has fired (partial/ is empty). */
+ * (tmp/ is empty, every photo has its sidecar); drained: every timer has
+ * fired (no capture is in progress in partial/). */
 void fz_check_spool(int settled, int drained);
 /* Removes the spool (the next run creates it again). */
 void fz_wipe(void);

@@ -437,7 +437,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	fz_setup();
 	fz_out = out_line;
 	setenv("PUBLISH_LOG", "all", 1);
-	setenv("ASSEMBLE_OPEN_FILES", "4", 1);
+	setenv("ASSEMBLE_ORPHAN_CHUNKS", "4", 1);
 	setenv("RETRANSMIT_MAX", "2", 1);
 	setenv("NACK_MAX_IDS", "3", 1);
 	setenv("ACK_NEXT_WAKE_TIME", "2026-01-01T06:00:00Z", 1);

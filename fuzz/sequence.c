@@ -8,12 +8,12 @@
  * mosquitto_sub -F %J and -F %j), a device takes a new photo under a name
  * it used before, status and foreign lines arrive, time passes, the output
  * is committed, the tool exits and starts again, or is killed (before a
- * commit, in the middle of one, or leaving a torn chunk log), and an
- * uploader claims, stores or puts back photos in ready/.
+ * commit, in the middle of one, or leaving a torn segment in partial/),
+ * and an uploader claims, stores or puts back photos in ready/.
  *
  * As the tool writes each line the invariants are checked: every line is
  * an event of gxp(7) or a line that came in; a photo_complete names a
- * ready/ entry that exists at that moment, whose image.jpg has the size
+ * ready/ entry that exists at that moment, whose photo has the size
  * and SHA-256 the event gives and is made, chunk by chunk, of bytes the
  * device sent for that chunk_id, after an image_size it announced; a
  * photo is completed once; a capture_failed entry exists with its
@@ -536,23 +536,32 @@ op_time(void)
 
 static int crashed, final_flush;
 
+/* What a kill inside write(2) leaves at the end of the newest segment:
+ * part of a record cut off, or the start of one. */
 static void
 tear(void)
 {
-	char *dir = xasprintf("%s/partial", fz_spool), **names_in, *path;
-	long n = gxp_dir_names(dir, NULL, 0, &names_in);
-	unsigned how = byte(), len = 1 + byte() % 24;
+	char *dir = xasprintf("%s/partial", fz_spool), **segs, *path;
+	long n = gxp_dir_names(dir, NULL, 0, &segs);
+	unsigned how = byte(), len = 1 + byte() % 40;
 	struct stat st;
 	int fd;
 
 	if (n > 0) {
-		path = xasprintf("%s/%s/chunks", dir, names_in[how % (unsigned)n]);
+		/* the newest: the names sort as numbers do only by length */
+		long last = 0;
+
+		for (long i = 1; i < n; i++)
+			if (strlen(segs[i]) > strlen(segs[last]) || (strlen(segs[i]) ==
+			    strlen(segs[last]) && strcmp(segs[i], segs[last]) > 0))
+				last = i;
+		path = xasprintf("%s/%s", dir, segs[last]);
 		if ((fd = open(path, O_WRONLY | O_APPEND)) != -1 && fstat(fd, &st) == 0) {
 			if (how & 0x80 && st.st_size > 0) {
 				if (ftruncate(fd, st.st_size > len ? st.st_size - len : 0) == -1)
 					fz_fail("%s: %s", path, strerror(errno));
 			} else {
-				unsigned char junk[24] = { 0x47, 0x58, 0x43, 0x31 };	/* GXC1 */
+				unsigned char junk[40] = { 0x47, 0x58, 0x52, 0x31 };	/* GXR1 */
 
 				for (unsigned i = 4; i < len; i++)
 					junk[i] = (unsigned char)byte();
@@ -566,7 +575,7 @@ tear(void)
 		free(path);
 	}
 	if (n > 0)
-		gxp_names_free(names_in, n);
+		gxp_names_free(segs, n);
 	free(dir);
 }
 
@@ -594,51 +603,43 @@ op_restart(void)
 
 /* ---- an uploader taking photos ---- */
 
-static char *
-spool_path(const char *area, const char *name)
-{
-	return xasprintf("%s/%s/%s", fz_spool, area, name);
-}
-
+/* What gxp-upload does once a photo is stored: the sidecar (in ready/ or
+ * work/) becomes its stored/ record, the photo goes. */
 static void
 store(const char *area, const char *entry)
 {
-	char dev[GXP_DEVICE_MAX + 1], cname[GXP_CAPTURE_NAME_MAX + 1];
-	char *dir = spool_path(area, entry), *side = xasprintf("%s/meta.json", dir);
-	char *sdir = spool_path("stored", ""), *rec;
-	cJSON *sc = gxp_sidecar_read(side);
-	char *text;
+	char *side = gxp_spool_path(fz_spool, area, entry, ".json");
+	char *rec = gxp_spool_path(fz_spool, "stored", entry, ".json");
+	char *jpg = gxp_spool_path(fz_spool, "ready", entry, ".jpg");
 
-	if (sc == NULL || gxp_spool_entry_parse(entry, dev, cname) == -1)
-		fz_fail("%s: not a photo", dir);
-	cJSON_AddStringToObject(sc, "storage_path", entry);
-	cJSON_AddStringToObject(sc, "stored_at", "2026-01-01T00:00:00.000000Z");
-	text = gxp_json_print(sc);
-	free(sdir);
-	sdir = xasprintf("%s/stored/%s", fz_spool, dev);
-	rec = xasprintf("%s/%s.json", sdir, cname);
-	if (gxp_mkdirs(sdir, 0755) == -1 || gxp_write_atomic(rec, text, strlen(text)) == -1 ||
-	    gxp_rmtree_at(AT_FDCWD, dir) == -1)
-		fz_fail("storing %s: %s", entry, strerror(errno));
+	if (rename(side, rec) == -1 || unlink(jpg) == -1)
+		fz_fail("storing %s/%s: %s", area, entry, strerror(errno));
 	note("uploader: stored %s/%s", area, entry);
-	cJSON_Delete(sc);
-	free(text);
-	free(rec);
-	free(sdir);
 	free(side);
-	free(dir);
+	free(rec);
+	free(jpg);
 }
 
+/* A claim (ready/ to work/) or a put back: the sidecar moves. */
 static void
 move(const char *from, const char *to, const char *entry)
 {
-	char *a = spool_path(from, entry), *b = spool_path(to, entry);
+	char *a = gxp_spool_path(fz_spool, from, entry, ".json");
+	char *b = gxp_spool_path(fz_spool, to, entry, ".json");
 
-	if (rename(a, b) == -1 && errno != ENOTEMPTY && errno != EEXIST)
+	if (rename(a, b) == -1)
 		fz_fail("rename %s %s: %s", a, b, strerror(errno));
 	note("uploader: %s/%s to %s/", from, entry, to);
 	free(a);
 	free(b);
+}
+
+static int
+is_sidecar(const char *name)
+{
+	char entry[GXP_ENTRY_MAX + 1];
+
+	return gxp_spool_sidecar_name(name, entry) == 0;
 }
 
 static void
@@ -646,16 +647,15 @@ op_upload(void)
 {
 	unsigned v = byte(), k = byte();
 	const char *area = v & 1 ? "work" : "ready";
-	char *dir = xasprintf("%s/%s", fz_spool, area), **entries;
-	long n = gxp_dir_names(dir, NULL, 0, &entries);
+	char *dir = xasprintf("%s/%s", fz_spool, area), **entries, entry[GXP_ENTRY_MAX + 1];
+	long n = gxp_dir_names(dir, is_sidecar, 0, &entries);
 
 	if (n > 0) {
-		const char *e = entries[k % (unsigned)n];
-
+		gxp_spool_sidecar_name(entries[k % (unsigned)n], entry);
 		if (v & 2)
-			store(area, e);
+			store(area, entry);
 		else
-			move(area, v & 1 ? "ready" : "work", e);
+			move(area, v & 1 ? "ready" : "work", entry);
 	}
 	if (n > 0)
 		gxp_names_free(entries, n);
@@ -743,7 +743,7 @@ check_complete(const cJSON *e, const char *line_out)
 	want = xasprintf("ready/%s@%s", dev, cname);
 	if (strcmp(entry, want) != 0 || !gxp_capture_name_valid(cname))
 		fz_fail("photo_complete names entry %s", entry);
-	path = xasprintf("%s/%s/image.jpg", fz_spool, entry);
+	path = xasprintf("%s/%s.jpg", fz_spool, entry);
 	if ((size = fz_file_sha256(path, hex, &img)) == -1)
 		fz_fail("photo_complete before %s exists: %s", path, strerror(errno));
 	if (size != bytes || strcmp(hex, sha) != 0)
@@ -752,7 +752,7 @@ check_complete(const cJSON *e, const char *line_out)
 	if (!size_announced(d, nm, size) || !made_of_sent(d, nm, img, (size_t)size, total))
 		fz_fail("%s is not the photo %s sent as %s", path, dev, image);
 	free(path);
-	path = xasprintf("%s/%s/meta.json", fz_spool, entry);
+	path = xasprintf("%s/%s.json", fz_spool, entry);
 	if ((sc = gxp_sidecar_read(path)) == NULL || gxp_json_int(sc, "image_bytes", &size) != 1 ||
 	    size != bytes || !same_str(sc, "sha256", sha) || !same_str(sc, "device", dev) ||
 	    !same_str(sc, "image_name", image) || !same_str(sc, "capture_name", cname))
@@ -797,18 +797,23 @@ check_failed(const cJSON *e, const char *line_out)
 static int
 stored_has(const char *dev, const char *image)
 {
-	char *dir = xasprintf("%s/stored/%s", fz_spool, dev), **recs;
+	char *dir = xasprintf("%s/stored", fz_spool), **recs, *prefix = xasprintf("%s@", dev);
 	long n = gxp_dir_names(dir, NULL, 1, &recs);
 	int found = 0;
 
 	for (long i = 0; i < n && !found; i++) {
-		cJSON *sc = gxp_sidecar_read(recs[i]);
+		const char *base = strrchr(recs[i], '/') + 1;
+		cJSON *sc;
 
+		if (strncmp(base, prefix, strlen(prefix)) != 0)
+			continue;
+		sc = gxp_sidecar_read(recs[i]);
 		found = same_str(sc, "image_name", image);
 		cJSON_Delete(sc);
 	}
 	if (n > 0)
 		gxp_names_free(recs, n);
+	free(prefix);
 	free(dir);
 	return found;
 }
@@ -880,20 +885,26 @@ static void
 check_announced(void)
 {
 	static const char *const areas[] = { "ready", "work", "failed" };
+	char entry[GXP_ENTRY_MAX + 1];
 
 	for (int a = 0; a < 3; a++) {
-		char *dir = xasprintf("%s/%s", fz_spool, areas[a]), **entries;
-		long n = gxp_dir_names(dir, NULL, 0, &entries);
+		char *dir = xasprintf("%s/%s", fz_spool, areas[a]), **files;
+		long n = gxp_dir_names(dir, NULL, 0, &files);
 
-		for (long i = 0; i < n; i++)
-			if (!was_announced(areas[a], entries[i]))
-				fz_fail("%s/%s was never announced", areas[a], entries[i]);
+		for (long i = 0; i < n; i++) {
+			if (a == 2)
+				snprintf(entry, sizeof entry, "%s", files[i]);
+			else if (gxp_spool_sidecar_name(files[i], entry) == -1)
+				continue;	/* a photo: its sidecar is checked */
+			if (!was_announced(areas[a], entry))
+				fz_fail("%s/%s was never announced", areas[a], files[i]);
+		}
 		if (n > 0)
-			gxp_names_free(entries, n);
+			gxp_names_free(files, n);
 		free(dir);
 	}
 	for (size_t i = 0; i < ndone; i++) {
-		char *path = xasprintf("%s/%s/image.jpg", fz_spool, done[i].entry), hex[65];
+		char *path = xasprintf("%s/%s.jpg", fz_spool, done[i].entry), hex[65];
 
 		if (fz_file_sha256(path, hex, NULL) != -1 && strcmp(hex, done[i].sha) != 0)
 			fz_fail("%s changed after it was announced", path);
@@ -952,7 +963,10 @@ configure(void)
 	setenv("MAX_IMAGE_BYTES", tight ? "300" : "8192", 1);
 	setenv("MAX_ASSEMBLIES", tight ? "3" : "20000", 1);
 	setenv("MAX_ASSEMBLIES_PER_DEVICE", tight ? "2" : "16", 1);
-	setenv("ASSEMBLE_OPEN_FILES", v & 8 ? "4" : "1024", 1);
+	setenv("SPOOL_MAX_BYTES", v & 8 ? "1048576" : "1073741824", 1);
+	setenv("ASSEMBLE_ORPHAN_CHUNKS", v & 8 ? "2" : "8", 1);
+	setenv("ASSEMBLE_MEMORY_BYTES", v & 8 ? "1048576" : "16777216", 1);
+	setenv("REFUSED_REPORT_INTERVAL_S", v & 8 ? "0" : "60", 1);
 	setenv("CAPTURE_TIMEOUT_MS", timeouts[w % 3], 1);
 	setenv("RETRANSMIT_DELAY_MS", delays[w / 3 % 3], 1);
 	setenv("RETRANSMIT_MAX", rounds[w / 9 % 3], 1);

@@ -21,13 +21,17 @@ static struct {
 static void
 usage(int code)
 {
-	fprintf(code ? stderr : stdout,
-	    "usage: gxp-cmd [--env file] [-x expires] device capture_image\n"
+	gxp_usage(code,
+	    "gxp-cmd [--env file] [-x expires] device capture_image\n"
 	    "       gxp-cmd [--env file] [-x expires] device send_image image_name\n"
 	    "       gxp-cmd [--env file] [-x expires] device next_wake time\n"
 	    "       gxp-cmd [--env file] -l [device]\n"
-	    "       gxp-cmd [--env file] -c id\n");
-	exit(code);
+	    "       gxp-cmd [--env file] -c id\n",
+	    "  -c id        cancel the queued command id\n"
+	    "  --env file   read settings from file instead of ./.env\n"
+	    "  -l           list the commands (of device), newest first\n"
+	    "  -x expires   the command expires then (ISO 8601, or +N s, m, h or d)\n"
+	    "  --help       print this and exit\n");
 }
 
 /* An ISO 8601 time, or +N with s, m, h or d from now; in the future. */
@@ -232,14 +236,16 @@ main(int argc, char **argv)
 	struct ctl *q;
 
 	gxp_init(argv[0]);
-	while ((c = getopt_long(argc, argv, "+c:lx:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:c:lx:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c': cancel_id = optarg; break;
 		case 'e': envfile = optarg; break;
 		case 'l': listing = 1; break;
 		case 'x': expires = optarg; break;
 		case 'h': usage(EXIT_OK); break;
-		default: usage(EXIT_PERM);
+		default:
+			gxp_bad_option(c, argv);
+			usage(EXIT_PERM);
 		}
 	}
 	argc -= optind;

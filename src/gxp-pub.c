@@ -32,11 +32,22 @@ enum { C_PUBLISHED, C_ACKED, C_PASSED, C_MALFORMED, C_PENDING };
 static void
 usage(int code)
 {
-	fprintf(code ? stderr : stdout,
-	    "usage: gxp-pub [--check] [--env file] [-h host] [-i id] [-p port]\n"
+	gxp_usage(code,
+	    "gxp-pub [--check] [--env file] [-h host] [-i id] [-p port]\n"
 	    "       gxp-pub [--env file] [-h host] [-i id] [-p port] [-q qos] [-r]\n"
-	    "               -t topic -m message\n");
-	exit(code);
+	    "               -t topic -m message\n",
+	    "  --check      test the broker and the login; one line\n"
+	    "  --env file   read settings from file instead of ./.env\n"
+	    "  -h host      the broker (MQTT_HOST), as for mosquitto_pub\n"
+	    "  -i id        the client id (default MQTT_CLIENT_ID-pub; with -t, random)\n"
+	    "  -m message   the payload of the one message to send (with -t)\n"
+	    "  -p port      the broker port (MQTT_PORT)\n"
+	    "  -q qos       QoS of the one message: 0, 1 (default) or 2\n"
+	    "  -r           retain the one message\n"
+	    "  -t topic     send one message to topic, then exit\n"
+	    "  --help       print this and exit\n"
+	    "Without -t, publishes the publish requests among its input lines and\n"
+	    "passes the rest through.\n");
 }
 
 static void
@@ -250,14 +261,13 @@ main(int argc, char **argv)
 	};
 	struct gxp_mqtt_opts o = { 0 };
 	const char *envfile = NULL, *topic = NULL, *message = NULL;
-	char *check_id = NULL;
 	int c, qos = 1, qos_set = 0, retain = 0, check = 0, rc = EXIT_OK;
 	pthread_t tid;
 	sigset_t all, old;
 
 	gxp_init(argv[0]);
 	o.clean_session = 1;
-	while ((c = getopt_long(argc, argv, "e:h:i:m:p:q:rt:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":e:h:i:m:p:q:rt:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'C': check = 1; break;
 		case 'e': envfile = optarg; break;
@@ -266,24 +276,30 @@ main(int argc, char **argv)
 		case 'm': message = optarg; break;
 		case 'p': gxp_config_set("MQTT_PORT", optarg); break;
 		case 'q':
-			if (strlen(optarg) != 1 || optarg[0] < '0' || optarg[0] > '2')
+			if (strlen(optarg) != 1 || optarg[0] < '0' || optarg[0] > '2') {
+				gxp_log(LOG_ERROR, "-q %s: expected 0, 1 or 2", optarg);
 				usage(EXIT_PERM);
+			}
 			qos = optarg[0] - '0';
 			qos_set = 1;
 			break;
 		case 'r': retain = 1; break;
 		case 't': topic = optarg; break;
 		case 'H': usage(EXIT_OK); break;
-		default: usage(EXIT_PERM);
+		default:
+			gxp_bad_option(c, argv);
+			usage(EXIT_PERM);
 		}
 	}
 	if (optind != argc || (topic == NULL) != (message == NULL) ||
-	    (topic == NULL && (retain || qos_set)) || (check && topic))
+	    (topic == NULL && (retain || qos_set)) || (check && topic)) {
+		gxp_log(LOG_ERROR, "%s", optind != argc ? "unexpected argument" :
+		    (topic == NULL) != (message == NULL) ? "-t and -m go together" :
+		    check ? "--check sends nothing: no -t" : "-q and -r need -t and -m");
 		usage(EXIT_PERM);
-	if (check) {
-		/* a session of its own: never take over the worker's */
-		o.client_id = check_id = xasprintf("gxp-check-%ld", (long)getpid());
 	}
+	o.check = check;
+	o.once = topic != NULL;	/* like mosquitto_pub: no broker, no waiting */
 	if (topic && (*topic == '\0' || strpbrk(topic, "+#")))
 		gxp_die(EXIT_PERM, "%s: not a topic name one can publish to", topic);
 	gxp_config_common(envfile);
@@ -295,7 +311,6 @@ main(int argc, char **argv)
 	if (check) {
 		rc = gxp_mqtt_check(m, NULL, 10000);
 		gxp_mqtt_free(m);
-		free(check_id);
 		gxp_config_free();
 		return rc;
 	}

@@ -60,6 +60,7 @@ static struct {
 
 static char **topics;
 static int ntopics, subscribed;
+static size_t max_message;	/* SUB_MAX_MESSAGE_BYTES */
 
 enum { CHECK_TIMEOUT_MS = 10000 };
 
@@ -74,17 +75,28 @@ static struct gxp_counter counters[] = {
 	{ "journal_window_max_us", "longest time from a message's callback to the end of its journal write", 1, 0 },
 	{ "replayed_total", "journal lines after the committed position, written again at start", 0, 0 },
 	{ "redelivered_total", "messages the broker sent again after a reconnect, already received", 0, 0 },
+	{ "too_big_total", "messages dropped for a payload over SUB_MAX_MESSAGE_BYTES", 0, 0 },
 };
 enum { C_MESSAGES, C_BYTES, C_DROPPED, C_BUFFERED, C_JBYTES, C_JFULL, C_JP99, C_JMAX,
-	C_REPLAYED, C_REDELIVERED };
+	C_REPLAYED, C_REDELIVERED, C_TOO_BIG };
+
+enum { TOO_BIG_LOG_MS = 60000 };	/* at most one line a minute about them */
 
 static void
 usage(int code)
 {
-	fprintf(code ? stderr : stdout,
-	    "usage: gxp-sub [-c] [--check] [--env file] [-h host] [-i id] [-J dir] [-p port]\n"
-	    "               [-t topic ...]\n");
-	exit(code);
+	gxp_usage(code,
+	    "gxp-sub [-c] [--check] [--env file] [-h host] [-i id] [-J dir] [-p port]\n"
+	    "               [-t topic ...]\n",
+	    "  -c           persistent session: the broker keeps messages while away\n"
+	    "  --check      test the broker, the login and the subscription; one line\n"
+	    "  --env file   read settings from file instead of ./.env\n"
+	    "  -h host      the broker (MQTT_HOST), as for mosquitto_sub; --help is help\n"
+	    "  -i id        the client id (default MQTT_CLIENT_ID-sub)\n"
+	    "  -J dir       keep every message in the journal dir before passing it on\n"
+	    "  -p port      the broker port (MQTT_PORT)\n"
+	    "  -t topic     subscribe to topic instead of TOPIC_PATTERN_*; repeatable\n"
+	    "  --help       print this and exit\n");
 }
 
 /* tst, in the format of gxp_fmt_utc(), whose date and time to the second
@@ -273,11 +285,25 @@ envelope(struct gxp_buf *b, const struct mosquitto_message *m)
 	gxp_buf_add(b, "}\n", 2);
 }
 
+/* A payload over SUB_MAX_MESSAGE_BYTES goes no further (not to the
+ * journal either): counted, and said at once, then at most once a minute
+ * with how many since. */
 static void
-dropped(const char *why)
+too_big(const struct mosquitto_message *m)
 {
-	if (counters[C_DROPPED].v++ == 0)
-		gxp_log(LOG_WARN, "%s: dropping messages until the reader catches up", why);
+	static int64_t next_log;
+	static unsigned long long logged;
+	int64_t now = gxp_mono_ms();
+
+	counters[C_TOO_BIG].v++;
+	if (now < next_log)
+		return;
+	next_log = now + TOO_BIG_LOG_MS;
+	gxp_log(LOG_WARN, "dropped %llu message%s over SUB_MAX_MESSAGE_BYTES (%zu) "
+	    "since the last report; the last: %d bytes on %s",
+	    counters[C_TOO_BIG].v - logged, counters[C_TOO_BIG].v - logged > 1 ? "s" : "",
+	    max_message, m->payloadlen, m->topic);
+	logged = counters[C_TOO_BIG].v;
 }
 
 static void
@@ -286,7 +312,9 @@ buffer_line(const struct gxp_buf *b)
 	pthread_mutex_lock(&q.mu);
 	if (q.buf.len + q.writing + b->len > q.max) {
 		pthread_mutex_unlock(&q.mu);
-		dropped("output buffer full (SUB_BUFFER_BYTES)");
+		if (counters[C_DROPPED].v++ == 0)
+			gxp_log(LOG_WARN, "output buffer full (%zu bytes, SUB_BUFFER_BYTES): "
+			    "dropping messages until the reader catches up", q.max);
 		return;
 	}
 	gxp_buf_add(&q.buf, b->p, b->len);
@@ -333,14 +361,20 @@ on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *m)
 	jn.msg_us = gxp_mono_us();
 	counters[C_MESSAGES].v++;
 	counters[C_BYTES].v += (unsigned long long)m->payloadlen;
+	if ((size_t)m->payloadlen > max_message) {
+		too_big(m);
+		return;
+	}
 	b->len = 0;
 	envelope(b, m);
-	if (redelivered(b, m->qos))
-		return;
-	if (jn.j)
-		journal_line(b);
-	else
-		buffer_line(b);
+	if (!redelivered(b, m->qos)) {
+		if (jn.j)
+			journal_line(b);
+		else
+			buffer_line(b);
+	}
+	if (b->cap > KEEP_BYTES)	/* a big message's memory goes back */
+		gxp_buf_free(b);
 }
 
 /* After a turn of the network loop: the writer gets what is buffered,
@@ -763,11 +797,10 @@ main(int argc, char **argv)
 	const char *envfile = NULL;
 	struct gxp_mqtt *m;
 	int c, check = 0, rc = EXIT_OK;
-	char *check_id = NULL;
 
 	gxp_init(argv[0]);
 	o.clean_session = 1;
-	while ((c = getopt_long(argc, argv, "ce:h:i:J:p:t:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":ce:h:i:J:p:t:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c': o.clean_session = 0; break;
 		case 'C': check = 1; break;
@@ -781,34 +814,41 @@ main(int argc, char **argv)
 			topics[ntopics++] = xstrdup(optarg);
 			break;
 		case 'H': usage(EXIT_OK); break;
-		default: usage(EXIT_PERM);
+		default:
+			gxp_bad_option(c, argv);
+			if (c == ':' && optopt == 'h')
+				gxp_log(LOG_ERROR, "-h is the broker host, as for mosquitto_sub; "
+				    "for help: gxp-sub --help");
+			usage(EXIT_PERM);
 		}
 	}
-	if (optind != argc || (jn.dir && *jn.dir == '\0'))
+	if (optind != argc) {
+		gxp_log(LOG_ERROR, "unexpected argument %s", argv[optind]);
 		usage(EXIT_PERM);
-	if (check) {
-		/* a session of its own: never take over or wipe the worker's */
-		o.client_id = check_id = xasprintf("gxp-check-%ld", (long)getpid());
-		o.clean_session = 1;
 	}
+	if (jn.dir && *jn.dir == '\0') {
+		gxp_log(LOG_ERROR, "-J needs a directory");
+		usage(EXIT_PERM);
+	}
+	o.check = check;
 	gxp_config_common(envfile);
 	q.max = (size_t)gxp_cfg_int("SUB_BUFFER_BYTES");
+	max_message = (size_t)gxp_cfg_int("SUB_MAX_MESSAGE_BYTES");
 	subscribe_defaults();
 	gxp_signals_init();
 	gxp_metrics_init(counters, sizeof counters / sizeof counters[0]);
 
 	o.on_connected = on_connected;
 	o.on_message = on_message;
+	o.on_subscribe = on_subscribe;
 	o.userdata = &line;
 	m = gxp_mqtt_new(&o);
-	mosquitto_subscribe_callback_set(gxp_mqtt_handle(m), on_subscribe);
 	mosquitto_connect_with_flags_callback_set(gxp_mqtt_handle(m), on_connect_flags);
 	if (check) {
 		rc = gxp_mqtt_check(m, subscribe_granted, CHECK_TIMEOUT_MS);
 		if (jn.dir && (c = check_journal()) != EXIT_OK && rc != EXIT_PERM)
 			rc = c;
 		gxp_mqtt_free(m);
-		free(check_id);
 		gxp_config_free();
 		return rc;
 	}

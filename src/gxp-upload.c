@@ -4,9 +4,10 @@
  *
  * One thread.  The loop waits on stdin and on the store's connections
  * together, so reading never waits for an upload; photos wait in the spool,
- * not in memory.  A photo is claimed by renaming ready/E to work/E; each
- * step after that is safe to repeat, and on start work/ goes back to
- * ready/, so a crash anywhere repeats what was left without duplicates.
+ * not in memory.  A photo E is ready/E.jpg with its sidecar ready/E.json;
+ * it is claimed by renaming the sidecar to work/E.json; each step after
+ * that is safe to repeat, and on start work/ goes back to ready/, so a
+ * crash anywhere repeats what was left without duplicates.
  *
  * With a journal (-J), the marks gxp-assemble writes tell which lines'
  * rows have all been added; once they are durable too, journal/committed
@@ -27,7 +28,8 @@
 #include "lib/gxp.h"
 #include "lib/store.h"
 
-#define GONE_PREFIX ".gone."	/* work/.gone.E: E on its way out */
+#define GONE_PREFIX ".gone."	/* the earlier layout's work/.gone.E */
+#define MARKS "rows.at"		/* work/rows.at: where the captures rows ended */
 
 struct photo {
 	struct photo *next;
@@ -65,8 +67,10 @@ static struct photo *photos;
 static struct name *todo, **todo_tail = &todo;
 static int uploading, concurrency, once, eof, fatal, gaveup, publog, spool_fd = -1;
 static int64_t next_rescan, rescan_ms;
-static struct syncset records;	/* stored/ records not synced yet */
-static struct name *retiring;	/* work/ entries to remove once they are */
+static struct name *retiring;	/* photos stored, to retire at the turn's end */
+static struct name *marks;	/* "<entry> <mark>" of the photos claimed */
+static int marks_fd = -1;
+static long marks_n, marks_written;	/* in memory; lines in work/rows.at */
 static int restart;		/* journaled rows not written: end, to be replayed */
 
 /* the journal's commit record (-J) */
@@ -91,27 +95,35 @@ static struct gxp_counter counters[] = {
 	{ "rows_dropped_total", "rows dropped because ROW_QUEUE_MAX rows waited", 0, 0 },
 	{ "events_total", "events consumed", 0, 0 },
 	{ "passed_total", "lines passed through", 0, 0 },
-	{ "backlog", "photos in ready/ and work/ at the last look", 1, 0 },
+	{ "backlog", "photos waiting in ready/ and work/, not stored yet", 1, 0 },
+	{ "oldest_waiting_seconds", "age of the oldest photo waiting", 1, 0 },
+	{ "store_failing_seconds", "how long requests to the store have been failing", 1, 0 },
 };
 enum {
 	C_UPLOADS, C_BYTES, C_FAILED, C_RETRIES, C_REQUESTS, C_ROWS, C_ROWS_FAILED,
-	C_ROWS_DROPPED, C_EVENTS, C_PASSED, C_BACKLOG
+	C_ROWS_DROPPED, C_EVENTS, C_PASSED, C_BACKLOG, C_OLDEST, C_FAILING
 };
 enum { PUBLOG_OFF, PUBLOG_NO_CHUNKS, PUBLOG_ALL };
 
 static void
 usage(int code)
 {
-	fprintf(code ? stderr : stdout,
-	    "usage: gxp-upload [--check | --once] [--env file] [-J dir]\n");
-	exit(code);
+	gxp_usage(code,
+	    "gxp-upload [--check | --once] [--env file] [--spool dir] [-J dir]\n",
+	    "  --check      test the store (key, bucket, tables, or the local store) and\n"
+	    "               say how many photos wait in the spool; one line each\n"
+	    "  --once       store what the spool holds, then exit (for cron)\n"
+	    "  --env file   read settings from file instead of ./.env\n"
+	    "  --spool dir  the spool (GXP_SPOOL)\n"
+	    "  -J dir       commit in the journal dir what is durable (gxp-supervise)\n"
+	    "  --help       print this and exit\n");
 }
 
+/* <spool>/<area>/<entry><ext>: gxp_spool_path(), gxp-spool(5). */
 static char *
-spool_path(const char *area, const char *entry, const char *file)
+spool_path(const char *area, const char *entry, const char *ext)
 {
-	return xasprintf("%s/%s%s%s%s%s", spool, area, entry ? "/" : "",
-	    entry ? entry : "", file ? "/" : "", file ? file : "");
+	return gxp_spool_path(spool, area, entry, ext);
 }
 
 static void
@@ -230,10 +242,12 @@ publog_row(const char *dev, const char *topic, const char *dir, cJSON *payload,
 static int
 is_stored(const char *dev, const char *cap)
 {
-	char *p = spool_path("stored", dev, NULL), *f = xasprintf("%s/%s.json", p, cap);
-	int rc = access(f, F_OK) == 0;
+	char entry[GXP_ENTRY_MAX + 1], *f;
+	int rc;
 
-	free(p);
+	gxp_spool_entry(entry, sizeof entry, dev, cap);
+	f = spool_path("stored", entry, ".json");
+	rc = access(f, F_OK) == 0;
 	free(f);
 	return rc;
 }
@@ -247,67 +261,70 @@ photo_finished(const char *dev, const char *cap)
 
 /* --- photos --- */
 
-/* work/E goes in two steps, renamed to work/.gone.E and then removed, so
- * that a crash in the middle of the removal leaves no half entry that the
- * next start would take for a damaged photo; recover() removes what such
- * a crash leaves. */
-static void
-remove_entry(int fd, const char *dir, const char *entry)
+/* A stored photo's sidecar becomes its stored/ record: renamed there
+ * (no new file), its time set to now, which STORED_RETENTION_DAYS counts
+ * from.  0, or -1 (logged). */
+static int
+record_stored(const char *entry)
 {
-	char gone[GXP_ENTRY_MAX + sizeof GONE_PREFIX];
-	int rc;
+	char *from = spool_path("work", entry, ".json"), *to = spool_path("stored", entry, ".json");
+	int rc = rename(from, to);
 
-	snprintf(gone, sizeof gone, GONE_PREFIX "%s", entry);
-	rc = renameat(fd, entry, fd, gone);
-	if (rc == -1 && (errno == ENOTEMPTY || errno == EEXIST)) {
-		/* left by a removal of the same name that failed earlier */
-		if (gxp_rmtree_at(fd, gone) == -1) {
-			gxp_log(LOG_ERROR, "%s/%s: cannot remove: %s; %s stays, and is "
-			    "stored again after the next start", dir, gone, strerror(errno),
-			    entry);
-			return;
-		}
-		rc = renameat(fd, entry, fd, gone);
-	}
-	if (rc == -1) {
-		if (errno != ENOENT)
-			gxp_log(LOG_ERROR, "%s/%s: cannot rename to %s: %s", dir, entry,
-			    gone, strerror(errno));
-		return;
-	}
-	if (gxp_rmtree_at(fd, gone) == -1)
-		gxp_log(LOG_ERROR, "%s/%s: cannot remove: %s", dir, gone, strerror(errno));
+	if (rc == -1)
+		gxp_log(LOG_ERROR, "%s: cannot move to stored/: %s", from, strerror(errno));
+	else if (utimensat(AT_FDCWD, to, NULL, 0) == -1)
+		gxp_log(LOG_WARN, "%s: %s", to, strerror(errno));
+	free(from);
+	free(to);
+	return rc;
 }
 
-/* The photos just stored: their stored/ records are synced, one sync for
- * all, and then their work/ entries go.  A crash before the removal only
- * repeats the end of the work (gxp-upload(1), FILES). */
+static void
+remove_photo(const char *entry)
+{
+	char *jpg = spool_path("ready", entry, ".jpg");
+
+	if (unlink(jpg) == -1 && errno != ENOENT)
+		gxp_log(LOG_ERROR, "%s: cannot remove: %s", jpg, strerror(errno));
+	free(jpg);
+}
+
+static void mark_forget(const char *entry);
+static void marks_rewrite(void);
+
+/* The photos stored in this turn of the loop: each sidecar renamed to
+ * stored/, the directory synced once for all, then the photos removed.
+ * A crash before the sync only repeats the end of the work; one after it
+ * leaves photos without a sidecar, which gxp-assemble removes at its start
+ * (gxp-upload(1), FILES). */
 static void
 retire(void)
 {
 	char *dir;
-	int fd = -1;
+	int moved = 0, synced;
 
-	if (retiring == NULL && !syncset_pending(&records))
+	if (retiring == NULL)
 		return;
-	dir = spool_path("work", NULL, NULL);
-	if (syncset_sync(&records, spool_fd) == -1)
-		gxp_log(LOG_ERROR, "%s/stored: sync: %s; the photos stay in work/ until "
-		    "the next start", spool, strerror(errno));
-	else if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
-		gxp_log(LOG_ERROR, "%s: %s", dir, strerror(errno));
+	for (struct name *n = retiring; n; n = n->next)
+		if (record_stored(n->s) == 0)
+			moved++;
+	dir = spool_path("stored", NULL, NULL);
+	if ((synced = moved ? gxp_fsync_dir(dir) : 0) == -1)
+		gxp_log(LOG_ERROR, "%s: sync: %s; the photos stay in ready/ until the next start",
+		    dir, strerror(errno));
+	free(dir);
 	while (retiring) {
 		struct name *n = retiring;
 
 		retiring = n->next;
-		if (fd != -1)
-			remove_entry(fd, dir, n->s);
+		if (synced == 0)
+			remove_photo(n->s);
+		mark_forget(n->s);
 		free(n->s);
 		free(n);
 	}
-	if (fd != -1)
-		close(fd);
-	free(dir);
+	if (marks_written > 2 * marks_n + 1000)
+		marks_rewrite();
 }
 
 static void
@@ -334,11 +351,12 @@ photo_free(struct photo *p)
 	free(p);
 }
 
-/* work/E back to ready/E, for the next run or the next rescan. */
+/* work/E.json back to ready/, for the next run or the next rescan. */
 static void
 put_back(struct photo *p)
 {
-	char *from = spool_path("work", p->entry, NULL), *to = spool_path("ready", p->entry, NULL);
+	char *from = spool_path("work", p->entry, ".json");
+	char *to = spool_path("ready", p->entry, ".json");
 
 	if (rename(from, to) == -1)
 		gxp_log(LOG_ERROR, "%s: cannot move back to ready/: %s", from, strerror(errno));
@@ -356,10 +374,10 @@ set_fatal(const char *msg)
 }
 
 static void
-write_reason(struct photo *p)
+write_reason(struct photo *p, const char *dir)
 {
 	cJSON *r = cJSON_CreateObject();
-	char *path = spool_path("work", p->entry, "reason.json"), *text, now[32];
+	char *path = xasprintf("%s/reason.json", dir), *text, now[32];
 
 	now_utc(now);
 	cJSON_AddNumberToObject(r, "code", p->code);
@@ -373,25 +391,37 @@ write_reason(struct photo *p)
 	cJSON_Delete(r);
 }
 
-/* reason.json into work/E, then work/E to failed/E.<seconds>. */
+/* failed/E.<seconds>/ made, reason.json, the photo (image.jpg) and its
+ * sidecar (meta.json, last) moved in. */
 static void
 finish_failed(struct photo *p)
 {
-	char *from = spool_path("work", p->entry, NULL), *name = NULL, *to = NULL;
+	char *name = NULL, *to = NULL, *from, *dest;
 	long long secs = (long long)(gxp_wall_us() / 1000000);
 	cJSON *e;
 
-	write_reason(p);
 	for (int i = 0; i < 100; i++) {
 		free(name);
 		free(to);
 		name = xasprintf("%s.%lld", p->entry, secs + i);
 		to = spool_path("failed", name, NULL);
-		if (access(to, F_OK) == -1)
+		if (mkdir(to, 0755) == 0)
 			break;
 	}
-	if (rename(from, to) == -1)
+	write_reason(p, to);
+	from = spool_path("ready", p->entry, ".jpg");
+	dest = xasprintf("%s/image.jpg", to);
+	if (rename(from, dest) == -1 && errno != ENOENT)
 		gxp_log(LOG_ERROR, "%s: cannot move to failed/: %s", from, strerror(errno));
+	free(from);
+	free(dest);
+	from = spool_path("work", p->entry, ".json");
+	dest = xasprintf("%s/meta.json", to);
+	if (rename(from, dest) == -1)
+		gxp_log(LOG_ERROR, "%s: cannot move to failed/: %s", from, strerror(errno));
+	free(from);
+	free(dest);
+	mark_forget(p->entry);
 	e = event_new("capture_failed");
 	cJSON_AddStringToObject(e, "device", p->dev);
 	cJSON_AddStringToObject(e, "image_name", p->image_name);
@@ -402,7 +432,6 @@ finish_failed(struct photo *p)
 	cJSON_AddStringToObject(e, "entry", to + strlen(spool) + 1);
 	emit(e);
 	counters[C_FAILED].v++;
-	free(from);
 	free(name);
 	free(to);
 	photo_free(p);
@@ -491,8 +520,8 @@ wakes_free(void)
 static void
 finish_stored(struct photo *p)
 {
-	cJSON *e = event_new("stored"), *rec;
-	char *dir, *path, *text, now[32];
+	cJSON *e = event_new("stored");
+	char now[32];
 
 	cJSON_AddStringToObject(e, "device", p->dev);
 	cJSON_AddStringToObject(e, "image_name", p->image_name);
@@ -509,24 +538,11 @@ finish_stored(struct photo *p)
 	    cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(e, "payload"), 1), now);
 	cJSON_Delete(e);
 
-	rec = cJSON_Duplicate(p->meta, 1);
-	cJSON_AddStringToObject(rec, "bucket", st->bucket);
-	cJSON_AddStringToObject(rec, "storage_path", p->path);
-	cJSON_AddStringToObject(rec, "stored_at", now);
-	text = gxp_json_print(rec);
-	dir = spool_path("stored", p->dev, NULL);
-	path = xasprintf("%s/%s.json", dir, p->cap);
-	if (syncset_write(&records, path, text, strlen(text)) == -1)
-		gxp_log(LOG_ERROR, "%s: %s", path, strerror(errno));
 	retire_later(p->entry);
 	counters[C_UPLOADS].v++;
 	counters[C_BYTES].v += (unsigned long long)p->bytes;
 	gxp_log(LOG_INFO, "device %s image %s: stored as %s/%s (%lld bytes)", p->dev,
 	    p->cap, st->bucket, p->path, p->bytes);
-	free(text);
-	free(dir);
-	free(path);
-	cJSON_Delete(rec);
 	photo_free(p);
 }
 
@@ -574,43 +590,134 @@ row_written(struct photo *p, long long mark)
 	return rc;
 }
 
-/* Where the captures table ended before this photo's row: a run after a
- * crash looks from there for the row instead of writing it twice. */
+/* ---- work/rows.at: where the captures table ended before a photo's row,
+ * a line "<entry> <mark>" each, appended and not synced (losing one costs
+ * a repeated line, never a photo); a run after a crash looks from there
+ * for the row instead of writing it twice.  Read at start, and written
+ * again with only the photos still in the spool when it has grown. ---- */
+
+static void
+mark_add(const char *entry, long long mark)
+{
+	struct name *n = xcalloc(1, sizeof *n);
+
+	n->s = xasprintf("%s %lld", entry, mark);
+	n->next = marks;
+	marks = n;
+	marks_n++;
+}
+
+static struct name **
+mark_find(const char *entry)
+{
+	size_t len = strlen(entry);
+
+	for (struct name **pp = &marks; *pp; pp = &(*pp)->next)
+		if (strncmp((*pp)->s, entry, len) == 0 && (*pp)->s[len] == ' ')
+			return pp;
+	return NULL;
+}
+
+static void
+mark_forget(const char *entry)
+{
+	struct name **pp = mark_find(entry), *n;
+
+	if (pp == NULL)
+		return;
+	n = *pp;
+	*pp = n->next;
+	free(n->s);
+	free(n);
+	marks_n--;
+}
+
+/* work/rows.at written again with the marks in memory. */
+static void
+marks_rewrite(void)
+{
+	char *path = spool_path("work", MARKS, NULL);
+	struct gxp_buf b = { 0 };
+
+	for (struct name *n = marks; n; n = n->next)
+		gxp_buf_addf(&b, "%s\n", n->s);
+	marks_written = marks_n;
+	if (marks_fd != -1)
+		close(marks_fd);
+	marks_fd = -1;
+	if (syncset_write(NULL, path, b.p ? b.p : "", b.len) == -1)
+		gxp_log(LOG_WARN, "%s: %s", path, strerror(errno));
+	else if ((marks_fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)) == -1)
+		gxp_log(LOG_WARN, "%s: %s", path, strerror(errno));
+	gxp_buf_free(&b);
+	free(path);
+}
+
+/* The marks an earlier run left, and those of the earlier layout's
+ * work/E/rows.at (taken over by gxp_spool_upgrade). */
+static void
+marks_load(void)
+{
+	char *path = spool_path("work", MARKS, NULL), *text, *line, *end;
+	size_t len;
+
+	if (gxp_read_file(path, &text, &len, 64 << 20) == 0) {
+		for (line = text; (end = strchr(line, '\n')) != NULL; line = end + 1) {
+			char entry[GXP_ENTRY_MAX + 1];
+			long long mark;
+
+			*end = '\0';
+			if (sscanf(line, "%200s %lld", entry, &mark) == 2 && mark >= 0 &&
+			    mark_find(entry) == NULL)
+				mark_add(entry, mark);
+		}
+		free(text);
+	}
+	free(path);
+}
+
+static void
+upgrade_mark(const char *entry, const char *dir, void *arg)
+{
+	char *path = xasprintf("%s/rows.at", dir), *text, *end;
+	long long mark;
+	size_t len;
+
+	(void)arg;
+	if (gxp_read_file(path, &text, &len, 64) == 0) {
+		mark = strtoll(text, &end, 10);
+		if (end != text && *end == '\n' && mark >= 0 && mark_find(entry) == NULL)
+			mark_add(entry, mark);
+		free(text);
+	}
+	free(path);
+}
+
+/* Where the captures table ended before this photo's row. */
 static void
 remember_mark(struct photo *p)
 {
 	long long mark = store_mark(st, "captures");
-	char *path, buf[32];
+	char buf[GXP_ENTRY_MAX + 32];
+	int n;
 
 	if (mark < 0)
 		return;
-	path = spool_path("work", p->entry, "rows.at");
-	snprintf(buf, sizeof buf, "%lld\n", mark);
-	/* not synced: a power cut that loses it costs a repeated line */
-	if (syncset_write(NULL, path, buf, strlen(buf)) == -1)
-		gxp_log(LOG_WARN, "%s: %s", path, strerror(errno));
-	free(path);
+	mark_forget(p->entry);
+	mark_add(p->entry, mark);
+	n = snprintf(buf, sizeof buf, "%s %lld\n", p->entry, mark);
+	if (marks_fd == -1 || gxp_write_all(marks_fd, buf, (size_t)n) == -1)
+		gxp_log(LOG_WARN, "%s/work/%s: %s", spool, MARKS, strerror(errno));
+	else
+		marks_written++;
 }
 
 static long long
 recall_mark(struct photo *p)
 {
-	char *path = spool_path("work", p->entry, "rows.at"), *text;
-	size_t len;
-	long long mark = -1;
+	struct name **pp = mark_find(p->entry);
 
-	if (gxp_read_file(path, &text, &len, 64) == 0) {
-		char *end;
-
-		/* digits and a newline, or nothing is known (a power cut may
-		 * leave it empty: it is not synced) */
-		mark = strtoll(text, &end, 10);
-		if (end == text || *end != '\n' || mark < 0)
-			mark = -1;
-		free(text);
-	}
-	free(path);
-	return mark;
+	return pp ? strtoll((*pp)->s + strlen(p->entry) + 1, NULL, 10) : -1;
 }
 
 static void
@@ -663,17 +770,17 @@ check_entry(struct photo *p, const char *img, size_t len)
 	char day[32];
 
 	if (dev == NULL || strcmp(dev, p->dev) != 0 || cap == NULL || strcmp(cap, p->cap) != 0)
-		return "meta.json names another device or capture";
+		return "the sidecar names another device or capture";
 	if (name == NULL || !gxp_image_name_valid(name))
-		return "meta.json has no valid image_name";
+		return "the sidecar has no valid image_name";
 	snprintf(p->image_name, sizeof p->image_name, "%s", name);
 	if (gxp_json_int(p->meta, "image_bytes", &p->bytes) != 1 || p->bytes != (long long)len)
-		return "image.jpg does not have the size meta.json gives";
+		return "the photo does not have the size its sidecar gives";
 	gxp_sha256_hex(p->sha, img, len);
 	if (sha == NULL || strcmp(sha, p->sha) != 0)
-		return "image.jpg does not have the SHA-256 meta.json gives";
+		return "the photo does not have the SHA-256 its sidecar gives";
 	if ((at = gxp_json_str(p->meta, "captured_at")) == NULL || gxp_parse_time(at, &us) == -1)
-		return "meta.json has no valid captured_at";
+		return "the sidecar has no valid captured_at";
 	gxp_fmt_utc(day, us);
 	snprintf(p->path, sizeof p->path, "captures/%s/%.4s/%.2s/%.2s/%s", p->dev,
 	    day, day + 5, day + 8, p->cap);
@@ -698,14 +805,14 @@ seen_from_sidecar(struct photo *p)
 static void
 start_photo(struct photo *p)
 {
-	char *path = spool_path("work", p->entry, "image.jpg"), *img = NULL;
+	char *path = spool_path("ready", p->entry, ".jpg"), *img = NULL;
 	const char *bad = NULL;
 	long long mark;
 	size_t len = 0;
 
 	if (gxp_read_file(path, &img, &len, (size_t)gxp_cfg_int("MAX_IMAGE_BYTES")) == -1)
-		bad = errno == EFBIG ? "image.jpg is larger than MAX_IMAGE_BYTES" :
-		    "image.jpg cannot be read";
+		bad = errno == EFBIG ? "the photo is larger than MAX_IMAGE_BYTES" :
+		    "the photo cannot be read";
 	else
 		bad = check_entry(p, img, len);
 	if (bad) {
@@ -728,14 +835,15 @@ start_photo(struct photo *p)
 	free(path);
 }
 
+/* ready/<name>.json that is not an entry's sidecar: to failed/ as it is. */
 static void
 not_an_entry(const char *name, const char *why)
 {
-	char *from = spool_path("ready", name, NULL), *n, *to;
+	char *from = spool_path("ready", name, ".json"), *n, *to;
 
-	n = xasprintf("%s.%lld", name, (long long)(gxp_wall_us() / 1000000));
+	n = xasprintf("%s.json.%lld", name, (long long)(gxp_wall_us() / 1000000));
 	to = spool_path("failed", n, NULL);
-	gxp_log(LOG_ERROR, "ready/%s: %s; moved to failed/", name, why);
+	gxp_log(LOG_ERROR, "ready/%s.json: %s; moved to failed/", name, why);
 	if (rename(from, to) == -1)
 		gxp_log(LOG_ERROR, "%s: %s", from, strerror(errno));
 	free(from);
@@ -743,11 +851,13 @@ not_an_entry(const char *name, const char *why)
 	free(to);
 }
 
+/* Claims entry: ready/E.json renamed to work/E.json (the photo stays
+ * ready/E.jpg), then stored. */
 static void
 claim(const char *name)
 {
 	struct photo *p = xcalloc(1, sizeof *p);
-	char *from, *to, *meta;
+	char *from, *to;
 
 	if (gxp_spool_entry_parse(name, p->dev, p->cap) == -1) {
 		free(p);
@@ -756,8 +866,8 @@ claim(const char *name)
 	}
 	snprintf(p->entry, sizeof p->entry, "%s", name);
 	snprintf(p->image_name, sizeof p->image_name, "%.*s", GXP_NAME_MAX, p->cap);
-	from = spool_path("ready", name, NULL);
-	to = spool_path("work", name, NULL);
+	from = spool_path("ready", name, ".json");
+	to = spool_path("work", name, ".json");
 	if (rename(from, to) == -1) {
 		if (errno != ENOENT)
 			gxp_log(LOG_ERROR, "%s: cannot claim: %s", from, strerror(errno));
@@ -767,15 +877,13 @@ claim(const char *name)
 		return;
 	}
 	free(from);
-	free(to);
 	p->next = photos;
 	photos = p;
-	meta = spool_path("work", name, "meta.json");
-	if ((p->meta = gxp_sidecar_read(meta)) == NULL)
-		photo_failed(p, 2204, "bad spool entry", "meta.json is missing or not JSON");
+	if ((p->meta = gxp_sidecar_read(to)) == NULL)
+		photo_failed(p, 2204, "bad spool entry", "the sidecar is missing or not JSON");
 	else
 		start_photo(p);
-	free(meta);
+	free(to);
 }
 
 /* --- the work list: event hints and rescans of ready/ --- */
@@ -790,56 +898,28 @@ todo_add(const char *name)
 	todo_tail = &n->next;
 }
 
-struct aged {
-	char *name;
-	long long mtime;
-};
-
-static int
-by_age(const void *a, const void *b)
-{
-	const struct aged *x = a, *y = b;
-
-	if (x->mtime != y->mtime)
-		return x->mtime < y->mtime ? -1 : 1;
-	return strcmp(x->name, y->name);
-}
-
 /* Oldest first. */
 static void
 rescan(void)
 {
 	char *dir = spool_path("ready", NULL, NULL);
-	DIR *d = opendir(dir);
-	struct aged *list = NULL;
-	size_t n = 0, cap = 0;
-	struct dirent *e;
-	struct stat sb;
+	struct gxp_aged *list;
+	long n = gxp_dir_aged(dir, &list);
 
 	next_rescan = gxp_mono_ms() + rescan_ms;
-	if (d == NULL) {
+	if (n == -1) {
 		gxp_log(LOG_ERROR, "%s: %s", dir, strerror(errno));
 		free(dir);
 		return;
 	}
-	while ((e = readdir(d)) != NULL) {
-		if (e->d_name[0] == '.')
-			continue;
-		if (n == cap)
-			list = xrealloc(list, (cap = cap ? cap * 2 : 64) * sizeof *list);
-		list[n].name = xstrdup(e->d_name);
-		list[n++].mtime = fstatat(dirfd(d), e->d_name, &sb, 0) == 0 ?
-		    (long long)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec : 0;
+	for (long i = 0; i < n; i++) {
+		char entry[GXP_ENTRY_MAX + 1];
+
+		/* a photo is ready/E.jpg and its sidecar ready/E.json */
+		if (gxp_spool_sidecar_name(list[i].name, entry) == 0)
+			todo_add(entry);
 	}
-	closedir(d);
-	if (n > 1)
-		qsort(list, n, sizeof *list, by_age);
-	for (size_t i = 0; i < n; i++) {
-		todo_add(list[i].name);
-		free(list[i].name);
-	}
-	counters[C_BACKLOG].v = n;
-	free(list);
+	gxp_aged_free(list, n);
 	free(dir);
 }
 
@@ -865,15 +945,40 @@ claim_more(void)
 		rescan();
 }
 
-/* Moves every work/ entry back to ready/ (a crash left them there). */
+/* A claimed sidecar a crash left in work/: back to ready/ beside its
+ * photo; without its photo, stored already (a removal cut short): gone. */
+static void
+recover_one(const char *entry)
+{
+	char *json = spool_path("work", entry, ".json"), *jpg = spool_path("ready", entry, ".jpg");
+	char *to = spool_path("ready", entry, ".json");
+	char dev[GXP_DEVICE_MAX + 1], cap[GXP_CAPTURE_NAME_MAX + 1];
+
+	if (access(jpg, F_OK) == -1 && gxp_spool_entry_parse(entry, dev, cap) == 0 &&
+	    is_stored(dev, cap)) {
+		if (unlink(json) == 0)
+			gxp_log(LOG_INFO, "work/%s.json: stored already; removed", entry);
+	} else if (rename(json, to) == 0)
+		gxp_log(LOG_INFO, "work/%s.json: back to ready/", entry);
+	else
+		gxp_log(LOG_ERROR, "%s: cannot move back to ready/: %s", json, strerror(errno));
+	free(json);
+	free(jpg);
+	free(to);
+}
+
+/* Moves every claimed sidecar back to ready/ (a crash left them in
+ * work/), after taking over the earlier layout's work/ entries. */
 static void
 recover(void)
 {
-	char *dir = spool_path("work", NULL, NULL), *from, *to;
-	DIR *d = opendir(dir);
+	char *dir = spool_path("work", NULL, NULL), entry[GXP_ENTRY_MAX + 1];
+	DIR *d;
 	struct dirent *e;
 
-	if (d == NULL)
+	marks_load();
+	gxp_spool_upgrade(spool, "work", upgrade_mark, NULL);
+	if ((d = opendir(dir)) == NULL)
 		gxp_die_errno(EXIT_TEMP, "%s", dir);
 	while ((e = readdir(d)) != NULL) {
 		if (strncmp(e->d_name, GONE_PREFIX, sizeof GONE_PREFIX - 1) == 0) {
@@ -882,20 +987,12 @@ recover(void)
 				    strerror(errno));
 			continue;
 		}
-		if (e->d_name[0] == '.')
-			continue;
-		from = spool_path("work", e->d_name, NULL);
-		to = spool_path("ready", e->d_name, NULL);
-		if (rename(from, to) == 0)
-			gxp_log(LOG_INFO, "work/%s: back to ready/", e->d_name);
-		else
-			gxp_log(LOG_ERROR, "%s: cannot move back to ready/: %s", from,
-			    strerror(errno));
-		free(from);
-		free(to);
+		if (gxp_spool_sidecar_name(e->d_name, entry) == 0)
+			recover_one(entry);
 	}
 	closedir(d);
 	free(dir);
+	marks_rewrite();
 }
 
 /* --- events --- */
@@ -929,6 +1026,7 @@ static void
 ev_status(const cJSON *j, const char *ts)
 {
 	const char *dev = event_device(j, "status", 1);
+	long long pending;
 	cJSON *row;
 
 	if (dev == NULL)
@@ -936,7 +1034,13 @@ ev_status(const cJSON *j, const char *ts)
 	rows_device_seen(rows, dev, ts);
 	row = cJSON_CreateObject();
 	cJSON_AddItemToObject(row, "status", dup_or_null(j, "status"));
-	copy_num(row, "pending_count", j, "pending_count");
+	/* an integer column: anything else (1e10, 1.5) would fail the batch;
+	 * raw keeps what the device sent */
+	if (gxp_json_int(j, "pending_count", &pending) == 1 && pending >= 0 &&
+	    pending <= INT32_MAX)
+		cJSON_AddNumberToObject(row, "pending_count", (double)pending);
+	else
+		cJSON_AddNullToObject(row, "pending_count");
 	cJSON_AddItemToObject(row, "raw", dup_or_null(j, "raw"));
 	cJSON_AddStringToObject(row, "created_at", ts);
 	rows_add(rows, T_STATUS, row, dev, NULL, CAP_NONE, NULL, NULL);
@@ -1472,6 +1576,65 @@ update_counters(void)
 	counters[C_ROWS_DROPPED].v = rs.dropped;
 }
 
+/* --- how far behind: the photos waiting, and a store that fails --- */
+
+static long waiting = -1;	/* photos in ready/ and work/ at the last look */
+static int64_t oldest_us;	/* when the oldest of them was finished */
+static int64_t next_census;
+
+static long long
+oldest_age_s(void)
+{
+	return oldest_us ? (gxp_wall_us() - oldest_us) / 1000000 : 0;
+}
+
+/* Counts the photos waiting: every UPLOAD_RESCAN_MS, and for SIGUSR1. */
+static void
+census(int now)
+{
+	if (!now && gxp_mono_ms() < next_census)
+		return;
+	next_census = gxp_mono_ms() + rescan_ms;
+	waiting = gxp_spool_waiting(spool, &oldest_us);
+	counters[C_BACKLOG].v = waiting > 0 ? (unsigned long long)waiting : 0;
+	counters[C_OLDEST].v = (unsigned long long)oldest_age_s();
+}
+
+/* While requests fail, says so within seconds and then every
+ * UPLOAD_OUTAGE_REPORT_S, with what waits; and says when it is over. */
+static void
+watch_outage(void)
+{
+	static int64_t next_report;
+	static int reported;
+	int64_t every = gxp_cfg_int("UPLOAD_OUTAGE_REPORT_S") * 1000, now = gxp_mono_ms();
+	struct http_stats hs;
+	struct rows_stats rs;
+
+	store_stats(st, &hs);
+	counters[C_FAILING].v = (unsigned long long)hs.failing_ms / 1000;
+	/* only Supabase's requests fail this way: the local store answers at once */
+	if (hs.failing_ms == 0) {
+		if (reported)
+			gxp_log(LOG_INFO, "Supabase answers again; %ld photo%s waiting",
+			    waiting, waiting == 1 ? "" : "s");
+		reported = 0;
+		next_report = 0;
+		return;
+	}
+	if (hs.failing_ms < (every < 5000 ? every : 5000) || now < next_report)
+		return;
+	census(1);
+	rows_stats(rows, &rs);
+	gxp_log(LOG_WARN, hs.unreachable ? "Supabase unreachable for %lld s (%s): %ld "
+	    "photo%s waiting, oldest %lld s; %zu row%s queued; retrying" : "Supabase failing "
+	    "for %lld s (%s): %ld photo%s waiting, oldest %lld s; %zu row%s queued; retrying",
+	    hs.failing_ms / 1000, hs.failure, waiting, waiting == 1 ? "" : "s",
+	    oldest_age_s(), rs.queued, rs.queued == 1 ? "" : "s");
+	reported = 1;
+	next_report = now + every;
+}
+
 static int
 finishing(void)
 {
@@ -1576,6 +1739,8 @@ run(void)
 			rescan();
 		}
 		update_counters();
+		census(gxp_sig_usr1);
+		watch_outage();
 		gxp_metrics_tick(0);
 	}
 	gxp_lines_free(in);
@@ -1632,6 +1797,12 @@ leave(void)
 	while (photos)
 		put_back(photos);
 	commit_tick(1);
+	if (marks == NULL) {
+		/* nothing claimed is left: no marks to keep */
+		path = spool_path("work", MARKS, NULL);
+		unlink(path);
+		free(path);
+	}
 	snprintf(name, sizeof name, "%lld.%ld.ndjson", (long long)gxp_wall_us(),
 	    (long)getpid());
 	path = spool_path("rows", name, NULL);
@@ -1654,11 +1825,78 @@ leave(void)
 	}
 }
 
+/* --check: what waits in the spool, and for how long. */
+static void
+check_spool(void)
+{
+	spool = gxp_cfg("GXP_SPOOL");
+	if ((waiting = gxp_spool_waiting(spool, &oldest_us)) == -1)
+		printf("gxp-upload: ok: spool %s: no ready/ yet (%s)\n", spool, strerror(errno));
+	else if (waiting == 0)
+		printf("gxp-upload: ok: spool %s: no photo waiting\n", spool);
+	else
+		printf("gxp-upload: ok: spool %s: %ld photo%s waiting, oldest %lld s\n", spool,
+		    waiting, waiting == 1 ? "" : "s", oldest_age_s());
+}
+
+/* The spool's upload.lock, which names its holder ("<pid> once" or
+ * "<pid> run").  Another gxp-upload of a pipeline on the same spool is a
+ * mistake (exit 100); a --once run (cron's safety net) stores the same
+ * photos and ends, so a pipeline's gxp-upload waits for it, and --once
+ * leaves the work to whoever holds the lock. */
+static int
+lock_holder_runs(const char *lock)
+{
+	char *text = NULL;
+	size_t len = 0;
+	long pid = 0;
+	int runs = 0;
+
+	/* a holder that has just taken the lock may not have said who it is:
+	 * the text left by an earlier holder, now gone, does not count */
+	if (gxp_read_file(lock, &text, &len, 64) == 0 && len > 0 &&
+	    sscanf(text, "%ld", &pid) == 1 && pid > 0 && kill((pid_t)pid, 0) == 0)
+		runs = strstr(text, " run") != NULL;
+	free(text);
+	return runs;
+}
+
+static void
+take_lock(const char *lock)
+{
+	int64_t next_say = 0;
+	int fd;
+	char who[32];
+
+	while ((fd = gxp_lock_file(lock)) == -1) {
+		if (errno != EWOULDBLOCK)
+			gxp_die_errno(EXIT_TEMP, "%s", lock);
+		if (once) {
+			gxp_log(LOG_INFO, "%s: another gxp-upload is storing this spool's "
+			    "photos; leaving them to it", lock);
+			exit(EXIT_OK);
+		}
+		if (lock_holder_runs(lock))
+			gxp_die(EXIT_PERM, "%s: another gxp-upload is using this spool", lock);
+		if (gxp_mono_ms() >= next_say) {
+			gxp_log(LOG_INFO, "%s: a gxp-upload --once is storing this spool's "
+			    "photos; waiting for it to end", lock);
+			next_say = gxp_mono_ms() + 30000;
+		}
+		if (gxp_sig_term)
+			exit(EXIT_OK);
+		gxp_sleep_ms(100);
+	}
+	snprintf(who, sizeof who, "%ld %s\n", (long)getpid(), once ? "once" : "run");
+	if (ftruncate(fd, 0) == -1 || pwrite(fd, who, strlen(who), 0) == -1)
+		gxp_log(LOG_WARN, "%s: %s", lock, strerror(errno));
+}
+
 static void
 configure(void)
 {
 	const char *pl = gxp_cfg("PUBLISH_LOG");
-	char *lock;
+	char *lock, *stored;
 
 	if (strcmp(pl, "all") == 0)
 		publog = PUBLOG_ALL;
@@ -1673,18 +1911,18 @@ configure(void)
 	rescan_ms = gxp_cfg_int("UPLOAD_RESCAN_MS");
 	spool = gxp_cfg("GXP_SPOOL");
 	if (gxp_spool_init(spool) == -1)
-		gxp_die_errno(EXIT_TEMP, "spool %s", spool);
+		gxp_die_errno(gxp_path_error_permanent(errno) ? EXIT_PERM : EXIT_TEMP,
+		    "spool %s", spool);
 	lock = xasprintf("%s/upload.lock", spool);
-	if (gxp_lock_file(lock) == -1) {
-		if (errno == EWOULDBLOCK)
-			gxp_die(EXIT_PERM, "%s: another gxp-upload is using this spool", lock);
-		gxp_die_errno(EXIT_TEMP, "%s", lock);
-	}
+	take_lock(lock);
 	free(lock);
-	/* stored/ records a killed predecessor wrote but had not synced */
+	/* stored/ records a killed predecessor moved but had not synced */
+	gxp_spool_upgrade_stored(spool);
+	stored = spool_path("stored", NULL, NULL);
 	if ((spool_fd = open(spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
-	    syncset_all(spool_fd) == -1)
+	    gxp_fsync_dir(stored) == -1)
 		gxp_die_errno(EXIT_TEMP, "spool %s", spool);
+	free(stored);
 }
 
 int
@@ -1694,6 +1932,7 @@ main(int argc, char **argv)
 		{ "check", no_argument, NULL, 'C' },
 		{ "env", required_argument, NULL, 'e' },
 		{ "once", no_argument, NULL, 'o' },
+		{ "spool", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -1701,23 +1940,32 @@ main(int argc, char **argv)
 	int c, rc, check = 0;
 
 	gxp_init(argv[0]);
-	while ((c = getopt_long(argc, argv, "J:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":J:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'C': check = 1; break;
 		case 'e': envfile = optarg; break;
 		case 'J': jc.dir = optarg; break;
 		case 'o': once = 1; break;
+		case 's': gxp_config_set("GXP_SPOOL", optarg); break;
 		case 'h': usage(EXIT_OK); break;
-		default: usage(EXIT_PERM);
+		default:
+			gxp_bad_option(c, argv);
+			usage(EXIT_PERM);
 		}
 	}
-	if (optind != argc || (check && once) || (jc.dir && *jc.dir == '\0'))
+	if (optind != argc || (check && once) || (jc.dir && *jc.dir == '\0')) {
+		gxp_log(LOG_ERROR, "%s", optind != argc ? "unexpected argument" :
+		    check && once ? "--check and --once exclude each other" :
+		    "-J needs a directory");
 		usage(EXIT_PERM);
+	}
 	gxp_config_common(envfile);
 	gxp_signals_init();
 	if (check) {
+		gxp_config_warnings();
 		st = store_open();
 		rc = store_check(st);
+		check_spool();
 		store_free(st);
 		gxp_config_free();
 		return rc;
@@ -1744,9 +1992,17 @@ main(int argc, char **argv)
 	rows_free(rows);
 	marks_free(jc.marks);
 	store_free(st);
-	syncset_free(&records);
 	wakes_free();
 	close(spool_fd);
+	if (marks_fd != -1)
+		close(marks_fd);
+	while (marks) {
+		struct name *n = marks;
+
+		marks = n->next;
+		free(n->s);
+		free(n);
+	}
 	gxp_config_free();
 	return rc;
 }

@@ -89,9 +89,31 @@ count() {
 	events "$@" | wc -l
 }
 
-# ready_image DEV NAME: the path of a ready photo.
+# ready_image DEV NAME: the path of a ready photo; ready_meta: its sidecar.
 ready_image() {
-	echo "$SPOOL/ready/$1@$2/image.jpg"
+	echo "$SPOOL/ready/$1@$2.jpg"
+}
+
+ready_meta() {
+	echo "$SPOOL/ready/$1@$2.json"
+}
+
+# ready_count: the photos in ready/ (their sidecars).
+ready_count() {
+	find "$SPOOL/ready" -name '*.json' | wc -l
+}
+
+# store_photo DEV NAME: what gxp-upload does once the photo is stored: the
+# sidecar becomes the stored/ record, the photo goes.
+store_photo() {
+	mkdir -p "$SPOOL/stored"
+	mv "$(ready_meta "$1" "$2")" "$SPOOL/stored/$1@$2.json"
+	rm "$(ready_image "$1" "$2")"
+}
+
+# in_progress: the captures in progress (gxp-assemble --list), one a line.
+in_progress() {
+	gxp-assemble --list
 }
 
 # genlog ARGS: bench/genlog, the log generator the benchmark uses.

@@ -85,15 +85,22 @@ $(ts 6001)	49	201	249" ]
 		chunk 5 D1 orphan.jpg 1 "$BATS_TEST_TMPDIR/p" 1000
 	} > "$IN"
 	CAPTURE_TIMEOUT_MS=5000 assemble
-	[ -s "$SPOOL/partial/D1@orphan.jpg/chunks" ]
-	[ "$(count capture_failed)" = 0 ]
+	[ "$(in_progress | jq -c '[.image_name,.capture_name,.chunks,.total_chunks]')" = \
+		'["orphan.jpg",null,2,null]' ]
+	[ "$(count error)" = 0 ]
 	# at the end of a replay, timers wait for more input unless told otherwise
 	IN=/dev/null CAPTURE_TIMEOUT_MS=5000 assemble --flush-at-eof
-	[ "$(count capture_failed)" = 0 ]
-	[ -s "$SPOOL/partial/D1@orphan.jpg/chunks" ]
+	[ "$(count error)" = 0 ]
+	[ "$(in_progress | jq -r .image_name)" = orphan.jpg ]
+	# the capture keeps the time it started: 5 s after the first chunk,
+	# the restart or not
 	CAPTURE_TIMEOUT_MS=5000 assemble --flush-at-eof
 	[ "$(count publish)" = 0 ]
-	[ "$(events capture_failed | jq -c '[.device,.image_name,.capture_name,.code,.reason]')" = '["D1","orphan.jpg",null,2201,"no metadata within 5000 ms; 2 chunks dropped"]' ]
+	# no capture was announced: no capture_failed, an error (reported at a
+	# bounded rate: REFUSED_REPORT_INTERVAL_S)
+	[ "$(count capture_failed)" = 0 ]
+	[ "$(events error | jq -c '[.device,.image_name,.code,.reason,.ts]')" = \
+		"[\"D1\",\"orphan.jpg\",2201,\"no metadata within 5000 ms; 2 chunks dropped\",\"$(ts 5000)\"]" ]
 	empty "$SPOOL/partial"
 }
 

@@ -24,7 +24,7 @@ setup() {
 	[ "$(jq -r .ts <<<"$pc")" = "$(ts 20)" ]
 	[ "$(jq -r .captured_at <<<"$pc")" = 2025-10-04T12:00:00.000000Z ]
 	# the sidecar
-	sc=$SPOOL/ready/TESTMAC123@test.jpg/meta.json
+	sc=$SPOOL/ready/TESTMAC123@test.jpg.json
 	[ "$(jq -c '[.v,.device,.image_name,.capture_name,.captured_at,.captured_at_raw,.image_bytes,.chunk_size,.total_chunks]' "$sc")" = '[1,"TESTMAC123","test.jpg","test.jpg","2025-10-04T12:00:00.000000Z","2025-10-04T12:00:00Z",4,2,2]' ]
 	[ "$(jq -r .sha256 "$sc")" = "$sum" ]
 	[ "$(jq -c .sensor "$sc")" = '{"temperature_c":25.1,"humidity_pct":45,"pressure_hpa":1010.2,"gas_kohm":null}' ]
@@ -43,7 +43,8 @@ setup() {
 	[ "$(jq -c .sensor <<<"$cs")" = '{"temperature_c":23.5,"humidity_pct":45.2,"pressure_hpa":1013.25,"gas_kohm":12.34567}' ]
 	[ "$(jq -r .meta.gas_resistance <<<"$cs")" = 12345.67 ]
 	# the capture waits in partial/ with its metadata
-	[ "$(jq -r .capture_name "$SPOOL/partial/AABBCCDDEEFF@image_123.jpg/meta.json")" = image_123.jpg ]
+	[ "$(in_progress | jq -c '[.device,.image_name,.capture_name,.chunks,.total_chunks]')" = \
+		'["AABBCCDDEEFF","image_123.jpg","image_123.jpg",0,45]' ]
 }
 
 @test "assemble: newer firmware: timestamp in seconds or ms, nested sensor_data, image_id" {
@@ -78,7 +79,7 @@ setup() {
 		[ "$ASM_RC" = 0 ]
 		[ "$(count photo_complete)" = 6 ]
 		for f in "$BATS_TEST_TMPDIR"/exp/*; do
-			cmp "$f" "$SPOOL/ready/${f##*/}/image.jpg"
+			cmp "$f" "$SPOOL/ready/${f##*/}.jpg"
 		done
 	done
 }
@@ -88,7 +89,7 @@ setup() {
 	photo 0 DEV1 p.jpg "$BATS_TEST_TMPDIR/p" 1000 0 1 1 2 0 3 4 >> "$IN"
 	assemble
 	cmp "$BATS_TEST_TMPDIR/p" "$(ready_image DEV1 p.jpg)"
-	[ "$(jq .timings.duplicates "$SPOOL/ready/DEV1@p.jpg/meta.json")" = 2 ]
+	[ "$(jq .timings.duplicates "$SPOOL/ready/DEV1@p.jpg.json")" = 2 ]
 	[ "$(count photo_complete)" = 1 ]
 }
 
@@ -126,22 +127,18 @@ setup() {
 	[ "$(jq -r .event "$OUT" | paste -sd' ')" = "inbound inbound" ]
 	grep -q "metadata again for a photo in ready/: ignored" "$ERR"
 	# claimed by gxp-upload: the same
-	mv "$SPOOL/ready/DEV1@w.jpg" "$SPOOL/work/"
+	mv "$SPOOL/ready/DEV1@w.jpg.json" "$SPOOL/work/"
 	assemble
 	[ "$(jq -r .event "$OUT" | paste -sd' ')" = "inbound inbound" ]
 	grep -q "in work/: ignored" "$ERR"
-	empty "$SPOOL/ready"
+	[ "$(ready_count)" = 0 ]
 }
 
 @test "assemble: metadata again for a stored photo gets ACK_OK again and is not stored twice" {
 	make_jpeg "$BATS_TEST_TMPDIR/p" 2000
 	photo 0 DEV1 s.jpg "$BATS_TEST_TMPDIR/p" 1000 >> "$IN"
 	assemble
-	# what gxp-upload does once the photo is stored
-	mkdir -p "$SPOOL/stored/DEV1"
-	jq -c '. + {storage_path:"captures/DEV1/2025/10/04/s.jpg",stored_at:"2026-01-01T00:00:01Z"}' \
-		"$SPOOL/ready/DEV1@s.jpg/meta.json" > "$SPOOL/stored/DEV1/s.jpg.json"
-	rm -r "$SPOOL/ready/DEV1@s.jpg"
+	store_photo DEV1 s.jpg
 	photo 5000 DEV1 s.jpg "$BATS_TEST_TMPDIR/p" 1000 > "$IN"
 	ACK_NEXT_WAKE_TIME=5:30PM assemble
 	[ "$(count capture_started)" = 0 ]
@@ -162,9 +159,7 @@ setup() {
 	[ "$(count capture_failed)" = 0 ]
 	empty "$SPOOL/partial"
 	# stored: the same
-	mkdir -p "$SPOOL/stored/DEV1"
-	cp "$SPOOL/ready/DEV1@s.jpg/meta.json" "$SPOOL/stored/DEV1/s.jpg.json"
-	rm -r "$SPOOL/ready/DEV1@s.jpg"
+	store_photo DEV1 s.jpg
 	assemble
 	[ "$(count error)" = 0 ]
 	[ "$(count capture_failed)" = 0 ]
@@ -206,10 +201,10 @@ setup() {
 	[ "$(count photo_complete)" = 60 ]
 	[ "$(count capture_started)" = 60 ]
 	for f in "$BATS_TEST_TMPDIR"/exp/*; do
-		cmp "$f" "$SPOOL/ready/${f##*/}/image.jpg"
-		[ "$(jq -r .sha256 "$SPOOL/ready/${f##*/}/meta.json")" = "$(sha256sum < "$f" | cut -d' ' -f1)" ]
+		cmp "$f" "$SPOOL/ready/${f##*/}.jpg"
+		[ "$(jq -r .sha256 "$SPOOL/ready/${f##*/}.json")" = "$(sha256sum < "$f" | cut -d' ' -f1)" ]
 	done
-	[ "$(ls "$SPOOL/ready" | wc -l)" = 60 ]
+	[ "$(ready_count)" = 60 ]
 }
 
 @test "assemble: a size mismatch (2202) is kept in failed/ with its reason, no ACK" {
@@ -331,7 +326,9 @@ EOF
 @test "assemble: usage and option errors exit 100; --spool overrides GXP_SPOOL" {
 	run gxp-assemble --bogus
 	[ "$status" = 100 ]
-	[[ $output == *"usage: gxp-assemble [--check] [--flush-at-eof] [--replay] [--env file] [--spool dir]"* ]]
+	[[ $output == *"unknown option --bogus"* ]]
+	[[ $output == *"usage: gxp-assemble [--check | --list] [--flush-at-eof] [--replay] [--env file]"* ]]
+	[[ $output == *"gxp-assemble --help lists the options; see gxp-assemble(1)"* ]]
 	run gxp-assemble extra-arg
 	[ "$status" = 100 ]
 	run gxp-assemble --help
@@ -342,24 +339,25 @@ EOF
 	make_jpeg "$BATS_TEST_TMPDIR/p" 2000
 	photo 0 DEV1 p.jpg "$BATS_TEST_TMPDIR/p" 1000 > "$IN"
 	assemble --spool "$BATS_TEST_TMPDIR/other"
-	[ -f "$BATS_TEST_TMPDIR/other/ready/DEV1@p.jpg/image.jpg" ]
-	[ ! -e "$SPOOL/ready/DEV1@p.jpg" ]
+	[ -f "$BATS_TEST_TMPDIR/other/ready/DEV1@p.jpg.jpg" ]
+	[ ! -e "$SPOOL/ready/DEV1@p.jpg.jpg" ]
 	echo "GXP_SPOOL=$BATS_TEST_TMPDIR/fromenv" > "$BATS_TEST_TMPDIR/x.env"
 	unset GXP_SPOOL
 	assemble --env "$BATS_TEST_TMPDIR/x.env"
-	[ -f "$BATS_TEST_TMPDIR/fromenv/ready/DEV1@p.jpg/image.jpg" ]
+	[ -f "$BATS_TEST_TMPDIR/fromenv/ready/DEV1@p.jpg.jpg" ]
 }
 
 @test "assemble: tmp/ is swept at start; stored/ records past STORED_RETENTION_DAYS are pruned" {
-	mkdir -p "$SPOOL/tmp/DEV1@half.jpg" "$SPOOL/stored/DEV1"
+	mkdir -p "$SPOOL/tmp/DEV1@half.jpg" "$SPOOL/stored"
 	echo x > "$SPOOL/tmp/DEV1@half.jpg/image.jpg"
-	echo '{}' > "$SPOOL/stored/DEV1/old.jpg.json"
-	echo '{}' > "$SPOOL/stored/DEV1/new.jpg.json"
-	touch -d '10 days ago' "$SPOOL/stored/DEV1/old.jpg.json"
+	echo x > "$SPOOL/tmp/DEV1@half2.jpg.jpg"
+	echo '{}' > "$SPOOL/stored/DEV1@old.jpg.json"
+	echo '{}' > "$SPOOL/stored/DEV1@new.jpg.json"
+	touch -d '10 days ago' "$SPOOL/stored/DEV1@old.jpg.json"
 	assemble
 	empty "$SPOOL/tmp"
-	[ ! -e "$SPOOL/stored/DEV1/old.jpg.json" ]
-	[ -e "$SPOOL/stored/DEV1/new.jpg.json" ]
-	grep -q "swept 1 unfinished entries" "$ERR"
+	[ ! -e "$SPOOL/stored/DEV1@old.jpg.json" ]
+	[ -e "$SPOOL/stored/DEV1@new.jpg.json" ]
+	grep -q "swept 2 unfinished entries" "$ERR"
 	grep -q "pruned 1 stored/ records" "$ERR"
 }

@@ -292,6 +292,7 @@ sd_shutdown() {
 	[[ $output == *"gxp-assemble: ok: spool $T/spool writable"* ]]
 	[[ $output == *"gxp-upload: ok: local store $T/store writable"* ]]
 	[[ $output == *"gxp-sub: ok: journal $T/spool/journal writable"* ]]
+	[[ $output == *"gxp-upload: ok: spool $T/spool: no photo waiting"* ]]
 	[[ $output == *"gxp-control: ok: local store $T/store/control writable"* ]]
 	[ "$(grep -c ': ok: ' <<<"$output")" = 7 ]
 

@@ -23,16 +23,19 @@ worker_env() {
 # kills), waited for until the pipeline runs.  Sets WORKER_PID and
 # WORKER_LOG, which each start appends to.
 start_worker() {
-	local pre=() started answering
+	local pre=() started subscribed answering
 	[ "${2:-}" = --own-group ] && pre=(setsid)
 	WORKER_LOG=$BATS_TEST_TMPDIR/worker.log
-	started=$(grep -c "Subscribed to topics" "$WORKER_LOG" 2>/dev/null || true)
+	started=$(grep -c "Worker started" "$WORKER_LOG" 2>/dev/null || true)
+	subscribed=$(grep -c "Subscribed to topics" "$WORKER_LOG" 2>/dev/null || true)
 	answering=$(grep -c "gxp-control: info: answering hellos" "$WORKER_LOG" 2>/dev/null || true)
 	"${pre[@]}" gxp-supervise --env "$1" --events "$BATS_TEST_TMPDIR/events.ndjson" \
 		2>> "$WORKER_LOG" 3>&- &
 	WORKER_PID=$!
-	# gxp-sub's subscription, and gxp-control's (a hello before it is not heard)
-	wait_until 30 eval '[ "$(grep -c "Subscribed to topics" "$WORKER_LOG")" -gt "${started:-0}" ]' &&
+	# the worker says it has started once gxp-sub has subscribed; then
+	# gxp-control's subscription (a hello before it is not heard)
+	wait_until 30 eval '[ "$(grep -c "Worker started" "$WORKER_LOG")" -gt "${started:-0}" ]' &&
+		wait_until 10 eval '[ "$(grep -c "Subscribed to topics" "$WORKER_LOG")" -gt "${subscribed:-0}" ]' &&
 		wait_until 10 eval '[ "$(grep -c "gxp-control: info: answering hellos" "$WORKER_LOG")" -gt "${answering:-0}" ]'
 }
 

@@ -39,10 +39,10 @@ photo_lines() {
 # those its sidecar names, and no temporary file is left about.
 ready_ok() {
 	local e
-	for e in "$SPOOL"/ready/*/; do
-		[ -d "$e" ] || continue
-		[ "$(sha256sum < "$e/image.jpg" | cut -d' ' -f1)" = "$(jq -r .sha256 "$e/meta.json")" ] || return 1
-		[ "$(stat -c %s "$e/image.jpg")" = "$(jq -r .image_bytes "$e/meta.json")" ] || return 1
+	for e in "$SPOOL"/ready/*.json; do
+		[ -f "$e" ] || continue
+		[ "$(sha256sum < "${e%.json}.jpg" | cut -d' ' -f1)" = "$(jq -r .sha256 "$e")" ] || return 1
+		[ "$(stat -c %s "${e%.json}.jpg")" = "$(jq -r .image_bytes "$e")" ] || return 1
 	done
 	[ -z "$(find "$SPOOL/ready" -name '*.tmp*')" ]
 }
@@ -59,7 +59,8 @@ ready_ok() {
 	# 24 photos of 60 KB into 1 MB: the disk fills part way
 	for i in $(seq 1 24); do photo_lines DEVFULL "p$i.jpg" "$BATS_TEST_TMPDIR/p$i.jpg" >&7; done
 	wait_until 30 file_has "$ERR" "No space left on device"
-	wait_until 10 sh -c "jq -e 'select(.event == \"error\" and .code == 2200 and (.reason | test(\"No space left on device\")))' '$OUT' > /dev/null"
+	# one error event for the device and cause, not one per chunk refused
+	wait_until 10 sh -c "jq -c 'select(.event == \"error\" and .code == 2200 and (.reason | test(\"No space left on device\")))' '$OUT' | grep -q ."
 	grep -q "device DEVFULL image p[0-9]*.jpg: .*No space left on device" "$ERR"
 	kill -0 "$ASM_PID"	# still running
 	done1=$(jq -r 'select(.event == "photo_complete") | .image_name' "$OUT" | sort -u | wc -l)
@@ -77,7 +78,7 @@ ready_ok() {
 	ASM_PID=
 	ready_ok
 	for i in $(seq 1 24); do
-		cmp "$SPOOL/ready/DEVFULL@p$i.jpg/image.jpg" "$BATS_TEST_TMPDIR/p$i.jpg"
+		cmp "$(ready_image DEVFULL "p$i.jpg")" "$BATS_TEST_TMPDIR/p$i.jpg"
 	done
 	# a full disk never fails a capture: it waits for room
 	[ "$(jq -c 'select(.event == "capture_failed")' "$OUT")" = "" ]
@@ -103,11 +104,11 @@ ready_ok() {
 	# three capture timeouts later it is still waiting, not failed
 	sleep 3
 	[ "$(jq -c 'select(.event == "capture_failed" or .event == "photo_complete")' "$OUT")" = "" ]
-	[ "$(stat -c %s "$SPOOL/partial/DEVROOM@p.jpg/chunks")" -gt 60000 ]
+	[ "$(in_progress | jq -c '[.image_name,.bytes]')" = '["p.jpg",60000]' ]
 	[ -z "$(find "$SPOOL/tmp" -mindepth 1)" ]
 	mount -o remount,size=64m "$MNT"
 	wait_until 10 file_has "$OUT" '"event":"photo_complete"'
-	cmp "$SPOOL/ready/DEVROOM@p.jpg/image.jpg" "$BATS_TEST_TMPDIR/p.jpg"
+	cmp "$(ready_image DEVROOM p.jpg)" "$BATS_TEST_TMPDIR/p.jpg"
 	grep -q "device DEVROOM image p.jpg: finalized now that the spool has room" "$ERR"
 	[ "$(grep -c 'No space left on device' "$ERR")" = 1 ]	# said once, not every retry
 	exec 7>&-
@@ -123,7 +124,7 @@ ready_ok() {
 		photo_lines DEVSTORE "p$i.jpg" "$BATS_TEST_TMPDIR/p$i.jpg"
 	done > "$IN"
 	gxp-assemble --flush-at-eof < "$IN" > /dev/null 2> "$ERR"
-	[ "$(ls "$SPOOL/ready" | wc -l)" = 10 ]
+	[ "$(ready_count)" = 10 ]
 	# full: 100 KB for 400 KB of photos
 	small_fs 100k
 	run gxp-upload --once < /dev/null
@@ -132,8 +133,8 @@ ready_ok() {
 	[[ $output == *"No space left on device"* ]]
 	[[ $output == *"left in the spool"* ]]
 	[ -z "$(ls "$SPOOL/failed")" ]
-	stored_full=$(ls "$SPOOL/stored/DEVSTORE" 2>/dev/null | wc -l)
-	[ "$(($(ls "$SPOOL/ready" | wc -l) + stored_full))" = 10 ]
+	stored_full=$(ls "$SPOOL/stored" | grep -c '^DEVSTORE@' || true)
+	[ "$(($(ready_count) + stored_full))" = 10 ]
 	ready_ok
 	# read-only: nothing can be written, nothing is lost or moved aside; a
 	# heartbeat's row waits in the spool
@@ -145,7 +146,7 @@ ready_ok() {
 	[[ $output == *"Read-only file system"* ]]
 	[[ $output == *"kept in rows/"* ]]
 	[ -z "$(ls "$SPOOL/failed")" ]
-	[ "$(ls "$SPOOL/ready" | wc -l)" = $((10 - stored_full)) ]
+	[ "$(ready_count)" = $((10 - stored_full)) ]
 	# writable and roomy again: everything is stored, once, whole
 	mount -o remount,rw,size=64m "$MNT"
 	run gxp-upload --once < /dev/null

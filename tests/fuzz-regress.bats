@@ -8,6 +8,7 @@ load assemble-lib
 setup() {
 	setup_assemble
 	R=$GXP_TOP/fuzz/regress
+	export REFUSED_REPORT_INTERVAL_S=0	# every error reported
 }
 
 # all_json FILE: every line of FILE is a JSON object.
@@ -56,4 +57,15 @@ all_json() {
 [2101,"status: payload is not a JSON object",2]' ]
 	[ "$(events status | jq -r .raw.status)" = "$(printf '\360\237\230\200 ok')" ]
 	[ "$(count inbound)" = 1 ]
+}
+
+@test "fuzz-regress: a device whose last capture goes to make room for its next one is not freed under it" {
+	# the budget, full, dropped the device's capture without metadata to
+	# let its next one in, and the device went with it while still in use
+	# (sequence harness; AddressSanitizer, make check SANITIZE=1)
+	IN=$R/device-freed-while-making-room.ndjson MAX_ASSEMBLIES=1 assemble
+	[ "$ASM_RC" = 0 ]
+	[ "$(events error | jq -c '[.code,.device,.image_name]')" = '[2200,"D1","a.jpg"]' ]
+	events error | jq -r .reason | grep -q "^dropped 1 chunks that came without metadata"
+	[ "$(in_progress | jq -c '[.device,.image_name,.chunks]')" = '["D1","b.jpg",1]' ]
 }

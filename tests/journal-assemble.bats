@@ -75,14 +75,14 @@ smeta() {
 	} > "$IN"
 	assemble
 	[ "$(count photo_complete)" = 1 ]
-	[ "$(jq -r .timings.received_at "$SPOOL/ready/D1@r.jpg/meta.json")" = "$(ts 1000)" ]
+	[ "$(jq -r .timings.received_at "$SPOOL/ready/D1@r.jpg.json")" = "$(ts 1000)" ]
 	smeta 1 1000 D1 r.jpg 1500 > "$IN"
 	assemble
 	events capture_started | cmp - "$BATS_TEST_TMPDIR/first"
 	[ "$(count publish)" = 0 ]
-	mkdir -p "$SPOOL/stored/D1"
-	cp "$SPOOL/ready/D1@r.jpg/meta.json" "$SPOOL/stored/D1/r.jpg.json"
-	rm -r "$SPOOL/ready/D1@r.jpg"
+	# as gxp-upload records it: the sidecar renamed to stored/, the photo gone
+	mv "$SPOOL/ready/D1@r.jpg.json" "$SPOOL/stored/D1@r.jpg.json"
+	rm "$SPOOL/ready/D1@r.jpg.jpg"
 	{ smeta 1 1000 D1 r.jpg 1500; smeta 5 9000 D1 r.jpg 1500; } > "$IN"
 	assemble
 	events capture_started | cmp - "$BATS_TEST_TMPDIR/first"

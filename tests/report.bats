@@ -312,7 +312,8 @@ wakes_shown() {
 @test "report: usage, --check, bad settings, an unreadable store" {
 	run gxp-report --help
 	[ "$status" = 0 ]
-	[ "$output" = "usage: gxp-report [-f] [--check] [--env file] [-o dir]" ]
+	[ "${lines[0]}" = "usage: gxp-report [-f] [--check] [--env file] [-o dir]" ]
+	[ "${lines[-1]}" = "see gxp-report(1)" ]
 	run gxp-report extra
 	[ "$status" = 100 ]
 	run gxp-report --check -f

@@ -27,9 +27,10 @@ teardown() {
 	[[ $output == *"gxp-upload: ok: local store $STORE writable (bucket gxp-captures)"* ]]
 	[[ $output == *"gxp-pub: ok: broker 127.0.0.1:$BROKER_PORT"* ]]
 	[[ $output == *"gxp-sub: ok: journal $SPOOL/journal writable; committed up to seq 0"* ]]
+	[[ $output == *"gxp-upload: ok: spool $SPOOL: no photo waiting"* ]]
 	[[ $output == *"gxp-control: ok: broker 127.0.0.1:$BROKER_PORT"* ]]
 	[[ $output == *"gxp-control: ok: local store $STORE/control writable"* ]]
-	[ "$(grep -c ': ok: ' <<<"$output")" = 7 ]
+	[ "$(grep -c ': ok: ' <<<"$output")" = 8 ]
 }
 
 @test "supervise: --check says what is wrong: a broker away is 111, a bad setting 100" {
@@ -76,7 +77,7 @@ teardown() {
 	pid=$(stage_pid gxp-assemble)
 	[ -n "$pid" ]
 	kill -KILL "$pid"
-	wait_until 20 file_has "$WORKER_LOG" "gxp-assemble exited with status 137; restarting the pipeline"
+	wait_until 20 file_has "$WORKER_LOG" "gxp-assemble was killed by SIGKILL (status 137: the kernel's out-of-memory killer, or kill -9); restarting the pipeline"
 	wait_until 20 file_has "$WORKER_LOG" "restart 1 in 1s"
 	wait_until 20 sh -c "[ \$(grep -c 'Worker started' '$WORKER_LOG') -ge 2 ]"
 	wait_until 10 sh -c "[ \$(grep -c 'Subscribed to topics' '$WORKER_LOG') -ge 2 ]"

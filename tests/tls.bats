@@ -87,6 +87,7 @@ teardown() {
 	run timeout 20 gxp-sub -t 'p/#'
 	[ "$status" = 100 ]
 	[[ $output == *"refused the connection"* ]]
+	[[ $output == *"(the login as user gxpuser was refused: check MQTT_USERNAME and MQTT_PASSWORD)"* ]]
 	[[ $output != *wrong-PW-123* ]]
 	run timeout 20 gxp-pub -t p/q -m x
 	[ "$status" = 100 ]
@@ -94,7 +95,26 @@ teardown() {
 	unset MQTT_USERNAME MQTT_PASSWORD
 	run timeout 20 gxp-sub -t 'p/#'
 	[ "$status" = 100 ]
-	[[ $output == *"not authori"* ]]
+	[[ $output == *"Not authorized (no login was sent and the broker wants one: set MQTT_USERNAME and MQTT_PASSWORD)"* ]]
+	run gxp-sub --check
+	[ "$status" = 100 ]
+	[[ $output == *"gxp-sub: FAIL: broker 127.0.0.1:$BROKER_PORT: refused the connection: Not authorized (no login was sent"* ]]
+}
+
+@test "tls: TLS off against a TLS port, and on against a plain one, say which to set" {
+	start_broker tls
+	run timeout 20 gxp-sub --check -h 127.0.0.1 -p "$BROKER_PORT"
+	echo "$output"
+	[ "$status" = 111 ]
+	[[ $output == *"the broker closed the connection without answering the login: if this is a TLS port (8883?), set MQTT_TLS=true"* ]]
+	stop_broker
+	start_broker plain
+	export MQTT_TLS=true MQTT_CAFILE=$BATS_TEST_TMPDIR/broker/../certs/ca.pem
+	make_certs "$BATS_TEST_TMPDIR/certs"
+	run timeout 20 gxp-sub -h 127.0.0.1 -p "$BROKER_PORT"
+	echo "$output"
+	[ "$status" = 100 ]
+	[[ $output == *"TLS connection to 127.0.0.1:$BROKER_PORT failed"*"the broker does not speak TLS there: if this is a plain MQTT port (1883?), set MQTT_TLS=false"* ]]
 }
 
 @test "password: a password without a username is a configuration error" {

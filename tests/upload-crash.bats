@@ -68,18 +68,18 @@ sql_is() {
 	[ "$(psql_q "select count(*) from captures")" = 0 ]
 	kill_held
 	[ "$(psql_q "select count(*) from captures")" = 0 ]
-	[ -d "$GXP_SPOOL/work/$DEV@image_1.jpg" ]
+	[ -f "$GXP_SPOOL/work/$DEV@image_1.jpg.json" ]
 	[ "$(events publish | wc -l)" = 0 ] && [ "$(events stored | wc -l)" = 0 ]
 	first=$(psql_q "select id from storage.objects")
 	run_upload --once
 	[ "$RC" = 0 ]
-	grep -q "work/$DEV@image_1.jpg: back to ready/" "$ERR"
+	grep -q "work/$DEV@image_1.jpg.json: back to ready/" "$ERR"
 	[ "$(psql_q "select count(*), min(ingest_status) from captures")" = "1|stored" ]
 	[ "$(psql_q "select id from storage.objects")" = "$first" ]
 	[ "$(find "$EP_DIR/objects" -type f | wc -l)" = 1 ]
 	[ "$(events stored | wc -l)" = 1 ] && [ "$(events publish | wc -l)" = 1 ]
-	[ -z "$(ls -A "$GXP_SPOOL/work")" ] && [ -z "$(ls -A "$GXP_SPOOL/ready")" ]
-	[ -f "$GXP_SPOOL/stored/$DEV/image_1.jpg.json" ]
+	spool_settled "$GXP_SPOOL"
+	[ -f "$(stored_record "$GXP_SPOOL" $DEV image_1.jpg)" ]
 }
 
 @test "upload/crash: SIGKILL during the upload; the restart stores it once" {
@@ -130,8 +130,8 @@ sql_is() {
 	kill -TERM "$UP_PID"
 	stop_upload
 	[ "$RC" = 0 ]
-	[ -d "$GXP_SPOOL/ready/$DEV@image_1.jpg" ]
-	[ -z "$(ls -A "$GXP_SPOOL/work")" ]
+	[ -f "$(entry_meta "$GXP_SPOOL" $DEV image_1.jpg)" ]
+	[ -z "$(ls -A "$GXP_SPOOL/work" | grep -vx rows.at)" ]
 }
 
 @test "upload/crash: SIGTERM lets requests in flight finish, flushes rows, exits 0" {

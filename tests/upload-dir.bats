@@ -19,8 +19,8 @@ teardown() {
 @test "upload/dir: objects, rows with the Supabase columns, stored/ records, events in order" {
 	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
 	make_entry "$GXP_SPOOL" $DEV image_2.jpg 5000 2025-12-31T23:59:59.500000Z
-	cp "$GXP_SPOOL/ready/$DEV@image_1.jpg/image.jpg" "$BATS_TEST_TMPDIR/one.jpg"
-	cp "$GXP_SPOOL/ready/$DEV@image_2.jpg/image.jpg" "$BATS_TEST_TMPDIR/two.jpg"
+	cp "$(entry_photo "$GXP_SPOOL" $DEV image_1.jpg)" "$BATS_TEST_TMPDIR/one.jpg"
+	cp "$(entry_photo "$GXP_SPOOL" $DEV image_2.jpg)" "$BATS_TEST_TMPDIR/two.jpg"
 	{
 		ev_status $DEV Alive 2
 		ev_capture_started $DEV image_1.jpg 3000
@@ -65,11 +65,12 @@ teardown() {
 		'{"image_name":"image_1.jpg","ACK_OK":{"next_wake_time":"5:30PM"}}' ]
 	[ "$(events publish | head -1 | jq -r '[.topic, .qos, .retain, .kind] | join(" ")')" = \
 		"ESP32CAM/$DEV/ack 1 false ack_ok" ]
-	# the spool: nothing left to do, a stored/ record for each
-	[ -z "$(ls -A "$GXP_SPOOL/ready")" ] && [ -z "$(ls -A "$GXP_SPOOL/work")" ]
-	jq -e '.storage_path == "captures/AABBCCDDEEFF/2025/10/04/image_1.jpg" and
-		(.stored_at | test("Z$")) and .capture_name == "image_1.jpg"' \
-		"$GXP_SPOOL/stored/$DEV/image_1.jpg.json"
+	# the spool: nothing left to do; each sidecar is its photo's stored/
+	# record now, dated when it was stored
+	spool_settled "$GXP_SPOOL"
+	jq -e '.capture_name == "image_1.jpg" and .image_bytes == 3000' \
+		"$(stored_record "$GXP_SPOOL" $DEV image_1.jpg)"
+	[ "$(find "$GXP_SPOOL/stored" -name '*.json' -newer "$IN" | wc -l)" = 2 ]
 	# the ACKs are logged as outbound messages
 	[ "$(jq -r 'select(.direction == "out") | .payload.image_name' \
 		"$GXP_STORE/device_publish_log.ndjson" | sort | tr '\n' ' ')" = "image_1.jpg image_2.jpg " ]
@@ -84,74 +85,75 @@ teardown() {
 
 @test "upload/dir: a restart after a crash between row and retirement writes no second line" {
 	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
-	cp -r "$GXP_SPOOL/ready/$DEV@image_1.jpg" "$BATS_TEST_TMPDIR/saved"
+	cp "$(entry_photo "$GXP_SPOOL" $DEV image_1.jpg)" "$BATS_TEST_TMPDIR/saved.jpg"
+	cp "$(entry_meta "$GXP_SPOOL" $DEV image_1.jpg)" "$BATS_TEST_TMPDIR/saved.json"
 	run_upload --once
 	[ "$RC" = 0 ]
 	lines=$(lines_in "$GXP_STORE/captures.ndjson")
-	# The state a SIGKILL after the append leaves: the entry in work/ with
-	# the captures file size noted before the append, no stored/ record.
+	# The state a SIGKILL after the append leaves: the sidecar claimed in
+	# work/, the photo in ready/, the captures file size noted before the
+	# append in work/rows.at, no stored/ record.
 	offset=$(grep -b '"device_capture_id":"image_1.jpg"' "$GXP_STORE/captures.ndjson" | cut -d: -f1)
-	mkdir -p "$GXP_SPOOL/work"
-	cp -r "$BATS_TEST_TMPDIR/saved" "$GXP_SPOOL/work/$DEV@image_1.jpg"
-	echo "$offset" > "$GXP_SPOOL/work/$DEV@image_1.jpg/rows.at"
-	rm "$GXP_SPOOL/stored/$DEV/image_1.jpg.json"
+	cp "$BATS_TEST_TMPDIR/saved.jpg" "$(entry_photo "$GXP_SPOOL" $DEV image_1.jpg)"
+	cp "$BATS_TEST_TMPDIR/saved.json" "$GXP_SPOOL/work/$DEV@image_1.jpg.json"
+	echo "$DEV@image_1.jpg $offset" >> "$GXP_SPOOL/work/rows.at"
+	rm "$(stored_record "$GXP_SPOOL" $DEV image_1.jpg)"
 	run_upload --once
 	[ "$RC" = 0 ]
 	[ "$(lines_in "$GXP_STORE/captures.ndjson")" = "$lines" ]
 	grep -q 'already stored before a restart' "$ERR"
 	# the rest is repeated: events, stored/ record, work/ emptied
 	[ "$(events stored | wc -l)" = 1 ] && [ "$(events publish | wc -l)" = 1 ]
-	[ -f "$GXP_SPOOL/stored/$DEV/image_1.jpg.json" ]
-	[ -z "$(ls -A "$GXP_SPOOL/ready")" ] && [ -z "$(ls -A "$GXP_SPOOL/work")" ]
+	[ -f "$(stored_record "$GXP_SPOOL" $DEV image_1.jpg)" ]
+	spool_settled "$GXP_SPOOL"
 	# a crash before the append: the row is written then, once
-	mkdir -p "$GXP_SPOOL/work/$DEV@image_2.jpg"
 	make_entry "$GXP_SPOOL" $DEV image_2.jpg 3000
-	mv "$GXP_SPOOL/ready/$DEV@image_2.jpg"/* "$GXP_SPOOL/work/$DEV@image_2.jpg/"
-	rmdir "$GXP_SPOOL/ready/$DEV@image_2.jpg"
-	wc -c < "$GXP_STORE/captures.ndjson" > "$GXP_SPOOL/work/$DEV@image_2.jpg/rows.at"
+	mv "$(entry_meta "$GXP_SPOOL" $DEV image_2.jpg)" "$GXP_SPOOL/work/"
+	echo "$DEV@image_2.jpg $(wc -c < "$GXP_STORE/captures.ndjson")" >> "$GXP_SPOOL/work/rows.at"
 	run_upload --once
 	[ "$RC" = 0 ]
 	[ "$(grep -c '"device_capture_id":"image_2.jpg"' "$GXP_STORE/captures.ndjson")" = 1 ]
 	# a crash between the object and its row: the object (a second name of
 	# the spool's file) is put again over itself; nothing temporary is left
 	make_entry "$GXP_SPOOL" $DEV image_3.jpg 3000
-	cp "$GXP_SPOOL/ready/$DEV@image_3.jpg/meta.json" "$BATS_TEST_TMPDIR/meta3"
+	cp "$(entry_meta "$GXP_SPOOL" $DEV image_3.jpg)" "$BATS_TEST_TMPDIR/meta3"
 	run_upload --once
 	obj=$(find "$GXP_STORE" -name image_3.jpg)
-	mkdir -p "$GXP_SPOOL/work/$DEV@image_3.jpg"
-	ln "$obj" "$GXP_SPOOL/work/$DEV@image_3.jpg/image.jpg"
-	cp "$BATS_TEST_TMPDIR/meta3" "$GXP_SPOOL/work/$DEV@image_3.jpg/meta.json"
-	rm "$GXP_SPOOL/stored/$DEV/image_3.jpg.json"
+	ln "$obj" "$(entry_photo "$GXP_SPOOL" $DEV image_3.jpg)"
+	cp "$BATS_TEST_TMPDIR/meta3" "$GXP_SPOOL/work/$DEV@image_3.jpg.json"
+	rm "$(stored_record "$GXP_SPOOL" $DEV image_3.jpg)"
 	run_upload --once
 	[ "$RC" = 0 ]
-	[ -f "$GXP_SPOOL/stored/$DEV/image_3.jpg.json" ]
+	[ -f "$(stored_record "$GXP_SPOOL" $DEV image_3.jpg)" ]
 	[ "$(find "$GXP_STORE" -name '*.tmp.*')" = "" ]
 	[ "$(find "$GXP_STORE" -name image_3.jpg | wc -l)" = 1 ]
 }
 
-@test "upload/dir: a removal from work/ cut short leaves no half entry for the next start" {
-	# a file that cannot be removed stops the removal halfway, as a crash would
+@test "upload/dir: a retirement cut short leaves no damaged entry; gxp-assemble removes the photo" {
 	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
-	touch "$GXP_SPOOL/ready/$DEV@image_1.jpg/stuck"
-	IMMUTABLE=$GXP_SPOOL/ready/$DEV@image_1.jpg/stuck
-	chattr +i "$IMMUTABLE" 2>/dev/null || skip "chattr +i is not supported here"
-	: > "$IN"
+	cp "$(entry_photo "$GXP_SPOOL" $DEV image_1.jpg)" "$BATS_TEST_TMPDIR/saved.jpg"
 	run_upload --once
 	[ "$RC" = 0 ]
 	[ "$(events stored | wc -l)" = 1 ]
-	IMMUTABLE=$GXP_SPOOL/work/.gone.$DEV@image_1.jpg/stuck
-	[ -f "$IMMUTABLE" ]
-	[ ! -e "$GXP_SPOOL/work/$DEV@image_1.jpg" ]
-	# the next start leaves the remains alone: no damaged entry, no 2204
+	# a SIGKILL between the sidecar's move to stored/ and the photo's
+	# removal leaves the photo without its sidecar
+	cp "$BATS_TEST_TMPDIR/saved.jpg" "$(entry_photo "$GXP_SPOOL" $DEV image_1.jpg)"
 	run_upload --once
 	[ "$RC" = 0 ]
-	[ -z "$(ls -A "$GXP_SPOOL/ready")" ] && [ -z "$(ls -A "$GXP_SPOOL/failed")" ]
-	[ -z "$(events capture_failed)" ]
+	[ -z "$(ls -A "$GXP_SPOOL/failed")" ]
+	[ -z "$(events capture_failed)" ] && [ -z "$(events stored)" ]
 	[ "$(jq -r .ingest_status "$GXP_STORE/captures.ndjson" | sort -u)" = stored ]
-	# and removes them once it can
-	chattr -i "$IMMUTABLE"
+	# gxp-assemble, at its start, removes it
+	gxp-assemble < /dev/null 2> "$ERR"
+	grep -q "ready/$DEV@image_1.jpg.jpg: without its sidecar; removed" "$ERR"
+	spool_settled "$GXP_SPOOL"
+	# and a sidecar claimed whose photo is gone, stored: removed at start
+	touch "$GXP_SPOOL/work/$DEV@image_1.jpg.json"
 	run_upload --once
-	[ -z "$(ls -A "$GXP_SPOOL/work")" ]
+	[ "$RC" = 0 ]
+	grep -q "work/$DEV@image_1.jpg.json: stored already; removed" "$ERR"
+	[ -z "$(events capture_failed)" ]
+	spool_settled "$GXP_SPOOL"
 }
 
 @test "upload/dir: rows an earlier run kept in rows/ are written; bad lines there are left out" {
@@ -245,7 +247,7 @@ image_2.jpg	failed" ]
 
 @test "upload/dir: a damaged entry goes to failed/ with its reason, a 2204 row and a capture_failed event" {
 	make_entry "$GXP_SPOOL" $DEV bad.jpg 3000
-	printf 'X' | dd of="$GXP_SPOOL/ready/$DEV@bad.jpg/image.jpg" bs=1 seek=100 conv=notrunc 2>/dev/null
+	printf 'X' | dd of="$(entry_photo "$GXP_SPOOL" $DEV bad.jpg)" bs=1 seek=100 conv=notrunc 2>/dev/null
 	run_upload --once
 	[ "$RC" = 0 ]
 	failed=$(ls "$GXP_SPOOL/failed")
@@ -273,10 +275,29 @@ image_2.jpg	failed" ]
 	[ "$RC" = 0 ]
 }
 
+@test "upload/dir: a pipeline's gxp-upload waits for a cron --once holding the spool, instead of stopping the worker" {
+	make_entry "$GXP_SPOOL" "$DEV" waited.jpg 3000
+	# a --once run holds the lock for 2 s (flock(1) in its place)
+	flock "$GXP_SPOOL/upload.lock" sh -c 'echo "$$ once" > "$1"; sleep 2' sh "$GXP_SPOOL/upload.lock" &
+	HOLDER=$!
+	wait_until 10 file_has "$GXP_SPOOL/upload.lock" once
+	run gxp-upload < /dev/null
+	wait "$HOLDER"
+	[ "$status" = 0 ]
+	[[ $output == *"a gxp-upload --once is storing this spool's photos; waiting for it to end"* ]]
+	[ -f "$GXP_STORE/gxp-captures/captures/$DEV/2025/10/04/waited.jpg" ]
+	grep -q " run" "$GXP_SPOOL/upload.lock"
+}
+
 @test "upload/dir: one gxp-upload per spool; usage errors" {
 	start_upload
 	wait_until 10 file_has "$ERR" "local store"
+	# a cron --once leaves the spool to the running gxp-upload
 	run gxp-upload --once
+	[ "$status" = 0 ]
+	[[ $output == *"upload.lock: another gxp-upload is storing this spool's photos; leaving them to it"* ]]
+	# a second pipeline on the same spool is a mistake
+	run gxp-upload < /dev/null
 	[ "$status" = 100 ]
 	[[ $output == *"upload.lock: another gxp-upload is using this spool"* ]]
 	stop_upload
@@ -288,7 +309,8 @@ image_2.jpg	failed" ]
 	[ "$status" = 100 ]
 	run gxp-upload --help
 	[ "$status" = 0 ]
-	[ "$output" = "usage: gxp-upload [--check | --once] [--env file] [-J dir]" ]
+	[ "${lines[0]}" = "usage: gxp-upload [--check | --once] [--env file] [--spool dir] [-J dir]" ]
+	[ "${lines[-1]}" = "see gxp-upload(1)" ]
 }
 
 @test "upload/dir: gxp-control's schedule gives ACK_OK its next_wake_time; its commands are logged as out rows" {

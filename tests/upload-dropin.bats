@@ -166,7 +166,7 @@ through_assemble() {
 
 @test "dropin: image_url is the object's Storage URL, which opens with a key and not without" {
 	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
-	cp "$GXP_SPOOL/ready/$DEV@image_1.jpg/image.jpg" "$BATS_TEST_TMPDIR/one.jpg"
+	cp "$(entry_photo "$GXP_SPOOL" $DEV image_1.jpg)" "$BATS_TEST_TMPDIR/one.jpg"
 	{ ev_capture_started $DEV image_1.jpg 3000; ev_photo_complete $DEV image_1.jpg; } > "$IN"
 	run_upload
 	[ "$RC" = 0 ]
@@ -187,7 +187,7 @@ through_assemble() {
 	unset SUPABASE_URL SUPABASE_SERVICE_ROLE
 	export GXP_STORE=$BATS_TEST_TMPDIR/a\ store
 	make_entry "$GXP_SPOOL" $DEV image_1.jpg 3000
-	cp "$GXP_SPOOL/ready/$DEV@image_1.jpg/image.jpg" "$BATS_TEST_TMPDIR/one.jpg"
+	cp "$(entry_photo "$GXP_SPOOL" $DEV image_1.jpg)" "$BATS_TEST_TMPDIR/one.jpg"
 	{ ev_capture_started $DEV image_1.jpg 3000; ev_photo_complete $DEV image_1.jpg; } > "$IN"
 	run_upload
 	[ "$RC" = 0 ]

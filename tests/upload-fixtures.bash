@@ -13,13 +13,14 @@ make_jpeg() {
 }
 
 # make_entry SPOOL DEV CAPTURE [BYTES] [CAPTURED_AT] [IMAGE_NAME]: a complete
-# ready/DEV@CAPTURE entry: image.jpg and its sidecar meta.json.
+# photo in ready/: DEV@CAPTURE.jpg and its sidecar DEV@CAPTURE.json, the
+# sidecar last, as gxp-assemble leaves them.
 make_entry() {
 	local spool=$1 dev=$2 cap=$3 n=${4:-2000} at=${5:-2025-10-04T12:34:56.000000Z}
 	local name=${6:-$3} tmp=$1/tmp/$2@$3.$$ sha
-	mkdir -p "$tmp" "$spool/ready"
-	make_jpeg "$tmp/image.jpg" "$n"
-	sha=$(sha256sum "$tmp/image.jpg")
+	mkdir -p "$spool/tmp" "$spool/ready"
+	make_jpeg "$tmp.jpg" "$n"
+	sha=$(sha256sum "$tmp.jpg")
 	sha=${sha%% *}
 	printf '%s\n' "{\"v\":1,\"device\":\"$dev\",\"image_name\":\"$name\",\
 \"capture_name\":\"$cap\",\"captured_at\":\"$at\",\"captured_at_raw\":\"${at%%.*}Z\",\
@@ -29,8 +30,28 @@ make_entry() {
 \"meta\":{\"device_id\":\"$dev\",\"image_name\":\"$name\",\"image_size\":$n},\
 \"timings\":{\"started_at\":\"2025-10-04T12:34:57.000000Z\",\
 \"completed_at\":\"2025-10-04T12:35:01.000000Z\",\"nacks\":0,\"duplicates\":0}}" \
-		> "$tmp/meta.json"
-	mv "$tmp" "$spool/ready/$dev@$cap"
+		> "$tmp.json"
+	mv "$tmp.jpg" "$spool/ready/$dev@$cap.jpg"
+	mv "$tmp.json" "$spool/ready/$dev@$cap.json"
+}
+
+# entry_photo SPOOL DEV CAPTURE, entry_meta ...: a ready photo and its
+# sidecar; stored_record ...: the sidecar once the photo is stored.
+entry_photo() {
+	echo "$1/ready/$2@$3.jpg"
+}
+
+entry_meta() {
+	echo "$1/ready/$2@$3.json"
+}
+
+stored_record() {
+	echo "$1/stored/$2@$3.json"
+}
+
+# spool_settled SPOOL: nothing left in ready/ or work/ (but work/rows.at).
+spool_settled() {
+	[ -z "$(ls -A "$1/ready")" ] && [ -z "$(ls -A "$1/work" | grep -vx rows.at)" ]
 }
 
 # ev_capture_started DEV CAPTURE [BYTES] [CAPTURED_AT] [TS]

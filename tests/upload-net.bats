@@ -103,7 +103,7 @@ stored_count() {
 	[ "$RC" = 100 ]
 	grep -q "stopping: HTTP 400 (PGRST204)" "$ERR"
 	# the photo is not failed: the database has not heard of its failure
-	[ -d "$GXP_SPOOL/ready/$DEV@p1.jpg" ]
+	[ -f "$(entry_meta "$GXP_SPOOL" $DEV p1.jpg)" ]
 	[ -z "$(ls -A "$GXP_SPOOL/failed")" ]
 	[ "$(events capture_failed | wc -l)" = 0 ]
 	run_upload --once
@@ -129,15 +129,15 @@ stored_count() {
 	[ "$RC" = 100 ]
 	grep -q "stopping: HTTP 401: Invalid API key.*check SUPABASE_SERVICE_ROLE" "$ERR"
 	! grep -qF -- "$EP_SERVICE_KEY" "$ERR" "$OUT" || false
-	[ "$(ls "$GXP_SPOOL/ready" | wc -l)" = 2 ]
-	[ -z "$(ls -A "$GXP_SPOOL/work")" ] && [ -z "$(ls -A "$GXP_SPOOL/failed")" ]
+	[ "$(ls "$GXP_SPOOL/ready"/*.json | wc -l)" = 2 ]
+	[ -z "$(ls -A "$GXP_SPOOL/work" | grep -vx rows.at)" ] && [ -z "$(ls -A "$GXP_SPOOL/failed")" ]
 	[ "$(psql_q "select count(*) from captures")" = 0 ]
 	# the anon key: refused before any request
 	SUPABASE_SERVICE_ROLE=$EP_ANON_KEY run_upload --once
 	[ "$RC" = 100 ]
 	grep -q 'SUPABASE_SERVICE_ROLE (environment) holds a legacy anon key' "$ERR"
 	! grep -qF -- "$EP_ANON_KEY" "$ERR" || false
-	[ "$(ls "$GXP_SPOOL/ready" | wc -l)" = 2 ]
+	[ "$(ls "$GXP_SPOOL/ready"/*.json | wc -l)" = 2 ]
 }
 
 @test "upload/net: a server message that echoes the key is scrubbed before it is logged" {
@@ -155,12 +155,12 @@ stored_count() {
 	SUPABASE_STORAGE_BUCKET=no-such-bucket run_upload --once
 	[ "$RC" = 100 ]
 	grep -q 'HTTP 400 (statusCode 404) Bucket not found.*check that bucket no-such-bucket exists' "$ERR"
-	[ -d "$GXP_SPOOL/ready/$DEV@p1.jpg" ]
+	[ -f "$(entry_meta "$GXP_SPOOL" $DEV p1.jpg)" ]
 	ep_control config '{"storage_errors":"http"}' > /dev/null
 	SUPABASE_STORAGE_BUCKET=no-such-bucket run_upload --once
 	[ "$RC" = 100 ]
 	grep -q 'HTTP 404 Bucket not found' "$ERR"
-	[ -d "$GXP_SPOOL/ready/$DEV@p1.jpg" ]
+	[ -f "$(entry_meta "$GXP_SPOOL" $DEV p1.jpg)" ]
 }
 
 @test "upload/net: --once gives up after UPLOAD_ONCE_ATTEMPTS and exits 111, the photo kept" {
@@ -169,7 +169,7 @@ stored_count() {
 	UPLOAD_ONCE_ATTEMPTS=3 run_upload --once
 	[ "$RC" = 111 ]
 	[ "$(ep_count storage)" = 3 ]
-	[ -d "$GXP_SPOOL/ready/$DEV@p1.jpg" ]
+	[ -f "$(entry_meta "$GXP_SPOOL" $DEV p1.jpg)" ]
 	grep -q 'device AABBCCDDEEFF image p1.jpg: upload failed (HTTP 503' "$ERR"
 }
 
@@ -275,7 +275,7 @@ start_endpoint2() {
 		run_upload --once
 	[ "$RC" = 100 ]
 	grep -qi 'certificate' "$ERR"
-	[ -d "$GXP_SPOOL/ready/$DEV@p1.jpg" ]
+	[ -f "$(entry_meta "$GXP_SPOOL" $DEV p1.jpg)" ]
 	SUPABASE_URL=https://localhost:$EP2_PORT run_upload --once
 	[ "$RC" = 100 ]
 	SUPABASE_URL=https://localhost:$EP2_PORT SUPABASE_CAFILE=$BATS_TEST_TMPDIR/certs/ca.pem \
@@ -294,5 +294,5 @@ start_endpoint2() {
 	grep -q 'expected an http:// or https:// URL' "$ERR"
 	SUPABASE_STORAGE_BUCKET=../etc run_upload --once
 	[ "$RC" = 100 ]
-	[ -d "$GXP_SPOOL/ready/$DEV@p1.jpg" ]
+	[ -f "$(entry_meta "$GXP_SPOOL" $DEV p1.jpg)" ]
 }

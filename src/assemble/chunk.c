@@ -1,6 +1,6 @@
 /* chunk.c: a chunk message: its members found without parsing the whole
- * object, its payload decoded, checked against the capture and the limits,
- * and appended to the capture's log in partial/ as one record. */
+ * object, its payload decoded, checked against the capture, the limits and
+ * the budgets, and appended to partial/ as one record. */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -79,7 +79,7 @@ whole_number(const char *v, size_t n)
 struct gxp_buf record;
 static struct gxp_buf scratch, evbuf;
 
-/* Decodes the chunk's payload into record (after room for the header):
+/* Decodes the chunk's payload into record:
  * the length, or -1 (missing: 2102), -2 (bad base64: 2103), -3 (too large). */
 static long
 chunk_decode(const struct chunk *c)
@@ -101,8 +101,7 @@ chunk_decode(const struct chunk *c)
 	}
 	if (n / 4 * 3 > (size_t)cfg.max_chunk + 2)
 		return -3;
-	got = gxp_b64_decode(b64, n, (unsigned char *)record.p + GXP_CHUNK_HDR,
-	    (size_t)cfg.max_chunk + 2);
+	got = gxp_b64_decode(b64, n, (unsigned char *)record.p, (size_t)cfg.max_chunk + 2);
 	if (got < 0)
 		return -2;
 	return got > cfg.max_chunk ? -3 : got;
@@ -171,78 +170,162 @@ on_chunk(const char *dev, const char *t, size_t len, const struct chunk *c)
 
 	inbound_chunk(dev, t, len, c, got);
 	if (chunk_name(c, name) == -1) {
-		error_event(2101, dev, NULL, "chunk: missing or invalid image_name");
+		error_event(RC_MALFORMED, 2101, dev, NULL, "chunk: missing or invalid image_name");
 		return;
 	}
 	if ((id = whole_number(c->id, c->idlen)) < 0) {
-		error_event(2101, dev, name, "chunk: chunk_id must be a whole number from 0");
+		error_event(RC_MALFORMED, 2101, dev, name, "chunk: chunk_id must be a whole "
+		    "number from 0");
 		return;
 	}
 	if (id >= cfg.max_chunks) {
-		error_event(2200, dev, name, "refused: chunk_id %lld is beyond MAX_CHUNKS (%lld)",
-		    id, cfg.max_chunks);
+		error_event(RC_LIMIT, 2200, dev, name, "refused: chunk_id %lld is beyond "
+		    "MAX_CHUNKS (%lld)", id, cfg.max_chunks);
 		return;
 	}
 	if (c->max && (max = whole_number(c->max, c->maxlen)) < 1) {
-		error_event(2101, dev, name, "chunk %lld: max_chunk_size must be a positive "
-		    "whole number", id);
+		error_event(RC_MALFORMED, 2101, dev, name, "chunk %lld: max_chunk_size must be "
+		    "a positive whole number", id);
 		return;
 	}
 	if (got == -1)
-		error_event(2102, dev, name, "chunk %lld: no payload", id);
+		error_event(RC_PAYLOAD, 2102, dev, name, "chunk %lld: no payload", id);
 	else if (got == -2)
-		error_event(2103, dev, name, "chunk %lld: payload is not valid base64", id);
+		error_event(RC_PAYLOAD, 2103, dev, name, "chunk %lld: payload is not valid "
+		    "base64", id);
 	else if (got == -3)
-		error_event(2200, dev, name, "refused: chunk %lld is larger than "
+		error_event(RC_LIMIT, 2200, dev, name, "refused: chunk %lld is larger than "
 		    "MAX_CHUNK_BYTES (%lld)", id, cfg.max_chunk);
 	else if (max > 0 && got > max)
-		error_event(2200, dev, name, "refused: chunk %lld holds %ld bytes, more than "
-		    "its max_chunk_size %lld", id, got, max);
+		error_event(RC_LIMIT, 2200, dev, name, "refused: chunk %lld holds %ld bytes, "
+		    "more than its max_chunk_size %lld", id, got, max);
 	else
 		chunk_store(dev, name, (uint32_t)id, (uint32_t)got, max);
 }
 
-/* Appends the record (header and bytes) to the capture's log: one write. */
+/* Refusals of a chunk that a capture in progress cannot take (refusal set),
+ * or 0. */
 static int
-chunk_append(struct asm *a, uint32_t id, uint32_t len)
+chunk_refused(const struct asm *a, uint32_t id, uint32_t len, long long max)
 {
-	unsigned char *r = (unsigned char *)record.p;
-	int fd = log_fd(a);
-	ssize_t n;
-
-	if (fd == -1)
-		return -1;
-	gxp_chunk_header(r, id, len, r + GXP_CHUNK_HDR);
-	n = pwrite(fd, r, GXP_CHUNK_HDR + (size_t)len, (off_t)a->logsize);
-	if (n == (ssize_t)(GXP_CHUNK_HDR + len))
+	refusal_cause = RC_LIMIT;
+	if (a->has_meta && id >= a->total)
+		snprintf(refusal, sizeof refusal, "refused: chunk_id %u is beyond total_chunk_count %u",
+		    id, a->total);
+	else if (a->has_meta && max < 0 && a->chunk_size && len > a->chunk_size)
+		snprintf(refusal, sizeof refusal, "refused: chunk %u holds %u bytes, more than "
+		    "max_chunks_size %u", id, len, a->chunk_size);
+	else if (a->bytes + len > (uint64_t)cfg.max_image)
+		snprintf(refusal, sizeof refusal, "refused: chunk %u would make the capture larger "
+		    "than MAX_IMAGE_BYTES (%lld)", id, cfg.max_image);
+	else if (!a->has_meta && !budget_replaying &&
+	    a->dev->orphan_chunks >= cfg.orphan_chunks) {
+		/* (replaying, a capture copied forward may show chunks before
+		 * its metadata: the live path checked them) */
+		refusal_cause = RC_ORPHANS;
+		snprintf(refusal, sizeof refusal, "refused: %u chunks of this device wait for their "
+		    "metadata (ASSEMBLE_ORPHAN_CHUNKS)", a->dev->orphan_chunks);
+	} else
 		return 0;
-	if (n >= 0)
-		errno = ENOSPC;
-	n = errno;
-	if (ftruncate(fd, (off_t)a->logsize) == -1)
-		gxp_log(LOG_WARN, "partial/%s/chunks: %s", a->h.key, strerror(errno));
-	errno = (int)n;
 	return -1;
 }
 
-/* Refusals of a chunk that a capture in progress cannot take, or NULL. */
-static const char *
-chunk_refused(const struct asm *a, uint32_t id, uint32_t len, long long max)
+/* Whether a may hold the record of a chunk of len bytes more: the disk
+ * budget, and memory for the list of chunks that came before the
+ * metadata; -1 with refusal. */
+static int
+chunk_admit(struct asm *a, uint32_t len)
 {
-	static char why[160];
+	if (budget_admit(a->dev, a, B_DISK, rec_size(a, len), a->has_meta) == -1)
+		return -1;
+	if (!a->has_meta && budget_admit(a->dev, a, B_MEMORY, asm_memory(a, 0, a->norph + 1) -
+	    a->use[B_MEMORY], 0) == -1)
+		return -1;
+	return 0;
+}
 
-	if (a->has_meta && id >= a->total)
-		snprintf(why, sizeof why, "refused: chunk_id %u is beyond total_chunk_count %u",
-		    id, a->total);
-	else if (a->has_meta && max < 0 && a->chunk_size && len > a->chunk_size)
-		snprintf(why, sizeof why, "refused: chunk %u holds %u bytes, more than "
-		    "max_chunks_size %u", id, len, a->chunk_size);
-	else if (a->bytes + len > (uint64_t)cfg.max_image)
-		snprintf(why, sizeof why, "refused: chunk %u would make the capture larger "
-		    "than MAX_IMAGE_BYTES (%lld)", id, cfg.max_image);
-	else
-		return NULL;
-	return why;
+/* Chunk id of a, whose record is at at: in the index, counted, charged. */
+static void
+chunk_put(struct asm *a, uint32_t id, const struct span *at)
+{
+	if (a->has_meta)
+		a->idx[id] = *at;
+	else {
+		a->orph = xrealloc(a->orph, (a->norph + 1) * sizeof *a->orph);
+		a->orph[a->norph++] = (struct orphan){ id, *at };
+		a->dev->orphan_chunks++;
+		asm_charge(a, B_MEMORY, asm_memory(a, 0, a->norph) - a->use[B_MEMORY]);
+	}
+	asm_charge(a, B_DISK, rec_size(a, at->len));
+	a->bytes += at->len;
+	if (!a->has_meta || id < a->total)
+		a->received++;
+}
+
+/* The chunks of a whose records were lost (struct lost: a full disk when
+ * they were written at last): forgotten, so that the next NACK asks for
+ * them; one error for the device. */
+void
+chunk_lost(struct asm *a, void *arg)
+{
+	const struct lost *l = arg;
+	char dev[GXP_DEVICE_MAX + 1];
+	uint32_t n = 0, k = 0;
+	int e = errno;
+
+	for (uint32_t i = 0; a->idx && i < a->ncap; i++)
+		if (a->idx[i].len && a->idx[i].seg == l->seg && a->idx[i].off >= l->from) {
+			asm_charge(a, B_DISK, -(long long)rec_size(a, a->idx[i].len));
+			a->bytes -= a->idx[i].len;
+			a->received -= i < a->total;
+			a->idx[i] = (struct span){ 0, 0, 0 };
+			n++;
+		}
+	for (uint32_t i = 0; i < a->norph; i++)
+		if (a->orph[i].at.seg == l->seg && a->orph[i].at.off >= l->from) {
+			asm_charge(a, B_DISK, -(long long)rec_size(a, a->orph[i].at.len));
+			a->bytes -= a->orph[i].at.len;
+			a->received--;
+			a->dev->orphan_chunks--;
+			n++;
+		} else
+			a->orph[k++] = a->orph[i];
+	a->norph = k;
+	if (n == 0)
+		return;
+	asm_dev(a, dev);
+	error_event(RC_SPOOL_ERROR, 2200, dev, asm_name(a), "spool: partial/: %s: %u chunks "
+	    "to be asked for again", strerror(e), n);
+	errno = e;
+}
+
+/* Chunk id of a: checked, admitted, and written to partial/ (or, when
+ * replaying partial/ at start, already there at *at).  0, 1 if a
+ * duplicate, -1 with refusal when refused. */
+int
+chunk_add(struct asm *a, uint32_t id, const void *data, uint32_t len, long long max,
+    const struct span *at)
+{
+	struct span here;
+
+	if (chunk_refused(a, id, len, max) == -1)
+		return -1;
+	if (chunk_at(a, id)) {
+		a->dups++;
+		return 1;
+	}
+	if (chunk_admit(a, len) == -1)
+		return -1;
+	if (at)
+		seg_pin(a, at->seg);
+	else if (seg_append(a, REC_CHUNK, id, data, len, &here) == -1) {
+		refusal_cause = RC_SPOOL_ERROR;
+		snprintf(refusal, sizeof refusal, "spool: partial/: %s", strerror(errno));
+		return -1;
+	} else
+		at = &here;
+	chunk_put(a, id, at);
+	return 0;
 }
 
 static void
@@ -250,7 +333,7 @@ chunk_store(const char *dev, const char *name, uint32_t id, uint32_t len, long l
 {
 	char key[GXP_ENTRY_MAX + 1];
 	struct asm *a;
-	const char *why;
+	int rc;
 
 	gxp_spool_entry(key, sizeof key, dev, name);
 	if ((a = asm_find(key)) && a->state != A_OPEN) {
@@ -259,40 +342,38 @@ chunk_store(const char *dev, const char *name, uint32_t id, uint32_t len, long l
 	}
 	if (a == NULL && gxp_spool_finished(cfg.spool, dev, name)) {
 		/* a device's retry of a photo finished before a restart, which
-		 * forgot the marker: no partial/ entry for it */
+		 * forgot the marker: no capture for it */
 		mark_done(dev, name);
 		counters[C_DUPS].v++;
 		log_at(LOG_INFO, dev, name, "late chunks of a finished photo dropped");
 		return;
 	}
 	if (a == NULL) {
-		if ((a = asm_new(dev, name, &why)) == NULL) {
-			error_event(2200, dev, name, "%s", why);
+		struct device *d = device_get(dev, 0);
+
+		if (d && d->orphan_chunks >= cfg.orphan_chunks) {
+			error_event(RC_ORPHANS, 2200, dev, name, "refused: %u chunks of this "
+			    "device wait for their metadata (ASSEMBLE_ORPHAN_CHUNKS)",
+			    d->orphan_chunks);
+			return;
+		}
+		if ((a = asm_new(dev, name, 0, 0)) == NULL) {
+			error_event(refusal_cause, 2200, dev, name, "%s", refusal);
 			return;
 		}
 		schedule(a);
 	}
-	if ((why = chunk_refused(a, id, len, max)) != NULL) {
-		error_event(2200, dev, name, "%s", why);
+	if ((rc = chunk_add(a, id, record.p, len, max, NULL)) == -1) {
+		error_event(refusal_cause, 2200, dev, name, "%s", refusal);
+		if (!a->has_meta && a->norph == 0)
+			asm_drop(a);
 		return;
 	}
-	idx_grow(a, id + 1);
-	if (a->idx[id].len) {
+	if (rc == 1) {
 		counters[C_DUPS].v++;
-		a->dups++;
 		return;
 	}
-	if (chunk_append(a, id, len) == -1) {
-		error_event(2200, dev, name, "spool: partial/%s/chunks: %s", key, strerror(errno));
-		return;
-	}
-	a->idx[id].off = (uint32_t)a->logsize + GXP_CHUNK_HDR;
-	a->idx[id].len = len;
-	a->logsize += GXP_CHUNK_HDR + len;
-	a->bytes += len;
 	a->active = clock_ms();
-	if (!a->has_meta || id < a->total)
-		a->received++;
 	counters[C_CHUNKS].v++;
 	if (a->has_meta && a->received == a->total)
 		finalize(a);

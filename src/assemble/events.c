@@ -1,7 +1,8 @@
 /* events.c: gxp-assemble's output, held in a buffer until the spool
  * changes it reports are durable (finish.c commits), and the events
  * (gxp(7)) and log lines written into it, naming the line, device and
- * image being processed. */
+ * image being processed; refused work and bad input reported at a bounded
+ * rate. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -154,16 +155,130 @@ severity(int code)
 	return code == 2102 || code == 2202 || code == 2203 ? "warn" : "error";
 }
 
-void
-error_event(int code, const char *dev, const char *image, const char *fmt, ...)
-{
-	cJSON *e = gxp_event_new("error");
-	char reason[512];
-	va_list ap;
+/* ---- reports of refused work: once per sender, cause and interval ---- */
 
+#define LIMITS 4096	/* senders and causes remembered at once */
+#define PROBES 16
+
+struct limit {
+	char dev[GXP_DEVICE_MAX + 1];
+	int8_t cause, used;
+	unsigned long more;	/* refused since the last report */
+	int64_t last;		/* clock ms of the last report */
+};
+
+static struct limit *limits, shared[RC_COUNT];
+static size_t nlimits;
+
+static size_t
+limit_hash(const char *dev, int cause)
+{
+	return gxp_hash(dev) ^ (uint32_t)cause * 2654435761u;
+}
+
+/* Drops the entries whose interval has passed with nothing held back. */
+static void
+limits_purge(int64_t now)
+{
+	struct limit *old = limits;
+
+	limits = xcalloc(LIMITS, sizeof *limits);
+	nlimits = 0;
+	for (size_t i = 0; i < LIMITS; i++) {
+		struct limit *l = &old[i];
+		size_t k = limit_hash(l->dev, l->cause);
+
+		if (!l->used || (l->more == 0 && now - l->last >= cfg.report_ms))
+			continue;
+		while (limits[k % LIMITS].used)
+			k++;
+		limits[k % LIMITS] = *l;
+		nlimits++;
+	}
+	free(old);
+}
+
+/* The entry of (dev, cause); when the table is full, one shared by every
+ * sender, so that made-up senders cannot grow it. */
+static struct limit *
+limit_of(const char *dev, int cause, int64_t now)
+{
+	size_t h = limit_hash(dev, cause);
+
+	if (limits == NULL) {
+		limits = xcalloc(LIMITS, sizeof *limits);
+		for (int i = 0; i < RC_COUNT; i++)
+			shared[i].last = INT64_MIN / 4;
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t k = h; k < h + PROBES; k++) {
+			struct limit *l = &limits[k % LIMITS];
+
+			if (l->used && l->cause == cause && strcmp(l->dev, dev) == 0)
+				return l;
+			if (!l->used) {
+				snprintf(l->dev, sizeof l->dev, "%s", dev);
+				l->cause = (int8_t)cause;
+				l->used = 1;
+				l->last = INT64_MIN / 4;
+				nlimits++;
+				return l;
+			}
+		}
+		if (pass == 0)
+			limits_purge(now);
+	}
+	return &shared[cause];
+}
+
+/* Whether a refusal of cause for dev is reported now; how many were not
+ * since the last report, and when that was. */
+static int
+report_due(const char *dev, int cause, unsigned long *more, int64_t *since)
+{
+	int64_t now = clock_ms();
+	struct limit *l;
+
+	*more = 0;
+	if (cfg.report_ms == 0)
+		return 1;
+	l = limit_of(dev ? dev : "", cause, now);
+	if (l->last > INT64_MIN / 4 && now - l->last < cfg.report_ms) {
+		l->more++;
+		return 0;
+	}
+	*more = l->more;
+	*since = l->last;
+	l->more = 0;
+	l->last = now;
+	return 1;
+}
+
+/* An error event and a log line, for refused work or bad input: counted
+ * always, reported once per sender and cause every
+ * REFUSED_REPORT_INTERVAL_S (with how many more there were), so that a
+ * flood makes no flood of events, rows or log lines. */
+void
+error_event(int cause, int code, const char *dev, const char *image, const char *fmt, ...)
+{
+	char reason[640];
+	unsigned long more;
+	int64_t since;
+	va_list ap;
+	cJSON *e;
+	int n;
+
+	counters[C_REFUSED + cause].v++;
+	if (!report_due(dev, cause, &more, &since))
+		return;
 	va_start(ap, fmt);
-	vsnprintf(reason, sizeof reason, fmt, ap);
+	n = vsnprintf(reason, 512, fmt, ap);
 	va_end(ap);
+	if (more > 0 && n >= 0)
+		snprintf(reason + (n < 512 ? n : 511), sizeof reason - 512, "; and %lu more "
+		    "like it from this sender in the last %lld s", more,
+		    (long long)((clock_ms() - since) / 1000));
+	e = gxp_event_new("error");
 	cJSON_AddNumberToObject(e, "code", code);
 	cJSON_AddStringToObject(e, "severity", severity(code));
 	cJSON_AddStringToObject(e, "reason", reason);
@@ -263,4 +378,8 @@ events_free(void)
 {
 	gxp_buf_free(&outq);
 	seq_seen = seq_marked = 0;
+	free(limits);
+	limits = NULL;
+	nlimits = 0;
+	memset(shared, 0, sizeof shared);
 }

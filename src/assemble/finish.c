@@ -1,16 +1,16 @@
-/* finish.c: a capture with every chunk: its photo built in tmp/<entry>
- * from the chunk log, checked (size, JPEG markers) and given its meta.json,
- * then committed, with every photo finished since the last commit, into
- * ready/ or failed/ by one sync and a rename each, before the output that
- * reports them is written. */
-#define _GNU_SOURCE	/* syncfs(2) */
+/* finish.c: a capture with every chunk: its photo gathered from partial/,
+ * checked (size, JPEG markers), written to tmp/ with its sidecar, then
+ * committed, with every photo finished since the last commit, into ready/
+ * (or failed/): the files of all of them synced together, renamed, and
+ * the directory synced once, before the output that reports them is
+ * written and their records in partial/ are ended. */
+#define _GNU_SOURCE	/* sync_file_range(2) */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -19,120 +19,54 @@
 
 struct pending {
 	struct asm *a;
-	char *tmp, *dest;	/* names below tmp/ and below ready/ or failed/ */
-	int failed;
-	long long bytes;
+	char *tmp, *dest;	/* ready: tmp/<entry>.jpg, .json; failed: tmp/<entry>/ */
+	int failed, fd[2];	/* the photo and its sidecar, open until the sync */
+	long long bytes, disk;	/* the photo's; and with its sidecar */
 	size_t out_at;		/* where its event starts in the output */
 };
 
 static struct pending *pend;
 static size_t npend;
-static unsigned char *logbuf;	/* a chunk log, read whole */
-static size_t logcap;
+static unsigned char *photo;	/* the photo being finished */
+static size_t photocap;
 
+/* The photo's bytes gathered from partial/ in chunk_id order, with its
+ * SHA-256. */
 static int
-writev_all(int fd, struct iovec *iov, int n)
-{
-	while (n > 0) {
-		ssize_t w = writev(fd, iov, n);
-
-		if (w == -1 && errno == EINTR)
-			continue;
-		if (w == -1)
-			return -1;
-		for (; n > 0 && (size_t)w >= iov->iov_len; iov++, n--)
-			w -= (ssize_t)iov->iov_len;
-		if (n > 0) {
-			iov->iov_base = (char *)iov->iov_base + w;
-			iov->iov_len -= (size_t)w;
-		}
-	}
-	return 0;
-}
-
-/* Writes the chunks in chunk_id order, gathered from the log read whole. */
-static int
-write_chunks(int fd, const struct asm *a, const unsigned char *log, EVP_MD_CTX *ctx)
-{
-	struct iovec iov[256];
-	int n = 0;
-
-	for (uint32_t i = 0; i <= a->total; i++) {
-		if (n == 256 || (i == a->total && n > 0)) {
-			if (writev_all(fd, iov, n) == -1)
-				return -1;
-			n = 0;
-		}
-		if (i == a->total)
-			break;
-		iov[n].iov_base = (void *)(log + a->idx[i].off);
-		iov[n].iov_len = a->idx[i].len;
-		if (EVP_DigestUpdate(ctx, iov[n].iov_base, iov[n].iov_len) != 1)
-			return -1;
-		n++;
-	}
-	return 0;
-}
-
-/* Does the concatenation start FF D8 and end FF D9? */
-static int
-is_jpeg(const struct asm *a, const unsigned char *log)
-{
-	unsigned char head[2] = { 0 }, tail[2] = { 0 };
-	size_t got = 0;
-
-	for (uint32_t i = 0; i < a->total; i++) {
-		const unsigned char *c = log + a->idx[i].off;
-		uint32_t len = a->idx[i].len;
-
-		for (uint32_t k = 0; k < len && got < 2; k++)
-			head[got++] = c[k];
-		if (len >= 2) {
-			tail[0] = c[len - 2];
-			tail[1] = c[len - 1];
-		} else if (len == 1) {
-			tail[0] = tail[1];
-			tail[1] = c[0];
-		}
-	}
-	return a->bytes >= 4 && head[0] == 0xff && head[1] == 0xd8 && tail[0] == 0xff &&
-	    tail[1] == 0xd9;
-}
-
-/* tmp/<entry>/image.jpg from the chunk log, with its SHA-256. */
-static int
-build_image(struct asm *a, int dfd, long long *size, char hex[65], int *jpeg)
+gather(struct asm *a, long long *size, char hex[65])
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	int in = log_fd(a), fd = -1, rc = -1;
 	unsigned mdlen = 0;
+	size_t n = 0;
 
-	if (logcap < a->logsize) {
-		logcap = a->logsize;
-		logbuf = xrealloc(logbuf, logcap);
-	}
-	*size = 0;
 	for (uint32_t i = 0; i < a->total; i++)
-		*size += a->idx[i].len;
-	if (ctx == NULL || in == -1 || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
-		goto out;
-	if (pread(in, logbuf, a->logsize, 0) != (ssize_t)a->logsize) {
-		errno = errno ? errno : EIO;
-		goto out;
+		n += a->idx[i].len;
+	if (photocap < n + 1) {
+		photocap = n + 1;
+		photo = xrealloc(photo, photocap);
 	}
-	if ((fd = openat(dfd, "image.jpg", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) == -1 ||
-	    write_chunks(fd, a, logbuf, ctx) == -1 || EVP_DigestFinal_ex(ctx, md, &mdlen) != 1)
-		goto out;
+	*size = (long long)n;
+	n = 0;
+	for (uint32_t i = 0; i < a->total; i++) {
+		if (seg_read(&a->idx[i], photo + n) == -1)
+			return -1;
+		n += a->idx[i].len;
+	}
+	if (EVP_Digest(photo, n, md, &mdlen, EVP_sha256(), NULL) != 1) {
+		errno = ENOMEM;
+		return -1;
+	}
 	for (unsigned i = 0; i < mdlen; i++)
 		snprintf(hex + 2 * i, 3, "%02x", md[i]);
-	*jpeg = is_jpeg(a, logbuf);
-	rc = 0;
-out:
-	if (fd != -1 && close(fd) == -1)
-		rc = -1;
-	EVP_MD_CTX_free(ctx);
-	return rc;
+	return 0;
+}
+
+/* Does it start FF D8 and end FF D9? */
+static int
+is_jpeg(size_t n)
+{
+	return n >= 4 && photo[0] == 0xff && photo[1] == 0xd8 && photo[n - 2] == 0xff &&
+	    photo[n - 1] == 0xd9;
 }
 
 /* failed/<entry>.<unix-seconds>, with .1, .2 ... when that is taken. */
@@ -217,33 +151,6 @@ sidecar(const struct asm *a, const cJSON *pm, const char *raw, long long size,
 	return gxp_sidecar_new(&in);
 }
 
-/* Puts tmp/<entry> on the list for the next commit, and its event in the
- * output where it belongs (the output waits for the commit). */
-static void
-queue_commit(struct asm *a, const char *entry, int code, const char *reason,
-    const cJSON *sc, long long size, const char *hex)
-{
-	struct pending *p;
-	char *path;
-
-	pend = xrealloc(pend, (npend + 1) * sizeof *pend);
-	p = &pend[npend];
-	p->a = a;
-	p->tmp = xstrdup(entry);
-	p->failed = code != 0;
-	p->dest = p->failed ? failed_name(entry) : xstrdup(entry);
-	p->bytes = size;
-	p->out_at = out_len();
-	npend++;
-	path = xasprintf("%s/%s", p->failed ? "failed" : "ready", p->dest);
-	if (code)
-		capture_failed(a, code, path, "%s", reason);
-	else
-		complete_event(a, sc, path, size, hex);
-	free(path);
-	a->state = A_FINAL;
-}
-
 /* Whether errno says the spool is short of something that may come back
  * (space, quota, descriptors, memory) rather than that the capture is bad. */
 static int
@@ -270,97 +177,202 @@ finalize_failed(struct asm *a, const char *what, int e)
 	asm_dev(a, dev);
 	if (!a->postponed) {
 		a->postponed = 1;
-		error_event(2200, dev, asm_name(a), "spool: %s: %s: the photo is complete "
-		    "in partial/ and is finalized when there is room again (tried every %lld ms)",
-		    what, strerror(e), cfg.delay);
+		error_event(RC_SPOOL_ERROR, 2200, dev, asm_name(a), "spool: %s: %s: the photo "
+		    "is complete in partial/ and is finalized when there is room again (tried "
+		    "every %lld ms)", what, strerror(e), cfg.delay);
 	}
 	heap_put(a, clock_ms() + cfg.delay);
+}
+
+static struct pending *
+pending_new(struct asm *a, const char *entry, int code, long long size)
+{
+	char *dest = code ? failed_name(entry) : xstrdup(entry);
+	struct pending *p;
+
+	pend = xrealloc(pend, (npend + 1) * sizeof *pend);
+	p = &pend[npend++];
+	memset(p, 0, sizeof *p);
+	p->a = a;
+	p->failed = code != 0;
+	p->tmp = xstrdup(entry);
+	p->dest = dest;
+	p->fd[0] = p->fd[1] = -1;
+	p->bytes = size;
+	return p;
+}
+
+/* A rejected photo: tmp/<entry>/ with image.jpg, meta.json, reason.json. */
+static int
+build_failed(const char *entry, const cJSON *sc, long long size, int code,
+    const char *reason)
+{
+	int dfd, rc = -1;
+
+	if ((mkdirat(tmp_fd, entry, 0755) == -1 && (errno != EEXIST ||
+	    gxp_rmtree_at(tmp_fd, entry) == -1 || mkdirat(tmp_fd, entry, 0755) == -1)) ||
+	    (dfd = openat(tmp_fd, entry, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	if (write_at(dfd, "image.jpg", photo, (size_t)size, 0) == 0 &&
+	    write_json_at(dfd, "meta.json", sc) == 0 && reason_write(dfd, code, reason) == 0)
+		rc = 0;
+	close(dfd);
+	if (rc == -1) {
+		int e = errno;
+
+		gxp_rmtree_at(tmp_fd, entry);
+		errno = e;
+	}
+	return rc;
+}
+
+/* A valid photo: tmp/<entry>.jpg and tmp/<entry>.json, kept open; the
+ * sidecar's length, or -1. */
+static int
+build_ready(const char *entry, const cJSON *sc, long long size, int fd[2])
+{
+	char name[GXP_ENTRY_MAX + 8], *text = gxp_json_print(sc);
+	long long len = (long long)strlen(text);
+	int e;
+
+	snprintf(name, sizeof name, "%s.jpg", entry);
+	if ((fd[0] = write_at(tmp_fd, name, photo, (size_t)size, 1)) != -1) {
+		snprintf(name, sizeof name, "%s.json", entry);
+		fd[1] = write_at(tmp_fd, name, text, (size_t)len, 1);
+	}
+	free(text);
+	if (fd[1] != -1)
+		return (int)len;
+	e = errno;
+	if (fd[0] != -1)
+		close(fd[0]);
+	fd[0] = -1;
+	snprintf(name, sizeof name, "%s.jpg", entry);
+	unlinkat(tmp_fd, name, 0);
+	errno = e;
+	return -1;
+}
+
+/* The photo and its sidecar in tmp/, on the list for the next commit, and
+ * its event in the output where it belongs (the output waits for it). */
+static int
+build(struct asm *a, const char *entry, const cJSON *pm, const char *raw)
+{
+	char hex[65] = "", reason[160] = "", *path;
+	long long size;
+	int code = 0, side = 0, fd[2] = { -1, -1 };
+	struct pending *p;
+	cJSON *sc;
+
+	if (gather(a, &size, hex) == -1)
+		return -1;
+	if (size != a->image_size)
+		snprintf(reason, sizeof reason, "size mismatch: assembled %lld bytes, "
+		    "image_size says %u", size, a->image_size), code = 2202;
+	else if (!is_jpeg((size_t)size))
+		snprintf(reason, sizeof reason, "not a JPEG: the bytes do not start "
+		    "with FF D8 and end with FF D9"), code = 2203;
+	sc = sidecar(a, pm, raw, size, hex);
+	if ((side = code ? build_failed(entry, sc, size, code, reason) :
+	    build_ready(entry, sc, size, fd)) == -1) {
+		cJSON_Delete(sc);
+		return -1;
+	}
+	p = pending_new(a, entry, code, size);
+	p->fd[0] = fd[0];
+	p->fd[1] = fd[1];
+	p->disk = size + side;
+	p->out_at = out_len();
+	path = xasprintf(code ? "failed/%s" : "ready/%s", p->dest);
+	if (code)
+		capture_failed(a, code, path, "%s", reason);
+	else
+		complete_event(a, sc, path, size, hex);
+	free(path);
+	cJSON_Delete(sc);
+	a->state = A_FINAL;
+	return 0;
 }
 
 void
 finalize(struct asm *a)
 {
-	char entry[GXP_ENTRY_MAX + 1], dev[GXP_DEVICE_MAX + 1], hex[65] = "", reason[160] = "";
-	cJSON *pm, *sc = NULL;
-	long long size;
+	char entry[GXP_ENTRY_MAX + 1], dev[GXP_DEVICE_MAX + 1];
+	cJSON *pm;
 	char *raw;
-	int dfd, jpeg = 0, code = 0;
 
 	heap_del(a);
 	asm_dev(a, dev);
 	gxp_spool_entry(entry, sizeof entry, dev, a->capture_name);
+	/* another capture's photo of that name waits in tmp/: it goes first */
+	for (size_t i = 0; i < npend; i++)
+		if (strcmp(pend[i].tmp, entry) == 0) {
+			commit();
+			break;
+		}
+	/* the chunks must be in partial/: a full disk may have lost some */
+	if (seg_flush() == -1 && a->received < a->total) {
+		a->postponed = 0;
+		schedule(a);
+		return;
+	}
 	if ((pm = partial_meta_read(a, &raw)) == NULL) {
-		finalize_failed(a, "partial meta.json", errno);
+		finalize_failed(a, "partial/", errno);
 		return;
 	}
-	if ((mkdirat(tmp_fd, entry, 0755) == -1 && (errno != EEXIST ||
-	    gxp_rmtree_at(tmp_fd, entry) == -1 || mkdirat(tmp_fd, entry, 0755) == -1)) ||
-	    (dfd = openat(tmp_fd, entry, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
+	if (build(a, entry, pm, raw) == -1)
 		finalize_failed(a, "tmp/", errno);
-		cJSON_Delete(pm);
-		free(raw);
-		return;
-	}
-	if (build_image(a, dfd, &size, hex, &jpeg) == 0) {
-		if (size != a->image_size)
-			snprintf(reason, sizeof reason, "size mismatch: assembled %lld bytes, "
-			    "image_size says %u", size, a->image_size), code = 2202;
-		else if (!jpeg)
-			snprintf(reason, sizeof reason, "not a JPEG: the bytes do not start "
-			    "with FF D8 and end with FF D9"), code = 2203;
-		sc = sidecar(a, pm, raw, size, hex);
-	}
-	if (sc == NULL || write_json_at(dfd, "meta.json", sc) == -1 ||
-	    (code && reason_write(dfd, code, reason) == -1)) {
-		int e = errno;
-
-		close(dfd);
-		gxp_rmtree_at(tmp_fd, entry);
-		finalize_failed(a, "tmp/", e);
-	} else {
-		close(dfd);
-		log_close(a);
-		if (a->postponed)
-			log_at(LOG_INFO, dev, asm_name(a), "finalized now that the spool has room");
-		queue_commit(a, entry, code, reason, sc, size, hex);
-	}
-	cJSON_Delete(sc);
+	else if (a->postponed)
+		log_at(LOG_INFO, dev, asm_name(a), "finalized now that the spool has room");
 	cJSON_Delete(pm);
 	free(raw);
 }
 
 static int
-fsync_at(int dfd, const char *path, int must)
+fsync_at(int dfd, const char *path)
 {
 	int fd = openat(dfd, path, O_RDONLY | O_CLOEXEC), rc;
 
 	if (fd == -1)
-		return must || errno != ENOENT ? -1 : 0;
+		return -1;
 	rc = fsync(fd);
 	close(fd);
 	return rc;
 }
 
-/* One photo: its files and directory; more: the whole file system at once,
- * far cheaper than an fsync per file. */
+/* A rejected photo's directory in tmp/: each file and the directory. */
+static int
+sync_failed(const char *entry)
+{
+	static const char *const files[] = { "image.jpg", "meta.json", "reason.json" };
+	char path[GXP_ENTRY_MAX + 32];
+
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(path, sizeof path, "%s/%s", entry, files[i]);
+		if (fsync_at(tmp_fd, path) == -1)
+			return -1;
+	}
+	return fsync_at(tmp_fd, entry);
+}
+
+/* Every pending photo's files on disk: their write-back started for all
+ * of them first, so that the disk takes them together, then each waited
+ * for.  Nothing else on the file system is synced. */
 static int
 sync_pending(void)
 {
-	char path[GXP_ENTRY_MAX + 32];
-	const char *t = pend[0].tmp;
-
-	if (npend > 1)
-		return syncfs(spool_fd);
-	snprintf(path, sizeof path, "%s/image.jpg", t);
-	if (fsync_at(tmp_fd, path, 1) == -1)
-		return -1;
-	snprintf(path, sizeof path, "%s/meta.json", t);
-	if (fsync_at(tmp_fd, path, 1) == -1)
-		return -1;
-	snprintf(path, sizeof path, "%s/reason.json", t);
-	if (fsync_at(tmp_fd, path, 0) == -1)
-		return -1;
-	return fsync_at(tmp_fd, t, 1);
+	for (size_t i = 0; i < npend; i++)
+		for (int k = 0; k < 2; k++)
+			if (pend[i].fd[k] != -1)
+				sync_file_range(pend[i].fd[k], 0, 0, SYNC_FILE_RANGE_WRITE);
+	for (size_t i = 0; i < npend; i++) {
+		if (pend[i].failed && sync_failed(pend[i].tmp) == -1)
+			return -1;
+		for (int k = 0; k < 2; k++)
+			if (pend[i].fd[k] != -1 && fdatasync(pend[i].fd[k]) == -1)
+				return -1;
+	}
+	return 0;
 }
 
 static _Noreturn void
@@ -373,22 +385,32 @@ commit_died(size_t i, const char *what)
 	gxp_die_errno(EXIT_TEMP, "%s/%s", cfg.spool, what);
 }
 
-static void
-pending_done(struct pending *p, int64_t now)
+/* tmp/<entry>.jpg, then .json, into ready/: the sidecar last, so that
+ * ready/<entry>.json always has its photo beside it. */
+static int
+rename_ready(const struct pending *p)
 {
-	struct asm *a = p->a;
+	char name[GXP_ENTRY_MAX + 8];
 
+	snprintf(name, sizeof name, "%s.jpg", p->tmp);
+	if (renameat(tmp_fd, name, ready_fd, name) == -1)
+		return -1;
+	snprintf(name, sizeof name, "%s.json", p->tmp);
+	return renameat(tmp_fd, name, ready_fd, name);
+}
+
+static void
+pending_done(struct pending *p)
+{
 	if (!p->failed) {
 		counters[C_COMPLETED].v++;
 		counters[C_BYTES].v += (unsigned long long)p->bytes;
 	}
-	partial_remove(a);
-	inflight_add(a, -1);
-	a->state = A_DONE;
-	free(a->idx);
-	a->idx = NULL;
-	a->ncap = 0;
-	heap_put(a, now + cfg.timeout);	/* late chunks are ignored until then */
+	spool_ready_bytes += p->disk;
+	asm_done(p->a);
+	for (int k = 0; k < 2; k++)
+		if (p->fd[k] != -1)
+			close(p->fd[k]);
 	free(p->tmp);
 	free(p->dest);
 }
@@ -399,27 +421,31 @@ void
 commit(void)
 {
 	int ready = 0, failed = 0;
-	int64_t now = clock_ms();
 
 	if (npend == 0) {
+		seg_flush();
 		out_flush_all();
+		seg_collect(0);
 		return;
 	}
+	seg_flush();	/* what it cannot write is asked for again */
 	if (sync_pending() == -1)
 		commit_died(0, "tmp: sync");
 	for (size_t i = 0; i < npend; i++) {
 		struct pending *p = &pend[i];
 
-		if (renameat(tmp_fd, p->tmp, p->failed ? failed_fd : ready_fd, p->dest) == -1)
+		if (p->failed ? renameat(tmp_fd, p->tmp, failed_fd, p->dest) :
+		    rename_ready(p))
 			commit_died(i, p->failed ? "failed/" : "ready/");
 		*(p->failed ? &failed : &ready) += 1;
 	}
 	if ((ready && fsync(ready_fd) == -1) || (failed && fsync(failed_fd) == -1))
 		commit_died(0, "fsync");
 	for (size_t i = 0; i < npend; i++)
-		pending_done(&pend[i], now);
+		pending_done(&pend[i]);
 	npend = 0;
 	out_flush_all();
+	seg_collect(0);
 }
 
 /* Photos built in tmp/ and waiting for the next commit. */
@@ -435,13 +461,16 @@ void
 finish_free(void)
 {
 	for (size_t i = 0; i < npend; i++) {
+		for (int k = 0; k < 2; k++)
+			if (pend[i].fd[k] != -1)
+				close(pend[i].fd[k]);
 		free(pend[i].tmp);
 		free(pend[i].dest);
 	}
 	free(pend);
 	pend = NULL;
 	npend = 0;
-	free(logbuf);
-	logbuf = NULL;
-	logcap = 0;
+	free(photo);
+	photo = NULL;
+	photocap = 0;
 }

@@ -1,17 +1,18 @@
-/* index.c: the captures gxp-assemble holds in memory, each an index into
- * its chunk log in partial/ with its times and counts, found by entry name
- * in a hash table; the devices with their count of captures in flight; a
- * capture's life from its partial/ entry made to its removal. */
+/* index.c: the captures gxp-assemble holds in memory, each an index of
+ * where its records are in partial/ with its times and counts, found by
+ * entry name in a hash table; the devices, with what their captures hold;
+ * a capture's life from its first record to its end, and what it is
+ * charged for it (budget.c). */
 #include <errno.h>
-#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "assemble.h"
 
 #define NEVER (INT64_MIN / 4)
+#define NONE UINT32_MAX
+#define ALLOC_COST 16	/* what malloc keeps beside each block */
 
 /* ---- hash tables of captures and devices, keyed by strings ---- */
 
@@ -19,18 +20,6 @@ struct htab {
 	struct hent **b;
 	size_t mask, n;
 };
-
-static uint32_t
-hash_bytes(const char *s, size_t n)
-{
-	uint32_t h = 2166136261u;
-
-	while (n--) {
-		h ^= (unsigned char)*s++;
-		h *= 16777619u;
-	}
-	return h;
-}
 
 static struct hent *
 ht_get(const struct htab *t, const char *k, size_t n, uint32_t h)
@@ -85,18 +74,13 @@ hent_init(struct hent *e, const char *key)
 {
 	e->key = xstrdup(key);
 	e->klen = (uint32_t)strlen(key);
-	e->hash = hash_bytes(key, e->klen);
+	e->hash = gxp_hash(key);
 }
 
 /* ---- captures and devices in memory ---- */
 
-struct device {
-	struct hent h;
-	long long n;		/* captures in flight */
-};
-
 static struct htab captures, devices;
-static long long inflight;
+static struct asm *lists[3][2];		/* the orphans and the markers: first, last */
 static uint64_t seqno;
 
 void
@@ -112,37 +96,35 @@ asm_name(const struct asm *a)
 	return a->h.key + a->devlen + 1;
 }
 
-static struct device *
+struct device *
 device_get(const char *dev, int create)
 {
 	size_t n = strlen(dev);
-	uint32_t h = hash_bytes(dev, n);
+	uint32_t h = gxp_hash(dev);
 	struct device *d = (struct device *)ht_get(&devices, dev, n, h);
 
 	if (d == NULL && create) {
 		d = xcalloc(1, sizeof *d);
 		hent_init(&d->h, dev);
+		for (int r = 0; r < B_COUNT; r++)
+			d->heap[r] = -1;
 		ht_put(&devices, &d->h);
 	}
 	return d;
 }
 
-void
-inflight_add(struct asm *a, int delta)
+static void
+device_release(struct device *d)
 {
-	char dev[GXP_DEVICE_MAX + 1];
-	struct device *d;
-
-	asm_dev(a, dev);
-	d = device_get(dev, 1);
-	d->n += delta;
-	inflight += delta;
-	counters[C_INFLIGHT].v = (unsigned long long)inflight;
-	if (d->n == 0) {
-		ht_del(&devices, &d->h);
-		free(d->h.key);
-		free(d);
-	}
+	for (int r = 0; r < B_COUNT; r++)
+		if (d->use[r] != 0)
+			return;
+	if (d->first || d->orphan_chunks || d->held)
+		return;
+	budget_remove(d);
+	ht_del(&devices, &d->h);
+	free(d->h.key);
+	free(d);
 }
 
 struct asm *
@@ -150,7 +132,107 @@ asm_find(const char *key)
 {
 	size_t n = strlen(key);
 
-	return (struct asm *)ht_get(&captures, key, n, hash_bytes(key, n));
+	return (struct asm *)ht_get(&captures, key, n, gxp_hash(key));
+}
+
+/* What a capture costs in memory with ncap chunks indexed and norph
+ * chunks that came before its metadata. */
+long long
+asm_memory(const struct asm *a, uint32_t ncap, uint32_t norph)
+{
+	long long m = (long long)sizeof *a + a->h.klen + 1 + 2 * ALLOC_COST + 2 * sizeof(void *);
+
+	if (a->capture_name)
+		m += (long long)strlen(a->capture_name) + 1 + ALLOC_COST;
+	if (ncap)
+		m += (long long)ncap * (long long)sizeof(struct span) + ALLOC_COST;
+	if (norph)
+		m += (long long)norph * (long long)sizeof(struct orphan) + ALLOC_COST;
+	return m;
+}
+
+/* Charges a (and its device, and the budget) amount more of r. */
+void
+asm_charge(struct asm *a, int r, long long amount)
+{
+	if (amount == 0)
+		return;
+	a->use[r] += amount;
+	a->dev->use[r] += amount;
+	budget_update(a->dev, r, amount);
+	counters[C_INFLIGHT].v = (unsigned long long)budget_used(B_CAPTURES);
+	counters[C_MEMORY].v = (unsigned long long)budget_used(B_MEMORY);
+	counters[C_PARTIAL].v = (unsigned long long)budget_used(B_DISK);
+}
+
+/* ---- the lists: a device's captures; the orphans; the markers ---- */
+
+static void
+dev_link(struct asm *a)
+{
+	struct device *d = a->dev;
+
+	a->dprev = d->last;
+	a->dnext = NULL;
+	if (d->last)
+		d->last->dnext = a;
+	else
+		d->first = a;
+	d->last = a;
+}
+
+static void
+dev_unlink(struct asm *a)
+{
+	struct device *d = a->dev;
+
+	if (a->dprev)
+		a->dprev->dnext = a->dnext;
+	else if (d->first == a)
+		d->first = a->dnext;
+	else
+		return;		/* not linked */
+	if (a->dnext)
+		a->dnext->dprev = a->dprev;
+	else
+		d->last = a->dprev;
+	a->dprev = a->dnext = NULL;
+}
+
+/* Moves a to the end of list (L_ORPHANS, L_MARKERS), or off them (L_NONE). */
+void
+list_move(struct asm *a, int list)
+{
+	struct asm **l;
+
+	if (a->list != L_NONE) {
+		l = lists[a->list];
+		if (a->lprev)
+			a->lprev->lnext = a->lnext;
+		else
+			l[0] = a->lnext;
+		if (a->lnext)
+			a->lnext->lprev = a->lprev;
+		else
+			l[1] = a->lprev;
+		a->lprev = a->lnext = NULL;
+	}
+	a->list = list;
+	if (list == L_NONE)
+		return;
+	l = lists[list];
+	a->lprev = l[1];
+	if (l[1])
+		l[1]->lnext = a;
+	else
+		l[0] = a;
+	l[1] = a;
+}
+
+struct asm *
+oldest(int list)
+{
+	return lists[list][0];
 }
 
 /* ---- capture lifetime ---- */
@@ -163,110 +245,185 @@ asm_alloc(const char *dev, const char *name, int state)
 
 	gxp_spool_entry(key, sizeof key, dev, name);
 	hent_init(&a->h, key);
+	a->dev = device_get(dev, 1);
 	a->devlen = (uint8_t)strlen(dev);
 	a->seq = ++seqno;
-	a->heap = a->slot = -1;
+	a->heap = -1;
+	a->minseg = NONE;
 	a->nacked = NEVER;
 	a->state = (uint8_t)state;
 	ht_put(&captures, &a->h);
-	if (state != A_DONE)
-		inflight_add(a, 1);
+	return a;
+}
+
+/* A capture in flight, started at started_us (wall clock), when the
+ * budgets let it in: NULL, with refusal and refusal_cause, when they do not. */
+struct asm *
+asm_new(const char *dev, const char *name, int meta, int64_t started_us)
+{
+	struct device *d = device_get(dev, 1);
+	struct asm probe = { 0 }, *a;
+	long long mem;
+
+	probe.h.klen = (uint32_t)(strlen(dev) + 1 + strlen(name));
+	mem = asm_memory(&probe, 0, 0);
+	/* making room may end d's last capture: d stays */
+	d->held++;
+	if (budget_admit(d, NULL, B_CAPTURES, 1, meta) == -1 ||
+	    budget_admit(d, NULL, B_MEMORY, mem, meta) == -1) {
+		d->held--;
+		device_release(d);
+		return NULL;
+	}
+	d->held--;
+	a = asm_alloc(dev, name, A_OPEN);
+	asm_charge(a, B_CAPTURES, 1);
+	asm_charge(a, B_MEMORY, asm_memory(a, 0, 0));
+	dev_link(a);
+	if (!meta)
+		list_move(a, L_ORPHANS);
+	a->started = a->active = clock_ms();
+	a->started_us = started_us ? started_us : wall_us();
 	return a;
 }
 
 void
 asm_free(struct asm *a)
 {
+	struct device *d = a->dev;
+
 	heap_del(a);
-	log_close(a);
-	if (a->state != A_DONE)
-		inflight_add(a, -1);
+	seg_release(a);
+	for (int r = 0; r < B_COUNT; r++)
+		asm_charge(a, r, -a->use[r]);
+	if (!a->has_meta)
+		d->orphan_chunks -= a->norph;
+	list_move(a, L_NONE);
+	dev_unlink(a);
 	ht_del(&captures, &a->h);
 	free(a->idx);
+	free(a->orph);
 	free(a->capture_name);
 	free(a->h.key);
 	free(a);
+	device_release(d);
 }
 
-/* A capture in flight, refused when a limit is reached. */
-struct asm *
-asm_new(const char *dev, const char *name, const char **why)
-{
-	static char buf[160];
-	struct device *d = device_get(dev, 0);
-	struct asm *a;
-
-	if (inflight >= cfg.max_asm) {
-		snprintf(buf, sizeof buf, "refused: %lld captures in flight (MAX_ASSEMBLIES)",
-		    inflight);
-		*why = buf;
-		return NULL;
-	}
-	if (d && d->n >= cfg.max_asm_dev) {
-		snprintf(buf, sizeof buf, "refused: %lld captures in flight for this device "
-		    "(MAX_ASSEMBLIES_PER_DEVICE)", d->n);
-		*why = buf;
-		return NULL;
-	}
-	a = asm_alloc(dev, name, A_OPEN);
-	if (mkdirat(partial_fd, a->h.key, 0755) == -1 && (errno != EEXIST ||
-	    gxp_rmtree_at(partial_fd, a->h.key) == -1 ||
-	    mkdirat(partial_fd, a->h.key, 0755) == -1)) {
-		snprintf(buf, sizeof buf, "spool: partial/%s: %s", a->h.key, strerror(errno));
-		*why = buf;
-		asm_free(a);
-		return NULL;
-	}
-	a->started = a->active = clock_ms();
-	a->started_us = wall_us();
-	return a;
-}
-
-/* Removes partial/<entry>: what it normally holds, then anything else. */
+/* The end of a capture's records, so that a restart does not take them up
+ * again; a capture that wrote none needs none. */
 void
-partial_remove(struct asm *a)
+asm_end(struct asm *a)
 {
-	char path[GXP_ENTRY_MAX + 32];
-
-	log_close(a);
-	snprintf(path, sizeof path, "%s/chunks", a->h.key);
-	unlinkat(partial_fd, path, 0);
-	snprintf(path, sizeof path, "%s/meta.json", a->h.key);
-	unlinkat(partial_fd, path, 0);
-	if (unlinkat(partial_fd, a->h.key, AT_REMOVEDIR) == -1 && errno != ENOENT &&
-	    gxp_rmtree_at(partial_fd, a->h.key) == -1)
-		gxp_log(LOG_WARN, "cannot remove %s/partial/%s: %s", cfg.spool, a->h.key,
-		    strerror(errno));
+	if (a->minseg != NONE && seg_append(a, REC_END, 0, NULL, 0, NULL) == -1)
+		gxp_log(LOG_WARN, "partial/: cannot end %s: %s; a restart takes it up again",
+		    a->h.key, strerror(errno));
+	seg_release(a);
 }
 
-/* Forgets a capture and removes its partial/ entry. */
+/* Forgets a capture, and its records in partial/. */
 void
 asm_drop(struct asm *a)
 {
-	partial_remove(a);
+	asm_end(a);
 	asm_free(a);
 }
 
-/* A marker in memory for a photo that is complete: the chunks a device
- * sends again for it are ignored for CAPTURE_TIMEOUT_MS. */
+/* A capture whose photo is in ready/ or failed/: its records ended, its
+ * index freed, itself a marker (below) until CAPTURE_TIMEOUT_MS. */
 void
-mark_done(const char *dev, const char *name)
+asm_done(struct asm *a)
 {
-	heap_put(asm_alloc(dev, name, A_DONE), clock_ms() + cfg.timeout);
+	asm_end(a);
+	asm_charge(a, B_CAPTURES, -a->use[B_CAPTURES]);
+	asm_charge(a, B_DISK, -a->use[B_DISK]);
+	free(a->idx);
+	free(a->orph);
+	a->idx = NULL;
+	a->orph = NULL;
+	a->ncap = a->norph = 0;
+	dev_unlink(a);
+	a->state = A_DONE;
+	asm_charge(a, B_MEMORY, asm_memory(a, 0, 0) - a->use[B_MEMORY]);
+	list_move(a, L_MARKERS);
+	heap_put(a, clock_ms() + cfg.timeout);
 }
 
-void
-idx_grow(struct asm *a, uint32_t n)
+/* A marker in memory for a photo that is complete: the chunks a device
+ * sends again for it are ignored for CAPTURE_TIMEOUT_MS.  Markers are the
+ * first thing forgotten when memory runs short. */
+struct asm *
+mark_done(const char *dev, const char *name)
 {
-	uint32_t cap = a->ncap ? a->ncap : 16;
+	struct device *d = device_get(dev, 1);
+	struct asm probe = { 0 }, *a;
+	long long mem;
 
-	if (n <= a->ncap)
-		return;
-	while (cap < n)
-		cap = cap * 2 > (uint32_t)cfg.max_chunks ? (uint32_t)cfg.max_chunks : cap * 2;
-	a->idx = xrealloc(a->idx, cap * sizeof *a->idx);
-	memset(a->idx + a->ncap, 0, (cap - a->ncap) * sizeof *a->idx);
-	a->ncap = cap;
+	probe.h.klen = (uint32_t)(strlen(dev) + 1 + strlen(name));
+	mem = asm_memory(&probe, 0, 0);
+	d->held++;
+	if (budget_admit(d, NULL, B_MEMORY, mem, 0) == -1) {
+		d->held--;
+		device_release(d);
+		return NULL;
+	}
+	d->held--;
+	a = asm_alloc(dev, name, A_DONE);
+	asm_charge(a, B_MEMORY, asm_memory(a, 0, 0));
+	list_move(a, L_MARKERS);
+	heap_put(a, clock_ms() + cfg.timeout);
+	return a;
+}
+
+/* The index by chunk_id, once the metadata gives the count: the chunks
+ * that came before it move in (those beyond it go).  -1 (refusal set) when
+ * the memory budget does not allow it. */
+int
+idx_set(struct asm *a, uint32_t total)
+{
+	struct span *idx;
+	long long more = asm_memory(a, total, 0) - a->use[B_MEMORY];
+
+	if (a->idx && a->ncap == total)
+		return 0;
+	if (more > 0 && budget_admit(a->dev, a, B_MEMORY, more, 1) == -1)
+		return -1;
+	idx = xcalloc(total, sizeof *idx);
+	for (uint32_t i = 0; a->idx && i < a->ncap && i < total; i++)
+		idx[i] = a->idx[i];
+	for (uint32_t i = 0; i < a->norph; i++)
+		if (a->orph[i].id < total && idx[a->orph[i].id].len == 0)
+			idx[a->orph[i].id] = a->orph[i].at;
+	if (!a->has_meta)
+		a->dev->orphan_chunks -= a->norph;
+	free(a->idx);
+	free(a->orph);
+	a->orph = NULL;
+	a->norph = 0;
+	a->idx = idx;
+	a->ncap = total;
+	asm_charge(a, B_MEMORY, asm_memory(a, total, 0) - a->use[B_MEMORY]);
+	return 0;
+}
+
+/* Where chunk id of a is, or NULL if it has not come. */
+struct span *
+chunk_at(struct asm *a, uint32_t id)
+{
+	if (a->idx)
+		return id < a->ncap && a->idx[id].len ? &a->idx[id] : NULL;
+	for (uint32_t i = 0; i < a->norph; i++)
+		if (a->orph[i].id == id)
+			return &a->orph[i].at;
+	return NULL;
+}
+
+/* Every capture (in no useful order); fn must not free any. */
+void
+asm_each(void (*fn)(struct asm *, void *), void *arg)
+{
+	for (size_t i = 0; captures.b && i <= captures.mask; i++)
+		for (struct hent *e = captures.b[i]; e; e = e->next)
+			fn((struct asm *)e, arg);
 }
 
 /* Frees every capture and puts the tables back as they were at start. */
@@ -280,5 +437,6 @@ captures_free(void)
 	free(captures.b);
 	free(devices.b);
 	captures = devices = (struct htab){ 0 };
+	memset(lists, 0, sizeof lists);
 	seqno = 0;
 }

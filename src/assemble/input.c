@@ -134,7 +134,7 @@ on_status(const char *dev)
 	/* strictly: cJSON takes control characters and NULs, the raw copy in
 	 * the events would not be JSON */
 	if (!cJSON_IsObject(j) || !gxp_json_valid(ptext.p, ptext.len)) {
-		error_event(2101, dev, NULL, "status: payload is not a JSON object");
+		error_event(RC_MALFORMED, 2101, dev, NULL, "status: payload is not a JSON object");
 		cJSON_Delete(j);
 		return;
 	}
@@ -167,7 +167,7 @@ on_data(const char *dev)
 	struct chunk c;
 
 	if (chunk_scan(ptext.p, ptext.len, &c) == -1)
-		error_event(2101, dev, NULL, "data: payload is not a JSON object");
+		error_event(RC_MALFORMED, 2101, dev, NULL, "data: payload is not a JSON object");
 	else if (c.has_id)
 		on_chunk(dev, ptext.p, ptext.len, &c);
 	else if (c.has_name)
@@ -221,16 +221,16 @@ message(const struct envelope *e)
 
 	received_at(e);
 	if (!text_valid(cur.line, cur.len)) {
-		error_event(2101, NULL, NULL, "not valid UTF-8");
+		error_event(RC_MALFORMED, 2101, NULL, NULL, "not valid UTF-8");
 		return;
 	}
 	if ((cur.topic = json_string(e->topic, e->topiclen, &topicbuf)) == NULL) {
-		error_event(2101, NULL, NULL, "topic is not a valid string");
+		error_event(RC_MALFORMED, 2101, NULL, NULL, "topic is not a valid string");
 		return;
 	}
 	if ((kind = gxp_topic_parse(cur.topic, dev)) == TOPIC_OTHER) {
 		if (bad_device_topic(cur.topic))
-			error_event(2101, NULL, NULL, "invalid device id in topic");
+			error_event(RC_MALFORMED, 2101, NULL, NULL, "invalid device id in topic");
 		else
 			pass_line();
 		return;
@@ -238,7 +238,7 @@ message(const struct envelope *e)
 	if (kind == TOPIC_ACK)
 		;
 	else if (payload_text(e) == -1)
-		error_event(2101, dev, NULL, "%s: payload is not JSON",
+		error_event(RC_MALFORMED, 2101, dev, NULL, "%s: payload is not JSON",
 		    kind == TOPIC_DATA ? "data" : "status");
 	else if (kind == TOPIC_STATUS)
 		on_status(dev);
@@ -274,7 +274,7 @@ handle_line(char *line, size_t len, long long lineno, int truncated)
 			    "the journal has it", lineno, (unsigned long long)e.seq);
 			e.seq = 0;
 		} else
-			error_event(2101, NULL, NULL, truncated ? "truncated last line" : "not JSON");
+			error_event(RC_MALFORMED, 2101, NULL, NULL, truncated ? "truncated last line" : "not JSON");
 		break;
 	default:
 		message(&e);

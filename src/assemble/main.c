@@ -30,23 +30,19 @@
 static void
 usage(int code)
 {
-	fprintf(code ? stderr : stdout,
-	    "usage: gxp-assemble [--check] [--flush-at-eof] [--replay] [--env file] [--spool dir]\n");
-	exit(code);
+	gxp_usage(code,
+	    "gxp-assemble [--check | --list] [--flush-at-eof] [--replay] [--env file]\n"
+	    "                    [--spool dir]\n",
+	    "  --check         test that the spool can be written; one line\n"
+	    "  --list          print the captures in progress as NDJSON and exit\n"
+	    "  --flush-at-eof  at the end of input, let every NACK and timeout fire\n"
+	    "                  (for a replay; implies --replay)\n"
+	    "  --replay        the clock is the messages' tst, even from a pipe\n"
+	    "  --env file      read settings from file instead of ./.env\n"
+	    "  --spool dir     the spool (GXP_SPOOL)\n"
+	    "  --help          print this and exit\n");
 }
 
-static long
-count_entries(const char *area)
-{
-	char *dir = xasprintf("%s/%s", cfg.spool, area);
-	char **names;
-	long n = gxp_dir_names(dir, NULL, 0, &names);
-
-	if (n > 0)
-		gxp_names_free(names, n);
-	free(dir);
-	return n;
-}
 
 /* --check: the spool can be created, written and synced; one line. */
 static int
@@ -60,7 +56,7 @@ check_spool(void)
 	    (fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644)) == -1 ||
 	    gxp_write_all(fd, "gxp\n", 4) == -1 || fsync(fd) == -1 || close(fd) == -1) {
 		printf("gxp-assemble: FAIL: spool %s: %s\n", cfg.spool, strerror(errno));
-		rc = errno == EACCES || errno == EROFS ? EXIT_PERM : EXIT_TEMP;
+		rc = gxp_path_error_permanent(errno) ? EXIT_PERM : EXIT_TEMP;
 	} else {
 		unlink(probe);
 		if ((fd = gxp_lock_file(lock)) == -1)
@@ -68,8 +64,9 @@ check_spool(void)
 		else
 			close(fd);
 		printf("gxp-assemble: ok: spool %s writable; %ld photos in progress, "
-		    "%ld ready for upload%s\n", cfg.spool, count_entries("partial"),
-		    count_entries("ready"), busy ? "; a gxp-assemble is running on it" : "");
+		    "%ld ready for upload%s\n", cfg.spool, list_partial(cfg.spool, 0),
+		    gxp_spool_count(cfg.spool, "ready") + gxp_spool_count(cfg.spool, "work"),
+		    busy ? "; a gxp-assemble is running on it" : "");
 	}
 	free(probe);
 	free(lock);
@@ -170,6 +167,7 @@ main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{ "check", no_argument, NULL, 'C' },
+		{ "list", no_argument, NULL, 'L' },
 		{ "env", required_argument, NULL, 'e' },
 		{ "flush-at-eof", no_argument, NULL, 'F' },
 		{ "replay", no_argument, NULL, 'R' },
@@ -180,28 +178,41 @@ main(int argc, char **argv)
 	const char *envfile = NULL, *spool = NULL;
 	struct gxp_lines *in;
 	struct stat st;
-	int c, rc, check = 0;
+	int c, rc, check = 0, list = 0;
 
 	gxp_init(argv[0]);
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'C': check = 1; break;
+		case 'L': list = 1; break;
 		case 'e': envfile = optarg; break;
 		case 'F': cfg.flush_at_eof = cfg.replay = 1; break;
 		case 'R': cfg.replay = 1; break;
 		case 's': spool = optarg; break;
 		case 'H': usage(EXIT_OK); break;
-		default: usage(EXIT_PERM);
+		default:
+			gxp_bad_option(c, argv);
+			usage(EXIT_PERM);
 		}
 	}
-	if (optind != argc || (spool && *spool == '\0'))
+	if (optind != argc || (spool && *spool == '\0') || (check && list)) {
+		gxp_log(LOG_ERROR, "%s", optind != argc ? "unexpected argument" :
+		    check && list ? "--check and --list exclude each other" :
+		    "--spool needs a directory");
 		usage(EXIT_PERM);
+	}
 	gxp_config_common(envfile);
 	if (spool)
 		gxp_config_set("GXP_SPOOL", spool);
 	assemble_config();
-	if (check) {
-		rc = check_spool();
+	if (check || list) {
+		if (check)
+			gxp_config_warnings();
+		rc = check ? check_spool() : list_partial(cfg.spool, 1) == -1 ? EXIT_TEMP : EXIT_OK;
+		if (list && rc != EXIT_OK)
+			gxp_log(LOG_ERROR, "%s/partial: %s", cfg.spool, strerror(errno));
+		if (list && gxp_out_closed == 0 && fflush(stdout) != 0)
+			rc = EXIT_TEMP;
 		gxp_config_free();
 		return rc;
 	}
@@ -219,6 +230,7 @@ main(int argc, char **argv)
 		flush_timers();
 	}
 	commit();
+	seg_tidy();
 	progress(in, 1);
 	gxp_metrics_tick(1);
 	gxp_log(LOG_INFO, "%llu messages, %llu photos complete, %llu failed, "

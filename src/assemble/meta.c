@@ -1,7 +1,7 @@
 /* meta.c: a capture's metadata message: checked against the limits,
- * kept in partial/<entry>/meta.json until the photo is finished, and what
- * it means for a capture in progress, one already finished, or one the
- * device reports failed. */
+ * kept as a record in partial/ until the photo is finished, and what it
+ * means for a capture in progress, one already finished, or one the device
+ * reports failed. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,21 +135,30 @@ meta_parse(const cJSON *j, const char *raw, size_t rlen, struct meta *m, char *w
 	return 0;
 }
 
-void
+/* The metadata's counts and names on a; its index by chunk_id takes in
+ * the chunks that came before.  -1 (why set) when memory does not allow. */
+int
 meta_apply(struct asm *a, const struct meta *m, const char *capture_name)
 {
+	if (!a->has_meta)
+		list_move(a, L_NONE);
+	free(a->capture_name);
+	a->capture_name = xstrdup(capture_name);
+	if (idx_set(a, (uint32_t)m->total) == -1)
+		return -1;
 	a->has_meta = 1;
 	a->image_size = (uint32_t)m->size;
 	a->chunk_size = (uint32_t)m->chunk;
 	a->total = (uint32_t)m->total;
 	a->has_time = (uint8_t)m->has_time;
 	a->captured_us = m->captured_us;
-	free(a->capture_name);
-	a->capture_name = xstrdup(capture_name);
-	idx_grow(a, a->total);
 	a->received = 0;
-	for (uint32_t i = 0; i < a->total; i++)
+	a->bytes = 0;
+	for (uint32_t i = 0; i < a->total; i++) {
 		a->received += a->idx[i].len > 0;
+		a->bytes += a->idx[i].len;
+	}
+	return 0;
 }
 
 static int
@@ -165,55 +174,76 @@ timekey(char buf[32], const struct meta *m)
 	gxp_capture_timekey(buf, m->has_time, m->captured_us);
 }
 
-/* partial/<entry>/meta.json: the metadata message and when it came.  It
- * only has to survive the process (renamed into place), not a power cut. */
-static int
-partial_meta_write(struct asm *a, const char *raw)
+/* The metadata record in partial/: the message as it came, its capture
+ * name and when it came; -1 with why when it cannot be kept. */
+int
+meta_record(struct asm *a, const char *raw)
 {
-	char dev[GXP_DEVICE_MAX + 1], tmp[GXP_ENTRY_MAX + 32], path[GXP_ENTRY_MAX + 32];
 	cJSON *j = cJSON_CreateObject();
-	int rc;
+	char *text;
+	uint32_t len;
+	int rc = -1;
 
-	asm_dev(a, dev);
-	cJSON_AddNumberToObject(j, "v", 1);
-	cJSON_AddStringToObject(j, "device", dev);
-	cJSON_AddStringToObject(j, "image_name", asm_name(a));
 	cJSON_AddStringToObject(j, "capture_name", a->capture_name);
 	add_time(j, "received_at", a->received_us);
-	add_time(j, "started_at", a->started_us);
 	cJSON_AddRawToObject(j, "meta", raw);
-	snprintf(tmp, sizeof tmp, "%s/meta.json.tmp", a->h.key);
-	snprintf(path, sizeof path, "%s/meta.json", a->h.key);
-	rc = write_json_at(partial_fd, tmp, j);
+	text = gxp_json_print(j);
+	len = (uint32_t)strlen(text);
+	if (budget_admit(a->dev, a, B_DISK, rec_size(a, len), 1) == 0) {
+		if (seg_append(a, REC_META, 0, text, len, &a->meta) == 0) {
+			asm_charge(a, B_DISK, rec_size(a, len));
+			rc = 0;
+		} else {
+			refusal_cause = RC_SPOOL_ERROR;
+			snprintf(refusal, sizeof refusal, "spool: partial/: %s", strerror(errno));
+		}
+	}
+	free(text);
 	cJSON_Delete(j);
-	if (rc == 0 && (rc = renameat(partial_fd, tmp, partial_fd, path)) == -1)
-		unlinkat(partial_fd, tmp, 0);
 	return rc;
 }
 
-/* partial/<entry>/meta.json as written when the metadata came. */
+/* A metadata record's text: the object, and the metadata as it came in
+ * *raw; NULL (errno EINVAL) if it is not one. */
 cJSON *
-partial_meta_read(const struct asm *a, char **raw)
+partial_meta_parse(const char *text, size_t len, char **raw)
 {
-	char path[GXP_ENTRY_MAX + 32], *text;
+	cJSON *j = gxp_json_parse(text, len);
 	const char *v;
-	size_t len, vlen;
-	cJSON *j;
+	size_t vlen;
 
-	snprintf(path, sizeof path, "%s/meta.json", a->h.key);
 	*raw = NULL;
-	if (read_at(partial_fd, path, &text, &len) == -1)
-		return NULL;
-	j = gxp_json_parse(text, len);
 	if (j && gxp_json_raw_member(text, len, "meta", &v, &vlen) == 0 &&
 	    cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "meta")))
 		*raw = xasprintf("%.*s", (int)vlen, v);
-	free(text);
 	if (*raw == NULL) {
 		cJSON_Delete(j);
 		j = NULL;
 		errno = EINVAL;
 	}
+	return j;
+}
+
+/* a's metadata record, read back from partial/. */
+cJSON *
+partial_meta_read(const struct asm *a, char **raw)
+{
+	char *text;
+	cJSON *j;
+
+	*raw = NULL;
+	if (a->meta.len == 0) {
+		errno = ENOENT;
+		return NULL;
+	}
+	text = xmalloc(a->meta.len + 1);
+	if (seg_read(&a->meta, text) == -1) {
+		free(text);
+		return NULL;
+	}
+	text[a->meta.len] = '\0';
+	j = partial_meta_parse(text, a->meta.len, raw);
+	free(text);
 	return j;
 }
 
@@ -277,18 +307,14 @@ static void
 meta_start(const char *dev, struct asm *a, const struct meta *m,
     const char *capture_name, const cJSON *j, const char *raw)
 {
-	const char *why;
-
-	if (a == NULL && (a = asm_new(dev, m->image, &why)) == NULL) {
-		error_event(2200, dev, m->image, "%s", why);
+	if (a == NULL && (a = asm_new(dev, m->image, 1, 0)) == NULL) {
+		error_event(refusal_cause, 2200, dev, m->image, "%s", refusal);
 		return;
 	}
-	meta_apply(a, m, capture_name);
 	a->received_us = cur.received_us;
 	a->active = clock_ms();
-	if (partial_meta_write(a, raw) == -1) {
-		error_event(2200, dev, m->image, "spool: partial/%s/meta.json: %s",
-		    a->h.key, strerror(errno));
+	if (meta_apply(a, m, capture_name) == -1 || meta_record(a, raw) == -1) {
+		error_event(refusal_cause, 2200, dev, m->image, "%s", refusal);
 		asm_drop(a);
 		return;
 	}
@@ -300,16 +326,19 @@ meta_start(const char *dev, struct asm *a, const struct meta *m,
 }
 
 /* When the metadata of the complete photo dev@cname came (the tst of its
- * message), from its record in ready/, work/ or stored/ (looked at in the
+ * message), from its sidecar in ready/, work/ or stored/ (looked at in the
  * order a photo moves through them); 0 if unknown. */
 static int64_t
 record_received(const char *dev, const char *cname)
 {
+	static const char *const areas[] = { "ready", "work", "stored" };
+	char entry[GXP_ENTRY_MAX + 1];
 	int64_t us = 0;
 
+	if (gxp_spool_entry(entry, sizeof entry, dev, cname) == -1)
+		return 0;
 	for (int i = 0; i < 3 && us == 0; i++) {
-		char *path = i == 2 ? xasprintf("%s/stored/%s/%s.json", cfg.spool, dev, cname) :
-		    xasprintf("%s/%s/%s@%s/meta.json", cfg.spool, i ? "work" : "ready", dev, cname);
+		char *path = gxp_spool_path(cfg.spool, areas[i], entry, ".json");
 		cJSON *sc = gxp_sidecar_read(path);
 
 		us = json_time(cJSON_GetObjectItemCaseSensitive(sc, "timings"), "received_at", 0);
@@ -370,7 +399,8 @@ on_metadata(const char *dev, const char *raw, size_t len)
 	if ((code = meta_parse(j, raw, len, &m, why, sizeof why)) != 0) {
 		const char *name = gxp_json_str(j, "image_name");
 
-		error_event(code, dev, m.image[0] ? m.image : name, "%s", why);
+		error_event(code == 2101 ? RC_MALFORMED : RC_LIMIT, code, dev,
+		    m.image[0] ? m.image : name, "%s", why);
 		cJSON_Delete(j);
 		return;
 	}

@@ -1,7 +1,8 @@
 /* run.c: what one run of gxp-assemble is, as main.c and the fuzz
  * harnesses (fuzz/driver.c) drive it: the settings and counters, the start
  * (the spool opened and locked, partial/ read back), one input line at a
- * time, and the end that frees everything. */
+ * time (and the segments of partial/ collected between lines), and the end
+ * that frees everything. */
 #include <strings.h>
 
 #include "assemble.h"
@@ -22,6 +23,19 @@ struct gxp_counter counters[C_COUNT] = {
 	{ "errors_total", "error events", 0, 0 },
 	{ "passed_total", "lines passed through", 0, 0 },
 	{ "assemblies_in_flight", "captures being assembled", 1, 0 },
+	{ "memory_bytes", "memory the captures in flight are charged (ASSEMBLE_MEMORY_BYTES)", 1, 0 },
+	{ "partial_bytes", "bytes of the captures in flight in partial/", 1, 0 },
+	{ "refused_total{cause=\"malformed\"}", "work refused, by cause", 0, 0 },
+	{ "refused_total{cause=\"payload\"}", "work refused, by cause", 0, 0 },
+	{ "refused_total{cause=\"limit\"}", "work refused, by cause", 0, 0 },
+	{ "refused_total{cause=\"captures\"}", "work refused, by cause", 0, 0 },
+	{ "refused_total{cause=\"device_captures\"}", "work refused, by cause", 0, 0 },
+	{ "refused_total{cause=\"device_bytes\"}", "work refused, by cause", 0, 0 },
+	{ "refused_total{cause=\"orphans\"}", "work refused, by cause", 0, 0 },
+	{ "refused_total{cause=\"memory\"}", "work refused, by cause", 0, 0 },
+	{ "refused_total{cause=\"spool_full\"}", "work refused, by cause", 0, 0 },
+	{ "refused_total{cause=\"spool_error\"}", "work refused, by cause", 0, 0 },
+	{ "refused_total{cause=\"evicted\"}", "work refused, by cause", 0, 0 },
 };
 
 /* The settings, from the environment, .env and the defaults. */
@@ -41,7 +55,11 @@ assemble_config(void)
 	cfg.timeout = gxp_cfg_int("CAPTURE_TIMEOUT_MS");
 	cfg.delay = gxp_cfg_int("RETRANSMIT_DELAY_MS");
 	cfg.nack_max = gxp_cfg_int("RETRANSMIT_MAX");
-	cfg.open_files = gxp_cfg_int("ASSEMBLE_OPEN_FILES");
+	cfg.spool_max = gxp_cfg_int("SPOOL_MAX_BYTES");
+	cfg.dev_bytes = gxp_cfg_int("ASSEMBLE_DEVICE_BYTES");
+	cfg.orphan_chunks = gxp_cfg_int("ASSEMBLE_ORPHAN_CHUNKS");
+	cfg.memory = gxp_cfg_int("ASSEMBLE_MEMORY_BYTES");
+	cfg.report_ms = gxp_cfg_int("REFUSED_REPORT_INTERVAL_S") * 1000;
 	if (strcasecmp(pl, "all") == 0)
 		cfg.publog = PUBLOG_ALL;
 	else if (strcasecmp(pl, "no-chunks") == 0)
@@ -58,8 +76,7 @@ void
 assemble_begin(void)
 {
 	open_spool();
-	slots_init();
-	gxp_buf_grow(&record, GXP_CHUNK_HDR + (size_t)cfg.max_chunk + 2);
+	gxp_buf_grow(&record, (size_t)cfg.max_chunk + 2);
 	recover();
 }
 
@@ -70,13 +87,15 @@ assemble_line(int rc, char *line, size_t len, long long lineno)
 {
 	if (rc == LINE_TOO_LONG) {
 		cur.lineno = lineno;
-		error_event(2101, NULL, NULL, "line longer than MAX_LINE_BYTES (%lld)",
-		    cfg.max_line);
+		error_event(RC_MALFORMED, 2101, NULL, NULL, "line longer than MAX_LINE_BYTES "
+		    "(%lld)", cfg.max_line);
 		cur.lineno = 0;
 	} else
 		handle_line(line, len, lineno, rc == LINE_TRUNCATED);
 	if (commit_pending() >= COMMIT_MAX || out_len() >= OUT_MAX)
 		commit();
+	else
+		seg_collect(0);
 }
 
 /* Frees everything and puts the state back as it was at start: the fuzz
@@ -87,6 +106,8 @@ assemble_free(void)
 {
 	captures_free();
 	timers_free();
+	seg_close();
+	budget_free();
 	spool_close();
 	finish_free();
 	recover_free();

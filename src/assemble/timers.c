@@ -169,8 +169,8 @@ expire(struct asm *a)
 		counters[C_DUPS].v += a->received;
 		log_at(LOG_INFO, dev, asm_name(a), "late chunks of a finished photo dropped");
 	} else
-		capture_failed(a, 2201, NULL, "no metadata within %lld ms; %u chunks dropped",
-		    cfg.timeout, a->received);
+		error_event(RC_ORPHANS, 2201, dev, asm_name(a), "no metadata within %lld ms; "
+		    "%u chunks dropped", cfg.timeout, a->received);
 	asm_drop(a);
 }
 

@@ -41,8 +41,12 @@ struct gxp_counter counters[C_COUNT] = {
 static void
 usage(int code)
 {
-	fprintf(code ? stderr : stdout, "usage: gxp-control [--check | --replay] [--env file]\n");
-	exit(code);
+	gxp_usage(code, "gxp-control [--check | --replay] [--env file]\n",
+	    "  --check      test the broker, the login and the store; one line each\n"
+	    "  --replay     pass lines on without the broker: nothing is answered\n"
+	    "               (implied when standard input is a regular file)\n"
+	    "  --env file   read settings from file instead of ./.env\n"
+	    "  --help       print this and exit\n");
 }
 
 static int
@@ -167,17 +171,22 @@ main(int argc, char **argv)
 	int c, rc, checking = 0;
 
 	gxp_init(argv[0]);
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'C': checking = 1; break;
 		case 'e': envfile = optarg; break;
 		case 'R': replay = 1; break;
 		case 'H': usage(EXIT_OK); break;
-		default: usage(EXIT_PERM);
+		default:
+			gxp_bad_option(c, argv);
+			usage(EXIT_PERM);
 		}
 	}
-	if (optind != argc || (checking && replay))
+	if (optind != argc || (checking && replay)) {
+		gxp_log(LOG_ERROR, "%s", optind != argc ? "unexpected argument" :
+		    "--check and --replay exclude each other");
 		usage(EXIT_PERM);
+	}
 	gxp_config_common(envfile);
 	gxp_signals_init();
 	if (checking) {

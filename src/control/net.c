@@ -129,22 +129,23 @@ network(void *arg)
 	return NULL;
 }
 
+/* check: a connection of its own for --check (mqtt.c gives it an id of
+ * its own and looks whether another client holds the worker's). */
 static void
-connect_broker(const char *client_id, int hear)
+connect_broker(int check)
 {
 	struct gxp_mqtt_opts o = { 0 };
 
-	o.client_id = client_id;
+	o.check = check;
 	o.clean_session = 1;
 	o.nodelay = 1;		/* an answer is one small message: no Nagle wait */
 	o.on_publish = on_publish;
-	if (hear) {
+	if (!check) {
 		o.on_connected = on_connected;
 		o.on_message = on_message;
+		o.on_subscribe = on_subscribe;
 	}
 	m = gxp_mqtt_new(&o);
-	if (hear)
-		mosquitto_subscribe_callback_set(gxp_mqtt_handle(m), on_subscribe);
 }
 
 int
@@ -154,7 +155,7 @@ net_start(void)
 
 	if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) == -1)
 		gxp_die_errno(EXIT_TEMP, "pipe");
-	connect_broker(NULL, 1);
+	connect_broker(0);
 	sigfillset(&all);	/* signals go to the main thread only */
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	if (pthread_create(&tid, NULL, network, NULL) != 0)
@@ -239,14 +240,12 @@ net_failed(void)
 int
 net_check(void)
 {
-	char *id = xasprintf("gxp-check-%ld", (long)getpid());
 	int rc;
 
-	connect_broker(id, 0);
+	connect_broker(1);
 	rc = gxp_mqtt_check(m, NULL, 10000);
 	gxp_mqtt_free(m);
 	m = NULL;
-	free(id);
 	return rc;
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "control.h"
@@ -14,6 +15,8 @@ struct kv {
 	struct kv *next;
 };
 static struct kv *from_file, *from_flags;
+static char *loaded_file;	/* the .env file read, for --check's warning */
+extern char **environ;
 
 const struct gxp_setting *
 gxp_setting_find(const char *name)
@@ -22,6 +25,111 @@ gxp_setting_find(const char *name)
 		if (strcmp(s->name, name) == 0)
 			return s;
 	return NULL;
+}
+
+/* Edit distance, case-insensitive, counting a swap of two neighbours as
+ * one edit (MQTT_TSL is one from MQTT_TLS). */
+static size_t
+distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), d[3][65], best;
+
+	if (la > 64 || lb > 64)
+		return 99;
+	for (size_t j = 0; j <= lb; j++)
+		d[0][j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t *row = d[i % 3], *up = d[(i - 1) % 3], *up2 = d[(i + 1) % 3];
+
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			int same = toupper((unsigned char)a[i - 1]) == toupper((unsigned char)b[j - 1]);
+
+			best = up[j - 1] + !same;
+			if (up[j] + 1 < best)
+				best = up[j] + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			if (i > 1 && j > 1 && toupper((unsigned char)a[i - 1]) == toupper((unsigned char)b[j - 2]) &&
+			    toupper((unsigned char)a[i - 2]) == toupper((unsigned char)b[j - 1]) &&
+			    up2[j - 2] + 1 < best)
+				best = up2[j - 2] + 1;
+			row[j] = best;
+		}
+	}
+	return d[la % 3][lb];
+}
+
+/* The known setting nearest to name, if it is within max edits. */
+static const struct gxp_setting *
+nearest(const char *name, size_t max)
+{
+	const struct gxp_setting *best = NULL;
+	size_t bd = max + 1, d;
+
+	for (const struct gxp_setting *s = gxp_settings; s->name; s++)
+		if ((d = distance(name, s->name)) < bd)
+			bd = d, best = s;
+	return best;
+}
+
+/* "; did you mean MQTT_TLS?", or "" when nothing is near. */
+static void
+did_you_mean(char *buf, size_t cap, const char *name, size_t max)
+{
+	const struct gxp_setting *s = nearest(name, max);
+
+	if (s == NULL)
+		snprintf(buf, cap, " (gxp(7) lists the settings)");
+	else if (strcasecmp(s->name, name) == 0)
+		snprintf(buf, cap, "; did you mean %s? (names are upper case)", s->name);
+	else
+		snprintf(buf, cap, "; did you mean %s?", s->name);
+}
+
+/* A name in the environment that looks meant for gxp: one of its own
+ * prefixes, or a known name give or take two edits or the case. */
+static int
+looks_like_ours(const char *name)
+{
+	static const char *const prefixes[] = { "MQTT_", "SUPABASE_", "TOPIC_PATTERN_", NULL };
+
+	for (const char *const *p = prefixes; *p; p++)
+		if (strncasecmp(name, *p, strlen(*p)) == 0)
+			return 1;
+	return nearest(name, 2) != NULL;
+}
+
+static int
+retired(const char *name)
+{
+	for (const char *const *r = gxp_retired_settings; *r; r++)
+		if (strcmp(*r, name) == 0)
+			return 1;
+	return 0;
+}
+
+/* Unknown names in the environment that look like misspelt settings are
+ * warned about (the environment holds much else); their values are never
+ * shown, a misspelt MQTT_PASWORD is still a secret. */
+static void
+environment_warnings(void)
+{
+	char name[128], hint[96];
+
+	for (char **e = environ; e && *e; e++) {
+		size_t n = strcspn(*e, "=");
+
+		if (n == 0 || n >= sizeof name)
+			continue;
+		memcpy(name, *e, n);
+		name[n] = '\0';
+		if (gxp_setting_find(name) || retired(name) || !looks_like_ours(name))
+			continue;
+		did_you_mean(hint, sizeof hint, name, 2);
+		gxp_log(LOG_WARN, "configuration: %s (environment) is not a gxp setting%s",
+		    name, hint);
+	}
 }
 
 static struct kv *
@@ -93,7 +201,7 @@ env_line(char *line, const char *file, int lineno)
 	if (strncmp(line, "export ", 7) == 0)
 		line += 7;
 	if ((eq = strchr(line, '=')) == NULL) {
-		gxp_log(LOG_ERROR, "%s:%d: expected NAME=value", file, lineno);
+		gxp_log(LOG_ERROR, "configuration: %s:%d: expected NAME=value", file, lineno);
 		return -1;
 	}
 	*eq = '\0';
@@ -103,11 +211,25 @@ env_line(char *line, const char *file, int lineno)
 	for (value = eq + 1; *value == ' ' || *value == '\t'; value++)
 		;
 	value = env_value(value, &bad);
+	snprintf(where, sizeof where, "%s line %d", file, lineno);
 	if (bad) {
-		gxp_log(LOG_ERROR, "%s:%d: %s: unterminated quote", file, lineno, name);
+		gxp_log(LOG_ERROR, "configuration: %s:%d: %s: unterminated quote", file,
+		    lineno, name);
 		return -1;
 	}
-	snprintf(where, sizeof where, "%s line %d", file, lineno);
+	if (retired(name)) {
+		gxp_log(LOG_WARN, "configuration: %s (%s) is no longer used; remove it",
+		    name, where);
+		return 0;
+	}
+	if (gxp_setting_find(name) == NULL) {
+		char hint[96];
+
+		did_you_mean(hint, sizeof hint, name, 3);
+		gxp_log(LOG_ERROR, "configuration: %s (%s) is not a gxp setting%s",
+		    name, where, hint);
+		return -1;
+	}
 	kv_put(&from_file, name, value, where);
 	return 0;
 }
@@ -122,9 +244,11 @@ gxp_config_load(const char *envfile, int must_exist)
 	if (gxp_read_file(envfile, &buf, &len, 1 << 20) == -1) {
 		if (errno == ENOENT && !must_exist)
 			return 0;
-		gxp_log(LOG_ERROR, "%s: %s", envfile, strerror(errno));
+		gxp_log(LOG_ERROR, "configuration: %s: %s", envfile, strerror(errno));
 		return -1;
 	}
+	free(loaded_file);
+	loaded_file = xstrdup(envfile);
 	for (line = buf; line && *line; line = next) {
 		next = strchr(line, '\n');
 		if (next)
@@ -240,6 +364,8 @@ gxp_config_free(void)
 {
 	kv_free(&from_file);
 	kv_free(&from_flags);
+	free(loaded_file);
+	loaded_file = NULL;
 }
 
 static const char *
@@ -292,12 +418,23 @@ check_value(const struct gxp_setting *s, const char *v)
 		return access(v, R_OK) == -1 ? strerror(errno) : NULL;
 	if (strstr(n, "_CAPATH"))
 		return access(v, R_OK | X_OK) == -1 ? strerror(errno) : NULL;
+	if (strcmp(n, "MQTT_PRESENCE_TOPIC") == 0)
+		return strpbrk(v, "+#") || *v == '/' || v[strlen(v) - 1] == '/' ?
+		    "expected a topic name without wildcards, or off" : NULL;
 	if (strncmp(n, "TOPIC_PATTERN_", 14) == 0)
 		return (plus = strchr(v, '+')) == NULL || strchr(plus + 1, '+') ||
 		    strchr(v, '#') || (plus > v && plus[-1] != '/') ||
 		    (plus[1] != '/' && plus[1] != '\0') ?
 		    "expected a topic with one + level for the device id" : NULL;
 	return NULL;
+}
+
+static int
+truthy(const char *v)
+{
+	static const char *const yes[] = { "1", "true", "yes", "on", NULL };
+
+	return v && check_enum(v, yes) == NULL;
 }
 
 static int
@@ -332,6 +469,11 @@ gxp_config_problems(void)
 	if (gxp_cfg("MQTT_USERNAME") && !gxp_cfg("MQTT_PASSWORD"))
 		n += problem("MQTT_USERNAME is set (%s) but MQTT_PASSWORD is missing",
 		    gxp_cfg_source("MQTT_USERNAME"));
+	for (const char *const *ca = (const char *const[]){ "MQTT_CAFILE", "MQTT_CAPATH", NULL };
+	    *ca; ca++)
+		if (gxp_cfg(*ca) && !truthy(gxp_cfg("MQTT_TLS")))
+			n += problem("%s is set (%s) but MQTT_TLS is not: the login would "
+			    "go in clear; set MQTT_TLS=true", *ca, gxp_cfg_source(*ca));
 	if (gxp_cfg("SUPABASE_URL")) {
 		struct gxp_apikey k;
 		const char *why;
@@ -358,5 +500,47 @@ gxp_config_common(const char *envfile)
 		exit(EXIT_PERM);
 	if (gxp_config_problems() > 0)
 		exit(EXIT_PERM);
+	environment_warnings();
 	gxp_log_level_set(gxp_log_level_parse(gxp_cfg("LOG_LEVEL")));
+}
+
+/* The host of an http(s) URL is this machine: localhost, 127.0.0.0/8, ::1. */
+static int
+loopback_url(const char *url)
+{
+	const char *h = strstr(url, "://") + 3, *at = strchr(h, '@'), *end;
+	size_t n;
+
+	if (at && at < h + strcspn(h, "/"))
+		h = at + 1;
+	end = *h == '[' ? strchr(h, ']') : h + strcspn(h, ":/?#");
+	n = end ? (size_t)(end - h) + (*h == '[') : strlen(h);
+	return (n == 9 && strncasecmp(h, "localhost", 9) == 0) ||
+	    strncmp(h, "127.", 4) == 0 || (n == 5 && strncmp(h, "[::1]", 5) == 0);
+}
+
+/* For --check: settings that work but weaken security, one line each on
+ * stdout ("PROG: warning: ..."); returns how many. */
+int
+gxp_config_warnings(void)
+{
+	static const char *const urls[] = { "SUPABASE_URL", "SUPABASE_STORAGE_URL",
+		"SUPABASE_REST_URL", NULL };
+	struct stat st;
+	int n = 0;
+
+	for (const char *const *u = urls; *u; u++) {
+		const char *v = gxp_cfg(*u);
+
+		if (v && strncmp(v, "http://", 7) == 0 && !loopback_url(v) && ++n)
+			printf("%s: warning: %s=%s (%s): plain http to another host: the "
+			    "service key would cross the network in clear; use https://\n",
+			    gxp_progname, *u, v, gxp_cfg_source(*u));
+	}
+	if (loaded_file && stat(loaded_file, &st) == 0 && (st.st_mode & S_IROTH) && ++n)
+		printf("%s: warning: %s is readable by every user (mode %04o) and may "
+		    "hold secrets; chmod 600 %s\n", gxp_progname, loaded_file,
+		    (unsigned)(st.st_mode & 07777), loaded_file);
+	fflush(stdout);
+	return n;
 }

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "gxp.h"
 
@@ -45,4 +46,60 @@ gxp_names_free(char **names, long n)
 	for (long i = 0; i < n; i++)
 		free(names[i]);
 	free(names);
+}
+
+static int
+by_age(const void *a, const void *b)
+{
+	const struct gxp_aged *x = a, *y = b;
+
+	if (x->mtime_us != y->mtime_us)
+		return x->mtime_us < y->mtime_us ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+static int64_t
+mtime_at(int dfd, const char *name)
+{
+	struct stat sb;
+
+	if (fstatat(dfd, name, &sb, 0) == 0)
+		return (int64_t)sb.st_mtim.tv_sec * 1000000 + sb.st_mtim.tv_nsec / 1000;
+	return 0;
+}
+
+/* The entries of dir whose names do not start with '.', with their
+ * modification times, oldest first, then by name.  Returns the count and
+ * sets *list (free with gxp_aged_free), or -1 with errno. */
+long
+gxp_dir_aged(const char *dir, struct gxp_aged **list)
+{
+	DIR *d = opendir(dir);
+	struct gxp_aged *v = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *e;
+
+	if (d == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		if (n == cap)
+			v = xrealloc(v, (cap = cap ? cap * 2 : 64) * sizeof *v);
+		v[n].name = xstrdup(e->d_name);
+		v[n++].mtime_us = mtime_at(dirfd(d), e->d_name);
+	}
+	closedir(d);
+	if (n > 1)
+		qsort(v, n, sizeof *v, by_age);
+	*list = v;
+	return (long)n;
+}
+
+void
+gxp_aged_free(struct gxp_aged *list, long n)
+{
+	for (long i = 0; i < n; i++)
+		free(list[i].name);
+	free(list);
 }

@@ -36,6 +36,15 @@ gxp_mkdirs(const char *path, int mode)
 	return 0;
 }
 
+/* An error about a path that no restart mends (a file where the spool
+ * should be, no permission, a read-only file system): exit 100, not 111. */
+int
+gxp_path_error_permanent(int e)
+{
+	return e == EACCES || e == EPERM || e == EROFS || e == ENOTDIR || e == ELOOP ||
+	    e == ENAMETOOLONG;
+}
+
 int
 gxp_fsync_dir(const char *dir)
 {

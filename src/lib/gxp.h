@@ -34,6 +34,10 @@ int gxp_log_enabled(int level);
 void gxp_log(int level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void gxp_vlog(int level, const char *fmt, va_list ap);
+/* text made safe for a terminal: controls escaped (\xNN), lines joined */
+size_t gxp_clean_text(char *out, size_t cap, const char *text);
+_Noreturn void gxp_usage(int code, const char *synopsis, const char *options);
+void gxp_bad_option(int c, char **argv);
 _Noreturn void gxp_die(int code, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 _Noreturn void gxp_die_errno(int code, const char *fmt, ...)
@@ -59,6 +63,7 @@ struct gxp_setting {
 	const char *doc;
 };
 extern const struct gxp_setting gxp_settings[];
+extern const char *const gxp_retired_settings[];
 const struct gxp_setting *gxp_setting_find(const char *name);
 int gxp_config_load(const char *envfile, int must_exist);
 void gxp_config_set(const char *name, const char *value);
@@ -69,6 +74,7 @@ const char *gxp_cfg_source(const char *name);
 void gxp_config_free(void);
 void gxp_config_common(const char *envfile);
 int gxp_config_problems(void);
+int gxp_config_warnings(void);
 
 /* clock.c: time. */
 int64_t gxp_mono_ms(void);
@@ -153,6 +159,9 @@ int gxp_apikey_bearer(const struct gxp_apikey *k);
 const char *gxp_apikey_kind(const struct gxp_apikey *k);
 const char *gxp_apikey_refused(const struct gxp_apikey *k);
 
+/* jsonb.c: numbers PostgreSQL's jsonb cannot hold, made strings. */
+long gxp_jsonb_safe(const char *in, size_t len, struct gxp_buf *out);
+
 /* b64.c: standard base64 (RFC 4648), strict decoding. */
 size_t gxp_b64_encoded_len(size_t n);
 size_t gxp_b64_encode(const unsigned char *in, size_t n, char *out);
@@ -160,6 +169,7 @@ long gxp_b64_decode(const char *in, size_t n, unsigned char *out, size_t cap);
 
 /* fsutil.c: crash-safe files. */
 int gxp_mkdirs(const char *path, int mode);
+int gxp_path_error_permanent(int e);
 int gxp_fsync_dir(const char *dir);
 int gxp_write_atomic(const char *path, const void *buf, size_t len);
 int gxp_read_file(const char *path, char **buf, size_t *len, size_t max);
@@ -170,6 +180,12 @@ int gxp_repair_lines(int fd, const char *path);
 long gxp_dir_names(const char *dir, int (*keep)(const char *), int with_dir,
     char ***names);
 void gxp_names_free(char **names, long n);
+struct gxp_aged {
+	char *name;
+	int64_t mtime_us;
+};
+long gxp_dir_aged(const char *dir, struct gxp_aged **list);
+void gxp_aged_free(struct gxp_aged *list, long n);
 
 /* wire.c: topics, ids and names, and the ACK_OK / NACK publish events. */
 #define GXP_DEVICE_MAX 64
@@ -223,18 +239,25 @@ const char *gxp_error_meaning(long code, char buf[GXP_MEANING_MAX]);
 extern volatile sig_atomic_t gxp_sig_term, gxp_sig_usr1;
 void gxp_signals_init(void);
 
-/* mqtt.c: the broker connection every MQTT tool shares. */
+/* mqtt.c: the broker connection every MQTT tool shares.  MQTT 5 unless
+ * v311 is set (or the broker only speaks 3.1.1), so that a broker that
+ * hands our session to another client can say so. */
 struct mosquitto;
 struct mosquitto_message;
 struct gxp_mqtt;
 struct gxp_mqtt_opts {
-	const char *client_id;	/* NULL: MQTT_CLIENT_ID or a random one */
+	const char *client_id;	/* NULL: MQTT_CLIENT_ID-<role>, or a random one */
 	int clean_session;
+	int check;		/* --check: an id of its own, no retry chatter */
+	int once;		/* one attempt: a broker away is an error at once */
+	int v311;		/* speak MQTT 3.1.1 */
 	int nodelay;		/* TCP_NODELAY: small messages go out at once */
 	void (*on_connected)(struct mosquitto *, void *);
 	void (*on_message)(struct mosquitto *, void *,
 	    const struct mosquitto_message *);
 	void (*on_publish)(struct mosquitto *, void *, int mid);
+	void (*on_subscribe)(struct mosquitto *, void *, int mid, int n,
+	    const int *granted);
 	void *userdata;
 };
 struct gxp_mqtt *gxp_mqtt_new(const struct gxp_mqtt_opts *o);
@@ -246,12 +269,25 @@ void gxp_mqtt_banner(void);
 int gxp_mqtt_check(struct gxp_mqtt *m, int (*done)(void), int timeout_ms);
 void gxp_mqtt_free(struct gxp_mqtt *m);
 
+/* presence.c: a retained record per client id in use (MQTT_PRESENCE_TOPIC),
+ * so that one id used by two processes is seen, and said, by both. */
+enum { GXP_PRESENCE_NONE, GXP_PRESENCE_MINE, GXP_PRESENCE_STALE,
+	GXP_PRESENCE_HERE, GXP_PRESENCE_OTHER };
+struct gxp_presence;
+struct gxp_presence *gxp_presence_new(const char *client_id);
+const char *gxp_presence_topic(const struct gxp_presence *p);
+char *gxp_presence_record(struct gxp_presence *p);
+int gxp_presence_judge(struct gxp_presence *p, const void *payload, int len,
+    char *who, size_t cap);
+int gxp_presence_mine(const struct gxp_presence *p);
+void gxp_presence_free(struct gxp_presence *p);
+
 /* spool.c: the spool directory (gxp-spool(5)) that gxp-assemble fills and
  * gxp-upload drains.  An entry is named "<dev>@<capture_name>". */
 #define GXP_CAPTURE_NAME_MAX (GXP_NAME_MAX + 9)	/* "-" and 8 hex digits */
 #define GXP_ENTRY_MAX (GXP_DEVICE_MAX + 1 + GXP_CAPTURE_NAME_MAX)
 enum { GXP_SPOOL_NEW, GXP_SPOOL_READY, GXP_SPOOL_WORK, GXP_SPOOL_STORED };
-/* Creates tmp/ partial/ ready/ work/ stored/ failed/ below spool. */
+/* Creates tmp/ partial/ ready/ work/ stored/ failed/ rows/ below spool. */
 int gxp_spool_init(const char *spool);
 /* [A-Za-z0-9._-], not starting with '.', at most GXP_CAPTURE_NAME_MAX. */
 int gxp_capture_name_valid(const char *s);
@@ -277,9 +313,28 @@ void gxp_capture_altname(char out[GXP_CAPTURE_NAME_MAX + 1],
 int gxp_spool_lookup(const char *spool, const char *dev, const char *image_name,
     long long image_bytes, const char *timekey,
     char capture_name[GXP_CAPTURE_NAME_MAX + 1]);
+/* The photos waiting in ready/ and work/: how many (-1 with errno when
+ * ready/ cannot be read), and when the oldest was finished (0: none). */
+long gxp_spool_waiting(const char *spool, int64_t *oldest_us);
 /* Whether dev@name is in ready/ or work/, or stored: looked at in the
  * order an entry moves through them, so one moving on is not missed. */
 int gxp_spool_finished(const char *spool, const char *dev, const char *name);
+/* "<spool>/<area>/<entry><ext>" (entry and ext may be NULL): a photo is
+ * ready/<entry>.jpg, its sidecar ready/<entry>.json, or work/<entry>.json
+ * once gxp-upload claimed it. */
+char *gxp_spool_path(const char *spool, const char *area, const char *entry,
+    const char *ext);
+/* Whether name is a sidecar, "<entry>.json"; the entry name into entry. */
+int gxp_spool_sidecar_name(const char *name, char entry[GXP_ENTRY_MAX + 1]);
+/* How many photos area (ready, work) holds: its sidecars; -1 with errno. */
+long gxp_spool_count(const char *spool, const char *area);
+/* The bytes of the finished photos: ready/, work/ and failed/. */
+long long gxp_spool_finished_bytes(const char *spool);
+/* Takes over the entries an earlier gxp left in area (ready, work) as
+ * directories: each becomes ready/<entry>.jpg and .json (each called
+ * first, with the directory); returns how many. */
+long gxp_spool_upgrade(const char *spool, const char *area,
+    void (*each)(const char *entry, const char *dir, void *), void *arg);
 /* A sidecar (or stored/ record) as a JSON object; NULL with errno. */
 cJSON *gxp_sidecar_read(const char *path);
 /* Its image_bytes and time key; -1 if they are missing or malformed. */
@@ -303,21 +358,24 @@ struct gxp_sidecar {
 	int nacks;
 	const char *sha256;		/* 64 hex digits */
 };
-/* The sidecar meta.json of a ready/ entry, as gxp-spool(5) describes it. */
+/* The sidecar of a ready/ photo, as gxp-spool(5) describes it. */
 cJSON *gxp_sidecar_new(const struct gxp_sidecar *in);
 /* Removes name below dirfd, recursively, never following links. */
 int gxp_rmtree_at(int dirfd, const char *name);
 /* Empties tmp/; returns how many entries it removed, or -1. */
 int gxp_spool_sweep_tmp(const char *spool);
-/* Removes stored/<dev>/ records older than days; returns how many. */
+/* Removes stored/ records older than days; returns how many. */
 int gxp_spool_prune_stored(const char *spool, int days, int64_t now_us);
-/* A record of a partial's chunk log: GXP_CHUNK_HDR bytes of header (magic,
- * chunk_id, length, checksum, 32-bit little-endian) and the bytes. */
+/* Takes over the earlier layout's stored/<dev>/<name>.json records. */
+void gxp_spool_upgrade_stored(const char *spool);
+/* A record of the earlier layout's chunk logs (partial/<entry>/chunks),
+ * read when such a spool is taken over: GXP_CHUNK_HDR bytes of header
+ * (magic, chunk_id, length, checksum, 32-bit little-endian) and the bytes. */
 #define GXP_CHUNK_HDR 16
 #define GXP_CHUNK_MAGIC 0x31435847u	/* "GXC1" */
 uint32_t gxp_chunk_sum(uint32_t id, uint32_t len, const void *data);
-void gxp_chunk_header(unsigned char h[GXP_CHUNK_HDR], uint32_t id, uint32_t len,
-    const void *data);
+/* The hash behind it, for any record: h continued over len bytes. */
+uint64_t gxp_mix64(uint64_t h, const void *data, size_t len);
 int gxp_chunk_header_parse(const unsigned char h[GXP_CHUNK_HDR], uint32_t *id,
     uint32_t *len, uint32_t *sum);
 

@@ -41,6 +41,8 @@ struct http {
 	struct req *waiting;	/* backing off until their due time */
 	int max_attempts, active, nwaiting;
 	unsigned long long requests, retries, bytes_sent;
+	int64_t failing_since;	/* the first failure since the last answer */
+	char failure[128];	/* the last of them */
 	uint64_t rng;
 };
 
@@ -274,6 +276,23 @@ req_free(struct req *r)
 	free(r);
 }
 
+/* The server is failing from the first retryable failure (no answer, or
+ * 408, 429, 5xx) until a request gets any other answer. */
+static void
+note_health(struct http *h, const struct http_res *res)
+{
+	if (!http_retryable(res)) {
+		h->failing_since = 0;
+		return;
+	}
+	if (h->failing_since == 0)
+		h->failing_since = gxp_mono_ms();
+	if (res->curl_code)
+		snprintf(h->failure, sizeof h->failure, "%s", res->err);
+	else
+		snprintf(h->failure, sizeof h->failure, "HTTP %d", res->status);
+}
+
 static void
 finish(struct http *h, struct req *r, CURLcode code)
 {
@@ -295,6 +314,7 @@ finish(struct http *h, struct req *r, CURLcode code)
 	res.len = r->resp.len;
 	res.status = code == CURLE_OK ? effective_status(st, res.body, res.len) : 0;
 	res.err = r->err[0] ? r->err : curl_easy_strerror(code);
+	note_health(h, &res);
 	if (http_retryable(&res) &&
 	    !((r->flags & HTTP_FINAL_TIMEOUT) && statement_timeout(&res))) {
 		if (h->max_attempts == 0 || r->attempts < h->max_attempts) {
@@ -397,6 +417,9 @@ http_stats(const struct http *h, struct http_stats *s)
 	s->bytes_sent = h->bytes_sent;
 	s->active = h->active;
 	s->waiting = h->nwaiting;
+	s->failing_ms = h->failing_since ? gxp_mono_ms() - h->failing_since : 0;
+	s->unreachable = h->failing_since && strncmp(h->failure, "HTTP ", 5) != 0;
+	snprintf(s->failure, sizeof s->failure, "%s", h->failing_since ? h->failure : "");
 }
 
 static void

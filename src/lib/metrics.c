@@ -33,10 +33,20 @@ metric_name(char *buf, size_t len, const char *name)
 			buf[i] = '_';
 }
 
+/* A counter named family{label="..."} shares its family's HELP and TYPE
+ * lines with the counters of the same family just before it. */
+static int
+same_family(const char *a, const char *b)
+{
+	size_t n = strcspn(a, "{");
+
+	return a[n] == '{' && strncmp(a, b, n) == 0 && b[n] == '{';
+}
+
 static void
 write_file(void)
 {
-	char path[4096], tmp[4200], name[128];
+	char path[4096], tmp[4200], name[160], family[160];
 	FILE *f;
 
 	snprintf(path, sizeof path, "%s/%s.prom", dir, gxp_progname);
@@ -47,9 +57,11 @@ write_file(void)
 	}
 	for (size_t i = 0; i < ncounters; i++) {
 		metric_name(name, sizeof name, counters[i].name);
-		fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name,
-		    counters[i].help, name, counters[i].gauge ? "gauge" : "counter",
-		    name, (unsigned long long)counters[i].v);
+		snprintf(family, sizeof family, "%.*s", (int)strcspn(name, "{"), name);
+		if (i == 0 || !same_family(counters[i - 1].name, counters[i].name))
+			fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", family, counters[i].help,
+			    family, counters[i].gauge ? "gauge" : "counter");
+		fprintf(f, "%s %llu\n", name, (unsigned long long)counters[i].v);
 	}
 	/* metrics need no fsync: a lost file is rewritten in seconds */
 	if (fclose(f) != 0 || rename(tmp, path) == -1) {

@@ -16,9 +16,13 @@
  * when its oldest row has waited ROW_FLUSH_MS, or when the caller says
  * nothing else is coming.  So a photo never waits for a timer, and rows
  * pile up into batches while a request is in flight.  A batch the server
- * refuses is split into single rows, so one bad row does not sink the
- * others; a batch that ran out of time (a statement timeout) is split in
- * halves, down to single rows, which are then retried as any row is.
+ * refuses is sent again in halves, and a half it refuses in halves again,
+ * down to the single rows at fault: one bad row does not sink the others,
+ * and k bad rows among n cost about 2k log2(n) requests.  A batch that ran
+ * out of time (a statement timeout) is split in halves the same way, down
+ * to single rows, which are then retried as any row is.  A number a jsonb
+ * cannot hold, in a row given as text, is made a string first
+ * (gxp_jsonb_safe): such a row goes in.
  *
  * Row identity: every row of the event tables (sensor_readings,
  * device_status, device_errors, device_publish_log) gets an event_id when
@@ -591,6 +595,7 @@ rows_add(struct rows *r, int table, cJSON *row, const char *dev, const char *cap
 void
 rows_add_text(struct rows *r, int table, char *json, const char *cols, const char *dev)
 {
+	struct gxp_buf safe = { 0 };
 	struct prow *p;
 
 	if (full(r, table, 0)) {
@@ -599,6 +604,10 @@ rows_add_text(struct rows *r, int table, char *json, const char *cols, const cha
 	}
 	p = prow_new(r, table, dev, NULL);
 	p->json = json;
+	if (gxp_jsonb_safe(json, strlen(json), &safe) > 0) {
+		free(json);
+		p->json = safe.p;
+	}
 	p->cols = xstrdup(cols);
 	add_event_id_text(table, p, dev);
 	resolve(r, p);
@@ -777,9 +786,12 @@ batch_done(void *arg, const struct st_result *res)
 
 	r->inflight[b->table] = NULL;
 	if (res->rc == ST_PERM && b->n > 1) {
+		/* halves, and halves of the halves that are refused: k bad rows
+		 * among n cost about 2k log2(n) requests, not n */
 		gxp_log(LOG_WARN, "%s: a batch of %d rows was refused (%s); sending "
-		    "them one by one", rows_table_names[b->table], b->n, res->msg);
-		requeue(r, b, 1);
+		    "it in halves to find the rows at fault", rows_table_names[b->table],
+		    b->n, res->msg);
+		requeue(r, b, (b->n + 1) / 2);
 	} else if (res->rc == ST_SPLIT && b->n > 1) {
 		gxp_log(LOG_WARN, "%s: a batch of %d rows ran out of time (%s); sending "
 		    "it in halves", rows_table_names[b->table], b->n, res->msg);

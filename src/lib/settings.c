@@ -16,6 +16,8 @@ const struct gxp_setting gxp_settings[] = {
 	STR("MQTT_USERNAME", NULL, "MQTT username"),
 	SECRET("MQTT_PASSWORD", "MQTT password (secret)"),
 	STR("MQTT_CLIENT_ID", NULL, "client id prefix; the tool's role is appended"),
+	STR("MQTT_PRESENCE_TOPIC", "gxp/clients",
+	    "retained record of each client id in use, at <topic>/<id>, to see one id used twice; off: none"),
 	INT("MQTT_KEEPALIVE", "30", 5, 3600, "keepalive interval, seconds"),
 	INT("MQTT_RECONNECT_MAX_S", "30", 1, 3600, "longest pause between reconnects, seconds"),
 	STR("TOPIC_PATTERN_DATA", "ESP32CAM/+/data", "data topic pattern"),
@@ -24,6 +26,8 @@ const struct gxp_setting gxp_settings[] = {
 	STR("TOPIC_PATTERN_CMD", "ESP32CAM/+/cmd", "command topic pattern (worker to device); + is the device id"),
 	INT("SUB_BUFFER_BYTES", "268435456", 65536, 4294967296LL,
 	    "gxp-sub without a journal: output buffer; messages beyond it are dropped and counted"),
+	INT("SUB_MAX_MESSAGE_BYTES", "262144", 1024, 268435456,
+	    "gxp-sub: largest payload passed on; larger ones are dropped and counted, never journaled"),
 	INT("JOURNAL_SEGMENT_BYTES", "16777216", 65536, 1073741824,
 	    "gxp-sub -J: a journal segment file is closed and a new one begun at this size"),
 	INT("JOURNAL_MAX_BYTES", "1073741824", 1048576, 1099511627776LL,
@@ -50,7 +54,16 @@ const struct gxp_setting gxp_settings[] = {
 	INT("MAX_CHUNK_BYTES", "65536", 1, 16777216, "largest chunk size accepted"),
 	INT("MAX_ASSEMBLIES", "20000", 1, 10000000, "photos in flight, all devices"),
 	INT("MAX_ASSEMBLIES_PER_DEVICE", "16", 1, 100000, "photos in flight per device"),
-	INT("ASSEMBLE_OPEN_FILES", "1024", 4, 65536, "gxp-assemble: chunk logs kept open at once"),
+	INT("ASSEMBLE_MEMORY_BYTES", "12582912", 1048576, 68719476736,
+	    "gxp-assemble: memory the captures in flight may take (their indexes)"),
+	INT("ASSEMBLE_DEVICE_BYTES", "8388608", 65536, 68719476736,
+	    "gxp-assemble: bytes one device's captures in flight may hold in partial/"),
+	INT("ASSEMBLE_ORPHAN_CHUNKS", "8", 0, 1000000,
+	    "gxp-assemble: chunks one device may send before their metadata"),
+	INT("SPOOL_MAX_BYTES", "1073741824", 1048576, 1125899906842624,
+	    "the whole spool (partial/, ready/, work/, failed/); chunks are refused beyond it"),
+	INT("REFUSED_REPORT_INTERVAL_S", "60", 0, 86400,
+	    "gxp-assemble: one error event and log line per sender and cause of refused work in this time; 0: each"),
 	INT("STORED_RETENTION_DAYS", "7", 1, 3650,
 	    "how long the spool remembers stored photos, to re-ACK resent metadata"),
 	STR("SUPABASE_URL", NULL, "Supabase project URL; unset: local store"),
@@ -68,6 +81,8 @@ const struct gxp_setting gxp_settings[] = {
 	INT("UPLOAD_ONCE_ATTEMPTS", "5", 1, 1000, "--once and after end of input: tries per request before a photo is left for the next run"),
 	INT("UPLOAD_RESCAN_MS", "2000", 100, 3600000, "how often gxp-upload looks in ready/ for photos no event announced"),
 	INT("UPLOAD_DRAIN_MS", "10000", 0, 3600000, "on SIGTERM, how long gxp-upload lets requests in flight finish"),
+	INT("UPLOAD_OUTAGE_REPORT_S", "60", 1, 86400,
+	    "while requests to the store fail, how often gxp-upload says so (the first time within 5 s)"),
 	INT("ROW_QUEUE_MAX", "100000", 100, 100000000, "rows waiting for the database before event rows are dropped"),
 	INT("ROW_BATCH_MAX", "500", 1, 100000, "rows per batched insert"),
 	INT("ROW_FLUSH_MS", "250", 1, 60000, "longest a row waits before its batch is sent"),
@@ -124,6 +139,22 @@ const struct gxp_setting gxp_settings[] = {
 	INT("REPORT_CONCURRENCY", "4", 1, 64, "gxp-report, Supabase: photo downloads at once"),
 	INT("SUPERVISE_BACKOFF_MAX_S", "30", 1, 3600, "longest pause between restarts"),
 	INT("SUPERVISE_DRAIN_TIMEOUT_S", "30", 1, 3600, "longest a SIGTERM drain may take"),
+	STR("SUPERVISE_FILTER_AFTER_SUB", NULL,
+	    "gxp-supervise: a command (sh -c) run between gxp-sub and gxp-control, its output line-buffered"),
+	STR("SUPERVISE_FILTER_AFTER_CONTROL", NULL,
+	    "gxp-supervise: the same between gxp-control and gxp-assemble"),
+	STR("SUPERVISE_FILTER_AFTER_ASSEMBLE", NULL,
+	    "gxp-supervise: the same between gxp-assemble and gxp-upload"),
+	STR("SUPERVISE_FILTER_AFTER_UPLOAD", NULL,
+	    "gxp-supervise: the same between gxp-upload and gxp-pub"),
 	STR("LOG_LEVEL", "INFO", "DEBUG, INFO, WARN or ERROR"),
 	{ NULL, NULL, 0, 0, 0, NULL }
+};
+
+/* Settings earlier versions read and this one no longer does: a .env that
+ * still names one is accepted, with a warning, so an upgrade never stops a
+ * worker over a line that has lost its meaning. */
+const char *const gxp_retired_settings[] = {
+	"ASSEMBLE_OPEN_FILES",	/* partial/ has no file per capture any more */
+	NULL
 };

@@ -1,7 +1,10 @@
 /* spool.c: the spool directory that gxp-assemble fills and gxp-upload
- * drains (gxp-spool(5)): entry names, capture names, the sidecar, the
- * record format of a partial's chunk log, sweeping tmp/ and the stored/
- * records that let a re-sent capture be answered without storing it twice. */
+ * drains (gxp-spool(5)), the one place that knows its layout: entry
+ * names, capture names, where a photo and its sidecar are, the sidecar,
+ * the record format of the earlier layout's chunk logs, sweeping tmp/,
+ * counting and sizing what is finished, the stored/ records that let a
+ * re-sent capture be answered without storing it twice, and taking over a
+ * spool of the earlier layout. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -193,9 +196,9 @@ name_state(const char *spool, const char *dev, const char *name,
 	*other = 0;
 	for (size_t i = 0; i < sizeof states / sizeof states[0]; i++) {
 		if (states[i] == GXP_SPOOL_STORED)
-			snprintf(path, sizeof path, "%s/stored/%s/%s.json", spool, dev, name);
+			snprintf(path, sizeof path, "%s/stored/%s@%s.json", spool, dev, name);
 		else
-			snprintf(path, sizeof path, "%s/%s/%s@%s/meta.json", spool,
+			snprintf(path, sizeof path, "%s/%s/%s@%s.json", spool,
 			    states[i] == GXP_SPOOL_READY ? "ready" : "work", dev, name);
 		switch (record_match(path, image_bytes, timekey)) {
 		case 1:
@@ -230,14 +233,191 @@ gxp_spool_finished(const char *spool, const char *dev, const char *name)
 {
 	char path[PATH_MAX];
 
-	snprintf(path, sizeof path, "%s/ready/%s@%s", spool, dev, name);
+	snprintf(path, sizeof path, "%s/ready/%s@%s.json", spool, dev, name);
 	if (access(path, F_OK) == 0)
 		return 1;
-	snprintf(path, sizeof path, "%s/work/%s@%s", spool, dev, name);
+	snprintf(path, sizeof path, "%s/work/%s@%s.json", spool, dev, name);
 	if (access(path, F_OK) == 0)
 		return 1;
-	snprintf(path, sizeof path, "%s/stored/%s/%s.json", spool, dev, name);
+	snprintf(path, sizeof path, "%s/stored/%s@%s.json", spool, dev, name);
 	return access(path, F_OK) == 0;
+}
+
+char *
+gxp_spool_path(const char *spool, const char *area, const char *entry, const char *ext)
+{
+	return xasprintf("%s/%s%s%s%s", spool, area, entry ? "/" : "", entry ? entry : "",
+	    ext ? ext : "");
+}
+
+/* An entry's sidecar: "<entry>.json" (not starting with a dot); the entry
+ * name into entry. */
+int
+gxp_spool_sidecar_name(const char *name, char entry[GXP_ENTRY_MAX + 1])
+{
+	size_t n = strlen(name);
+
+	if (name[0] == '.' || n <= 5 || n - 5 > GXP_ENTRY_MAX ||
+	    strcmp(name + n - 5, ".json") != 0)
+		return -1;
+	memcpy(entry, name, n - 5);
+	entry[n - 5] = '\0';
+	return 0;
+}
+
+static int
+keep_sidecar(const char *name)
+{
+	char entry[GXP_ENTRY_MAX + 1];
+
+	return gxp_spool_sidecar_name(name, entry) == 0;
+}
+
+long
+gxp_spool_count(const char *spool, const char *area)
+{
+	char *dir = gxp_spool_path(spool, area, NULL, NULL), **names;
+	long n = gxp_dir_names(dir, keep_sidecar, 0, &names);
+
+	if (n > 0)
+		gxp_names_free(names, n);
+	free(dir);
+	return n;
+}
+
+/* The bytes of the regular files below dfd, and one level further. */
+static long long
+dir_bytes(int dfd, int depth)
+{
+	DIR *d = fdopendir(dfd);
+	struct dirent *e;
+	struct stat st;
+	long long n = 0;
+	int fd;
+
+	if (d == NULL) {
+		close(dfd);
+		return 0;
+	}
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 ||
+		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == -1)
+			continue;
+		if (S_ISREG(st.st_mode))
+			n += (long long)st.st_size;
+		else if (S_ISDIR(st.st_mode) && depth > 0 && (fd = openat(dirfd(d), e->d_name,
+		    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) != -1)
+			n += dir_bytes(fd, depth - 1);
+	}
+	closedir(d);
+	return n;
+}
+
+long long
+gxp_spool_finished_bytes(const char *spool)
+{
+	static const char *const dirs[] = { "ready", "work", "failed" };
+	long long n = 0;
+	int fd;
+
+	for (size_t i = 0; i < 3; i++) {
+		char *dir = gxp_spool_path(spool, dirs[i], NULL, NULL);
+
+		if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1)
+			n += dir_bytes(fd, 1);
+		free(dir);
+	}
+	return n;
+}
+
+/* An entry of the earlier layout, area/<entry>/ holding image.jpg and
+ * meta.json, as the photo and sidecar of ready/: the photo first, the
+ * sidecar last, then the directory removed.  Every step can be repeated
+ * after a crash.  An entry without its photo or sidecar is moved to
+ * failed/ for inspection.  -1 with errno when a step fails. */
+static int
+upgrade_entry(const char *spool, const char *dir, const char *entry)
+{
+	char *img = xasprintf("%s/image.jpg", dir), *meta = xasprintf("%s/meta.json", dir);
+	char *jpg = gxp_spool_path(spool, "ready", entry, ".jpg");
+	char *json = gxp_spool_path(spool, "ready", entry, ".json"), *to;
+	int rc = 0, has_meta = access(meta, F_OK) == 0;
+
+	if (has_meta && rename(img, jpg) == -1 && errno != ENOENT)
+		rc = -1;
+	else if (has_meta && access(jpg, F_OK) == 0)
+		rc = rename(meta, json);
+	else if (!has_meta && access(json, F_OK) == 0)
+		;	/* done before a crash: only the directory is left */
+	else {
+		to = xasprintf("%s/failed/%s.%lld", spool, entry, (long long)(gxp_wall_us() /
+		    1000000));
+		gxp_log(LOG_ERROR, "%s: no image.jpg or meta.json; moved to failed/", dir);
+		rc = rename(dir, to);
+		free(to);
+	}
+	if (rc == 0 && access(dir, F_OK) == 0)
+		rc = gxp_rmtree_at(AT_FDCWD, dir);
+	free(img);
+	free(meta);
+	free(jpg);
+	free(json);
+	return rc;
+}
+
+/* The directories below dir (an earlier layout's entries), sorted. */
+static long
+subdirs(const char *dir, char ***out)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	struct stat st;
+	char **v = NULL;
+	long n = 0;
+
+	if (d == NULL)
+		return errno == ENOENT ? 0 : -1;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.' || (e->d_type != DT_DIR && (e->d_type != DT_UNKNOWN ||
+		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
+		    !S_ISDIR(st.st_mode))))
+			continue;
+		v = xrealloc(v, (size_t)(n + 1) * sizeof *v);
+		v[n++] = xstrdup(e->d_name);
+	}
+	closedir(d);
+	*out = v;
+	return n;
+}
+
+long
+gxp_spool_upgrade(const char *spool, const char *area,
+    void (*each)(const char *entry, const char *dir, void *), void *arg)
+{
+	char *top = gxp_spool_path(spool, area, NULL, NULL), **names = NULL, *ready;
+	long n = subdirs(top, &names), done = 0;
+
+	for (long i = 0; i < n; i++) {
+		char *dir = gxp_spool_path(spool, area, names[i], NULL);
+
+		if (each)
+			each(names[i], dir, arg);
+		if (upgrade_entry(spool, dir, names[i]) == -1)
+			gxp_log(LOG_ERROR, "%s: cannot take it over: %s", dir, strerror(errno));
+		else
+			done++;
+		free(dir);
+		free(names[i]);
+	}
+	free(names);
+	ready = gxp_spool_path(spool, "ready", NULL, NULL);
+	if (done > 0 && gxp_fsync_dir(ready) == -1)
+		gxp_log(LOG_ERROR, "%s: %s", ready, strerror(errno));
+	if (done > 0)
+		gxp_log(LOG_INFO, "%s: %ld entries of the earlier layout taken over", top, done);
+	free(ready);
+	free(top);
+	return done;
 }
 
 /* The capture time a metadata payload gives: capture_timeStamp (the
@@ -400,63 +580,79 @@ gxp_spool_sweep_tmp(const char *spool)
 	return rc == -1 ? -1 : n;
 }
 
-static int
-prune_device(int dfd, int64_t cutoff_s)
+/* Removes the stored/<entry>.json records older than days (by their
+ * modification time: when they were stored). */
+int
+gxp_spool_prune_stored(const char *spool, int days, int64_t now_us)
 {
+	char path[PATH_MAX];
+	int64_t cutoff = now_us / 1000000 - (int64_t)days * 86400;
 	struct dirent *e;
 	struct stat st;
-	DIR *d = fdopendir(dfd);
+	DIR *d;
 	int n = 0;
 
-	if (d == NULL) {
-		close(dfd);
-		return 0;
-	}
+	snprintf(path, sizeof path, "%s/stored", spool);
+	if ((d = opendir(path)) == NULL)
+		return errno == ENOENT ? 0 : -1;
 	while ((e = readdir(d)) != NULL) {
 		if (e->d_name[0] == '.' || fstatat(dirfd(d), e->d_name, &st,
 		    AT_SYMLINK_NOFOLLOW) == -1 || !S_ISREG(st.st_mode))
 			continue;
-		if ((int64_t)st.st_mtime < cutoff_s && unlinkat(dirfd(d), e->d_name, 0) == 0)
+		if ((int64_t)st.st_mtime < cutoff && unlinkat(dirfd(d), e->d_name, 0) == 0)
 			n++;
 	}
 	closedir(d);
 	return n;
 }
 
-/* Removes the stored/<dev>/<name>.json records last written more than days
- * ago; the device directories stay (gxp-upload may be writing into one). */
-int
-gxp_spool_prune_stored(const char *spool, int days, int64_t now_us)
+/* The earlier layout's stored/<dev>/<name>.json records, renamed to
+ * stored/<dev>@<name>.json; the emptied directories removed.  Either tool
+ * may do it, at the same time even. */
+void
+gxp_spool_upgrade_stored(const char *spool)
 {
-	char path[PATH_MAX];
-	struct dirent *e;
-	DIR *d;
-	int n = 0, fd;
+	char *top = gxp_spool_path(spool, "stored", NULL, NULL), **devs = NULL, **names;
+	long n = subdirs(top, &devs), k, done = 0;
 
-	snprintf(path, sizeof path, "%s/stored", spool);
-	if ((d = opendir(path)) == NULL)
-		return errno == ENOENT ? 0 : -1;
-	while ((e = readdir(d)) != NULL) {
-		if (e->d_name[0] == '.')
-			continue;
-		fd = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd != -1)
-			n += prune_device(fd, now_us / 1000000 - (int64_t)days * 86400);
+	for (long i = 0; i < n; i++) {
+		char *dir = gxp_spool_path(spool, "stored", devs[i], NULL);
+
+		k = gxp_dir_names(dir, NULL, 0, &names);
+		for (long j = 0; j < k; j++) {
+			char *from = xasprintf("%s/%s", dir, names[j]);
+			char *to = xasprintf("%s/%s@%s", top, devs[i], names[j]);
+
+			if (gxp_device_valid(devs[i]) && keep_sidecar(names[j]) &&
+			    rename(from, to) == 0)
+				done++;
+			free(from);
+			free(to);
+		}
+		if (k > 0)
+			gxp_names_free(names, k);
+		if (rmdir(dir) == -1 && errno != ENOENT)
+			gxp_log(LOG_WARN, "%s: %s", dir, strerror(errno));
+		free(dir);
+		free(devs[i]);
 	}
-	closedir(d);
-	return n;
+	free(devs);
+	if (done > 0 && gxp_fsync_dir(top) == 0)
+		gxp_log(LOG_INFO, "%s: %ld records of the earlier layout taken over", top, done);
+	free(top);
 }
 
-/* The chunk log's record: magic, chunk_id, length and checksum, each four
- * bytes little-endian, then the chunk's bytes.  The checksum is a 64-bit
- * multiply-xor hash of id, length and bytes folded to 32 bits: enough to
- * tell a torn or stale tail from a whole record, not a cryptographic
- * guarantee. */
-uint32_t
-gxp_chunk_sum(uint32_t id, uint32_t len, const void *data)
+/* A 64-bit multiply-xor hash, eight bytes at a time, continuing from h:
+ * enough to tell a torn or stale record from a whole one, not a
+ * cryptographic guarantee.  The earlier layout's chunk log record: magic,
+ * chunk_id, length and checksum, each four bytes little-endian, then the
+ * chunk's bytes; the checksum is the hash of id, length and bytes folded
+ * to 32 bits. */
+uint64_t
+gxp_mix64(uint64_t h, const void *data, size_t len)
 {
 	const unsigned char *p = data;
-	uint64_t h = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)id << 32 | len), w;
+	uint64_t w;
 	size_t i = 0;
 
 	for (; i + 8 <= len; i += 8) {
@@ -467,17 +663,15 @@ gxp_chunk_sum(uint32_t id, uint32_t len, const void *data)
 	for (w = 0; i < len; i++)
 		w = w << 8 | p[i];
 	h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
-	h ^= h >> 29;
-	return (uint32_t)(h ^ h >> 32);
+	return h ^ h >> 29;
 }
 
-static void
-put32(unsigned char *p, uint32_t v)
+uint32_t
+gxp_chunk_sum(uint32_t id, uint32_t len, const void *data)
 {
-	p[0] = (unsigned char)v;
-	p[1] = (unsigned char)(v >> 8);
-	p[2] = (unsigned char)(v >> 16);
-	p[3] = (unsigned char)(v >> 24);
+	uint64_t h = gxp_mix64(0x9e3779b97f4a7c15ULL ^ ((uint64_t)id << 32 | len), data, len);
+
+	return (uint32_t)(h ^ h >> 32);
 }
 
 static uint32_t
@@ -485,16 +679,6 @@ get32(const unsigned char *p)
 {
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
 	    (uint32_t)p[3] << 24;
-}
-
-void
-gxp_chunk_header(unsigned char h[GXP_CHUNK_HDR], uint32_t id, uint32_t len,
-    const void *data)
-{
-	put32(h, GXP_CHUNK_MAGIC);
-	put32(h + 4, id);
-	put32(h + 8, len);
-	put32(h + 12, gxp_chunk_sum(id, len, data));
 }
 
 int
@@ -507,4 +691,36 @@ gxp_chunk_header_parse(const unsigned char h[GXP_CHUNK_HDR], uint32_t *id,
 	*len = get32(h + 8);
 	*sum = get32(h + 12);
 	return 0;
+}
+
+long
+gxp_spool_waiting(const char *spool, int64_t *oldest_us)
+{
+	static const char *const areas_waiting[] = { "ready", "work" };
+	long total = 0;
+
+	*oldest_us = 0;
+	for (size_t i = 0; i < 2; i++) {
+		char *dir = xasprintf("%s/%s", spool, areas_waiting[i]);
+		struct gxp_aged *list;
+		/* a photo waits as its sidecar, E.json, in ready/ or work/ */
+		long n = gxp_dir_aged(dir, &list);
+		char entry[GXP_ENTRY_MAX + 1];
+
+		free(dir);
+		if (n == -1) {
+			if (i == 0)
+				return -1;
+			continue;
+		}
+		for (long k = 0; k < n; k++) {
+			if (gxp_spool_sidecar_name(list[k].name, entry) == -1)
+				continue;
+			if (*oldest_us == 0 || list[k].mtime_us < *oldest_us)
+				*oldest_us = list[k].mtime_us;
+			total++;
+		}
+		gxp_aged_free(list, n);
+	}
+	return total;
 }

@@ -58,6 +58,9 @@ typedef void http_done_fn(void *arg, const struct http_res *r);
 struct http_stats {
 	unsigned long long requests, retries, bytes_sent;
 	int active, waiting;
+	long long failing_ms;	/* since requests began to fail; 0: they do not */
+	int unreachable;	/* ... for want of an answer, not with 5xx */
+	char failure[128];	/* the last failure, when failing */
 };
 /* http_send() flags */
 enum { HTTP_FINAL_TIMEOUT = 1 };	/* a statement timeout (500, 57014) is final */

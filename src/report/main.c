@@ -13,9 +13,13 @@
 static void
 usage(int code)
 {
-	fprintf(code ? stderr : stdout,
-	    "usage: gxp-report [-f] [--check] [--env file] [-o dir]\n");
-	exit(code);
+	gxp_usage(code,
+	    "gxp-report [-f] [--check] [--env file] [-o dir]\n",
+	    "  -f           read everything again, as if there were no state\n"
+	    "  --check      test the store and the report directory; one line each\n"
+	    "  --env file   read settings from file instead of ./.env\n"
+	    "  -o dir       write the report in dir (REPORT_DIR)\n"
+	    "  --help       print this and exit\n");
 }
 
 static int
@@ -207,18 +211,23 @@ main(int argc, char **argv)
 	int c, check = 0, full = 0, rc;
 
 	gxp_init(argv[0]);
-	while ((c = getopt_long(argc, argv, "e:fo:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":e:fo:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'C': check = 1; break;
 		case 'e': envfile = optarg; break;
 		case 'f': full = 1; break;
 		case 'o': outdir = optarg; break;
 		case 'H': usage(EXIT_OK); break;
-		default: usage(EXIT_PERM);
+		default:
+			gxp_bad_option(c, argv);
+			usage(EXIT_PERM);
 		}
 	}
-	if (optind != argc || (check && full))
+	if (optind != argc || (check && full)) {
+		gxp_log(LOG_ERROR, "%s", optind != argc ? "unexpected argument" :
+		    "-f and --check exclude each other");
 		usage(EXIT_PERM);
+	}
 	if (outdir)
 		gxp_config_set("REPORT_DIR", outdir);
 	gxp_config_common(envfile);
@@ -227,6 +236,7 @@ main(int argc, char **argv)
 	r.src = gxp_cfg("SUPABASE_URL") ? src_supa_open(bucket) :
 	    src_dir_open(gxp_cfg("GXP_STORE"), bucket);
 	if (check) {
+		gxp_config_warnings();
 		rc = r.src->check(r.src);
 		c = check_outdir(r.dir);
 		rc = rc == EXIT_PERM || c == EXIT_PERM ? EXIT_PERM : rc ? rc : c;

@@ -68,14 +68,40 @@ struct gxp_counter counters[C_COUNT] = {
 static void
 usage(int code)
 {
-	fprintf(code ? stderr : stdout,
-	    "usage: gxp-sim [-jM] [-c chunk-size] [-D fraction] [-d devices] [--env file]\n"
+	gxp_usage(code,
+	    "gxp-sim [-jM] [-c chunk-size] [-D fraction] [-d devices] [--env file]\n"
 	    "               [-F seed | new] [-h host] [-i id] [-k in-flight] [-l fraction]\n"
 	    "               [--linger ms] [-n photos] [-o window | all] [-p port]\n"
 	    "               [--prefix prefix] [-q qos] [-R retry-ms] [-r rate] [-S size]\n"
 	    "               [-s seed] [-t deadline-ms] [-W wakes [-A answer-ms] [-T speed]]\n"
-	    "               [photo ...]\n");
-	exit(code);
+	    "               [photo ...]\n",
+	    "  -A answer-ms     with -W: how long a device waits for an order\n"
+	    "  -c chunk-size    bytes per chunk (default 1024)\n"
+	    "  -D fraction      chunks sent twice in the first pass\n"
+	    "  -d devices       devices to simulate (default 1)\n"
+	    "  --env file       read settings from file instead of ./.env\n"
+	    "  -F seed | new    the firmware's message format (default seed)\n"
+	    "  -h host          the broker (MQTT_HOST)\n"
+	    "  -i id            the client id (default MQTT_CLIENT_ID-sim)\n"
+	    "  -j               the summary as one JSON line\n"
+	    "  -k in-flight     photos a device sends at once (default 1)\n"
+	    "  -l fraction      chunks left out of the first pass, to be NACKed\n"
+	    "  --linger ms      listen this long after the last photo\n"
+	    "  -M               device ids that look like MAC addresses\n"
+	    "  -n photos        photos per device (default 1)\n"
+	    "  -o window | all  first pass out of order, within windows of chunks\n"
+	    "  -p port          the broker port (MQTT_PORT)\n"
+	    "  --prefix prefix  device ids prefix000001... (default SIM)\n"
+	    "  -q qos           QoS of what devices send (default 1)\n"
+	    "  -R retry-ms      a device sends a photo again after this long without ACK_OK\n"
+	    "  -r rate          messages per second, all devices (default: as fast as it can)\n"
+	    "  -S size          generated photos of this many bytes\n"
+	    "  -s seed          the seed, for a repeatable run\n"
+	    "  -T speed         with -W: sleeps last speed times less\n"
+	    "  -t deadline-ms   a photo not acknowledged by then counts as failed\n"
+	    "  -W wakes         play the wake cycle, this many wakes a device\n"
+	    "  --help           print this and exit\n"
+	    "photo ...: JPEG files to send (default: the photos in examples/)\n");
 }
 
 static long long
@@ -155,7 +181,7 @@ parse_options(int argc, char **argv, const char **envfile, const char **client_i
 	};
 	int c, seeded = 0;
 
-	while ((c = getopt_long(argc, argv, "A:c:D:d:e:F:h:i:jk:l:Mn:o:p:q:R:r:S:s:T:t:W:",
+	while ((c = getopt_long(argc, argv, ":A:c:D:d:e:F:h:i:jk:l:Mn:o:p:q:R:r:S:s:T:t:W:",
 	    longopts, NULL)) != -1) {
 		switch (c) {
 		case 'A': opt.answer_ms = num_arg(optarg, 1, 86400000, "the answer deadline"); break;
@@ -187,7 +213,9 @@ parse_options(int argc, char **argv, const char **envfile, const char **client_i
 			break;
 		case 't': opt.deadline_ms = num_arg(optarg, 1, 86400000, "the deadline"); break;
 		case 'H': usage(EXIT_OK); break;
-		default: usage(EXIT_PERM);
+		default:
+			gxp_bad_option(c, argv);
+			usage(EXIT_PERM);
 		}
 	}
 	if (!seeded)
@@ -433,8 +461,9 @@ main(int argc, char **argv)
 	o.on_connected = on_connected;
 	o.on_message = on_message;
 	o.on_publish = on_publish;
+	o.on_subscribe = on_subscribe;
+	o.v311 = 1;	/* as devices do; and MQTT 5 would let the broker cap the window */
 	m = gxp_mqtt_new(&o);
-	mosquitto_subscribe_callback_set(gxp_mqtt_handle(m), on_subscribe);
 	mosquitto_int_option(gxp_mqtt_handle(m), MOSQ_OPT_SEND_MAXIMUM, (int)max_pending);
 	gxp_mqtt_banner();
 
