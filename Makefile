@@ -26,6 +26,7 @@ ASM_SRC = $(wildcard src/assemble/*.c)
 ASM_OBJ = $(ASM_SRC:src/%.c=build/%.o)
 CONTROL_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/control/*.c))
 SIM_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/sim/*.c))
+SUB_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/sub/*.c))
 # Unit tests of library code, run by the bats suite.
 TESTPROGS = build/schedule-test
 PHOTOS = $(wildcard examples/*.jpg)
@@ -60,11 +61,13 @@ build/lib/config.o build/lib/schedule.o build/lib/ctl.o build/lib/ctl_dir.o buil
 $(ASM_OBJ): src/assemble/assemble.h
 $(CONTROL_OBJ): src/control/ctl.h src/lib/control.h src/lib/store.h
 $(SIM_OBJ): src/sim/sim.h
+$(SUB_OBJ): src/sub/sub.h
 
 bin/gxp-assemble: $(ASM_OBJ) build/libgxp.a
 bin/gxp-control: $(CONTROL_OBJ) build/libgxp.a
 bin/gxp-sim: $(SIM_OBJ) build/libgxp.a
-bin/gxp-assemble bin/gxp-control bin/gxp-sim:
+bin/gxp-sub: $(SUB_OBJ) build/libgxp.a
+bin/gxp-assemble bin/gxp-control bin/gxp-sim bin/gxp-sub:
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) build/libgxp.a $(LIBS)
 
