@@ -28,7 +28,7 @@ CONTROL_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/control/*.c))
 SIM_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/sim/*.c))
 SUB_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/sub/*.c))
 # Unit tests of library code, run by the bats suite.
-TESTPROGS = build/schedule-test
+TESTPROGS = build/schedule-test build/cluster-test
 PHOTOS = $(wildcard examples/*.jpg)
 SQL = $(wildcard sql/*.sql)
 # The version: the top entry of debian/changelog, its one source.
@@ -73,6 +73,9 @@ bin/gxp-assemble bin/gxp-control bin/gxp-sim bin/gxp-sub:
 
 build/schedule-test: tests/schedule.c build/libgxp.a src/lib/control.h
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ tests/schedule.c build/libgxp.a $(LIBS)
+
+build/cluster-test: tests/cluster.c build/libgxp.a
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ tests/cluster.c build/libgxp.a $(LIBS)
 
 build/libgxp.a: $(LIB_OBJ)
 	rm -f $@

@@ -31,6 +31,7 @@ struct gxp_mqtt {
 	int refused;		/* CONNACK code of a refusal, 0 if none */
 	int awaiting_connack;	/* connected at TCP level, no CONNACK yet */
 	int conflict;		/* another client holds our id */
+	int leaving;		/* gxp_mqtt_disconnect: our record is being cleared */
 	int64_t backoff_ms, retry_at, connected_at;
 	mosquitto_property *props;	/* MQTT 5 CONNECT properties */
 	struct gxp_presence *presence;
@@ -119,10 +120,20 @@ announce_conflict(struct gxp_mqtt *m, const char *how)
 }
 
 static void
+presence_publish(struct gxp_mqtt *m)
+{
+	/* QoS 0: no resend after a reconnect, one mid to keep from the tool */
+	char *rec = gxp_presence_record(m->presence);
+
+	mosquitto_publish(m->mosq, &m->own_mid, gxp_presence_topic(m->presence),
+	    (int)strlen(rec), rec, 0, true);
+	free(rec);
+}
+
+static void
 presence_start(struct gxp_mqtt *m)
 {
 	const char *topic;
-	char *rec;
 
 	if (m->presence == NULL)
 		return;
@@ -133,10 +144,7 @@ presence_start(struct gxp_mqtt *m)
 		mosquitto_subscribe(m->mosq, &m->presence_mid, topic, 1);
 		return;
 	}
-	/* QoS 0: no resend after a reconnect, one mid to keep from the tool */
-	rec = gxp_presence_record(m->presence);
-	mosquitto_publish(m->mosq, &m->own_mid, topic, (int)strlen(rec), rec, 0, true);
-	free(rec);
+	presence_publish(m);
 }
 
 static void
@@ -194,6 +202,14 @@ on_presence(struct gxp_mqtt *m, const struct mosquitto_message *msg)
 	m->presence_kind = kind;
 	if (!m->o.check && (kind == GXP_PRESENCE_OTHER || kind == GXP_PRESENCE_HERE))
 		announce_conflict(m, m->presence_who);
+	/* cleared under us (the Last Will of an earlier process of this id,
+	 * come late): a worker's record says it is alive, so it goes back */
+	else if (!m->o.check && kind == GXP_PRESENCE_NONE && m->o.presence_topic &&
+	    m->connected && !m->leaving && !m->conflict) {
+		gxp_log(LOG_INFO, "our record at %s was cleared; published again",
+		    gxp_presence_topic(m->presence));
+		presence_publish(m);
+	}
 }
 
 static void
@@ -299,7 +315,7 @@ setup_presence(struct gxp_mqtt *m)
 {
 	const char *id = m->o.check ? m->check_of : m->id;
 
-	if (id == NULL || (m->presence = gxp_presence_new(id)) == NULL)
+	if (id == NULL || (m->presence = gxp_presence_new(id, m->o.presence_topic)) == NULL)
 		return;
 	if (!m->o.check)	/* dying without a word clears our record */
 		mosquitto_will_set(m->mosq, gxp_presence_topic(m->presence), 0, NULL, 1, true);
@@ -503,6 +519,7 @@ void
 gxp_mqtt_disconnect(struct gxp_mqtt *m)
 {
 	if (m->connected) {
+		m->leaving = 1;
 		presence_clear(m);
 		mosquitto_disconnect(m->mosq);
 		for (int i = 0; i < 10 && mosquitto_loop(m->mosq, 50, 1) == MOSQ_ERR_SUCCESS; i++)

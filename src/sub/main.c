@@ -43,6 +43,9 @@ struct gxp_counter counters[C_COUNT] = {
 	{ "replayed_total", "journal lines after the committed position, written again at start", 0, 0 },
 	{ "redelivered_total", "messages the broker sent again after a reconnect, already received", 0, 0 },
 	{ "too_big_total", "messages dropped for a payload over SUB_MAX_MESSAGE_BYTES", 0, 0 },
+	{ "cluster_dropped_total", "messages of devices another worker owns, dropped (GXP_CLUSTER)", 0, 0 },
+	{ "cluster_workers", "live workers in the cluster, this one included", 1, 0 },
+	{ "cluster_changes_total", "changes of the live set written downstream", 0, 0 },
 };
 
 static void
@@ -188,6 +191,7 @@ main(int argc, char **argv)
 	gxp_signals_init();
 	gxp_metrics_init(counters, sizeof counters / sizeof counters[0]);
 
+	cluster_init(&o);
 	o.on_connected = on_connected;
 	o.on_message = on_message;
 	o.on_subscribe = on_subscribe;
@@ -199,6 +203,7 @@ main(int argc, char **argv)
 		if (jn.dir && (c = check_journal()) != EXIT_OK && rc != EXIT_PERM)
 			rc = c;
 		gxp_mqtt_free(m);
+		cluster_free();
 		gxp_config_free();
 		return rc;
 	}
@@ -220,6 +225,7 @@ main(int argc, char **argv)
 	if (jn.j)
 		journal_end();
 	gxp_mqtt_free(m);
+	cluster_free();
 	gxp_buf_free(&line);
 	for (int i = 0; i < ntopics; i++)
 		free(topics[i]);

@@ -39,6 +39,15 @@ on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *m)
 	jn.msg_us = gxp_mono_us();
 	counters[C_MESSAGES].v++;
 	counters[C_BYTES].v += (unsigned long long)m->payloadlen;
+	if (cl && cluster_filter_message(m))
+		return;
+	message_take(b, m);
+}
+
+/* A message this worker takes: to the journal or the buffer. */
+void
+message_take(struct gxp_buf *b, const struct mosquitto_message *m)
+{
 	if ((size_t)m->payloadlen > max_message) {
 		too_big(m);
 		return;
@@ -61,7 +70,9 @@ on_subscribe(struct mosquitto *mosq, void *arg, int mid, int n, const int *grant
 {
 	static int announced;
 
-	(void)mosq, (void)arg, (void)mid;
+	(void)mosq;
+	if (cluster_subscribed(arg, mid))
+		return;
 	subscribed = 1;
 	for (int i = 0; i < n && i < ntopics; i++)
 		if (granted[i] > 2)
@@ -80,6 +91,7 @@ on_connected(struct mosquitto *mosq, void *arg)
 	int rc;
 
 	(void)arg;
+	cluster_connected(mosq);
 	rc = mosquitto_subscribe_multiple(mosq, NULL, ntopics, topics, 1, 0, NULL);
 	if (rc != MOSQ_ERR_SUCCESS)
 		gxp_log(LOG_ERROR, "cannot subscribe: %s", mosquitto_strerror(rc));

@@ -4,6 +4,7 @@
  *   message.c   the message callback: too big, sent again, envelope, out
  *   envelope.c  the NDJSON envelope of a message, and its fingerprint
  *   out.c       without a journal: the memory buffer and its writer
+ *   cluster.c   GXP_CLUSTER: the live set of workers, others' devices dropped
  *   journal.c   with one (-J): the append, the writer that streams it,
  *               the group commit, the replay at start */
 #ifndef SUB_H
@@ -52,7 +53,7 @@ extern int ntopics, subscribed;
 extern size_t max_message;	/* SUB_MAX_MESSAGE_BYTES */
 
 enum { C_MESSAGES, C_BYTES, C_DROPPED, C_BUFFERED, C_JBYTES, C_JFULL, C_JP99, C_JMAX,
-	C_REPLAYED, C_REDELIVERED, C_TOO_BIG, C_COUNT };
+	C_REPLAYED, C_REDELIVERED, C_TOO_BIG, C_CL_DROPPED, C_CL_WORKERS, C_CL_CHANGES, C_COUNT };
 extern struct gxp_counter counters[C_COUNT];
 
 /* envelope.c */
@@ -63,6 +64,7 @@ void on_connect_flags(struct mosquitto *mosq, void *arg, int rc, int flags);
 
 /* message.c */
 void on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *m);
+void message_take(struct gxp_buf *b, const struct mosquitto_message *m);
 void on_subscribe(struct mosquitto *mosq, void *arg, int mid, int n, const int *granted);
 void on_connected(struct mosquitto *mosq, void *arg);
 
@@ -70,6 +72,14 @@ void on_connected(struct mosquitto *mosq, void *arg);
 void buffer_line(const struct gxp_buf *b);
 void *writer_buffer(void *arg);
 void kick(struct gxp_mqtt *m);
+
+/* cluster.c */
+extern struct gxp_cluster *cl;
+void cluster_init(struct gxp_mqtt_opts *o);
+void cluster_connected(struct mosquitto *mosq);
+int cluster_subscribed(void *arg, int mid);
+int cluster_filter_message(const struct mosquitto_message *m);
+void cluster_free(void);
 
 /* journal.c */
 void journal_line(const struct gxp_buf *b);

@@ -1,0 +1,222 @@
+/* cluster.c: gxp-sub in a cluster (GXP_CLUSTER).  The worker's presence
+ * record (src/lib/presence.c) is at GXP_CLUSTER_TOPIC/<worker id>, with a
+ * Last Will that clears it; gxp-sub reads GXP_CLUSTER_TOPIC/+ for the live
+ * set, and drops the messages of devices another worker owns in the
+ * message callback, from the topic alone: before the envelope, the
+ * journal and any JSON.  Each change of the set is written downstream as
+ * a cluster line, in its place among the messages, for gxp-control and
+ * gxp-assemble.
+ *
+ * At a connection the retained records come again after the SUBACK of
+ * the presence filter: a second SUBACK of the same filter says they all
+ * have.  Until the first such burst is complete this worker does not know
+ * the set, and device messages (a persistent session delivers its queue
+ * at once) are held in memory, then decided. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sub/sub.h"
+
+struct gxp_cluster *cl;
+
+static struct {
+	char *own, *filter;	/* GXP_CLUSTER_TOPIC/<self>, .../+ */
+	int mid1, mid2;
+	int known;		/* the set was read once */
+	int burst;		/* reading the retained records after a connection */
+	char **seen;		/* the workers of this burst */
+	size_t nseen, capseen;
+	struct mosquitto_message **held;	/* until the set is known */
+	size_t nheld, capheld;
+} cs;
+
+/* GXP_CLUSTER: the worker's presence record goes to the cluster's topic. */
+void
+cluster_init(struct gxp_mqtt_opts *o)
+{
+	char *own;
+
+	if ((cl = gxp_cluster_new()) == NULL)
+		return;
+	own = cs.own = gxp_cluster_topic(cl, gxp_cluster_self(cl));
+	cs.filter = gxp_cluster_topic(cl, "+");
+	o->presence_topic = own;
+	if (gxp_cluster_mode(cl) == GXP_CLUSTER_SHARED)
+		for (int i = 0; i < ntopics; i++) {
+			char *t = xasprintf("$share/%s/%s", gxp_cluster_group(cl), topics[i]);
+
+			free(topics[i]);
+			topics[i] = t;
+		}
+	gxp_log(LOG_INFO, "cluster (%s): worker %s, presence at %s", gxp_cluster_mode(cl) ==
+	    GXP_CLUSTER_SHARED ? "shared" : "presence", gxp_cluster_self(cl), own);
+}
+
+/* The set, as a line in the output (and the journal), and in the log. */
+static void
+emit(int joined)
+{
+	struct gxp_buf b = { 0 };
+	char ts[32];
+
+	gxp_fmt_utc(ts, gxp_wall_us());
+	if (jn.j) {
+		gxp_buf_adds(&b, "{\"seq\":");
+		gxp_buf_addf(&b, "%llu", (unsigned long long)gxp_journal_next(jn.j));
+		gxp_buf_adds(&b, ",\"ts\":\"");
+	} else
+		gxp_buf_adds(&b, "{\"ts\":\"");
+	gxp_buf_adds(&b, ts);
+	gxp_buf_adds(&b, "\",");
+	gxp_cluster_line(cl, joined, &b);
+	counters[C_CL_WORKERS].v = gxp_cluster_size(cl);
+	counters[C_CL_CHANGES].v++;
+	gxp_log(LOG_INFO, "cluster: %zu worker%s live: %.*s", gxp_cluster_size(cl),
+	    gxp_cluster_size(cl) == 1 ? "" : "s", (int)b.len - 1, b.p);
+	if (jn.j)
+		journal_line(&b);
+	else
+		buffer_line(&b);
+	gxp_buf_free(&b);
+}
+
+/* At each connection: the retained records again, then a second SUBACK. */
+void
+cluster_connected(struct mosquitto *mosq)
+{
+	if (cl == NULL)
+		return;
+	cs.burst = 1;
+	for (size_t i = 0; i < cs.nseen; i++)
+		free(cs.seen[i]);
+	cs.nseen = 0;
+	mosquitto_subscribe(mosq, &cs.mid1, cs.filter, 1);
+	mosquitto_subscribe(mosq, &cs.mid2, cs.filter, 1);
+}
+
+static void
+seen_add(const char *w)
+{
+	if (cs.nseen == cs.capseen)
+		cs.seen = xrealloc(cs.seen, (cs.capseen = cs.capseen ? 2 * cs.capseen : 8) *
+		    sizeof *cs.seen);
+	cs.seen[cs.nseen++] = xstrdup(w);
+}
+
+static int
+seen_in(const char *w)
+{
+	for (size_t i = 0; i < cs.nseen; i++)
+		if (strcmp(cs.seen[i], w) == 0)
+			return 1;
+	return 0;
+}
+
+/* The burst is over: the set is what it held, and this worker. */
+static void
+burst_end(void)
+{
+	gxp_cluster_update(cl, gxp_cluster_self(cl), 1);
+	for (size_t i = gxp_cluster_size(cl); i-- > 0;) {
+		const char *w = gxp_cluster_worker(cl, i);
+
+		if (strcmp(w, gxp_cluster_self(cl)) != 0 && !seen_in(w))
+			gxp_cluster_update(cl, w, 0);
+	}
+	for (size_t i = 0; i < cs.nseen; i++)
+		gxp_cluster_update(cl, cs.seen[i], 1);
+	cs.burst = 0;
+}
+
+/* A SUBACK of ours: 1 (and the device topics are subscribed to at the
+ * first), else 0. */
+int
+cluster_subscribed(void *arg, int mid)
+{
+	int first;
+
+	if (cl == NULL || (mid != cs.mid1 && mid != cs.mid2))
+		return 0;
+	if (mid == cs.mid1)
+		return 1;
+	first = !cs.known;
+	cs.known = 1;
+	burst_end();
+	emit(1);	/* after every connection: what changed while away is unknown */
+	if (first) {
+		for (size_t i = 0; i < cs.nheld; i++) {
+			if (!cluster_filter_message(cs.held[i]))
+				message_take(arg, cs.held[i]);
+			mosquitto_message_free(&cs.held[i]);
+		}
+		free(cs.held);
+		cs.held = NULL;
+		cs.nheld = cs.capheld = 0;
+	}
+	return 1;
+}
+
+/* A worker's record: live when it has a body, gone when empty. */
+static void
+presence(const char *w, const struct mosquitto_message *m)
+{
+	int live = m->payloadlen > 0;
+
+	if (strcmp(w, gxp_cluster_self(cl)) == 0)
+		return;		/* ours is mqtt.c's; we are live while connected */
+	if (cs.burst && live && m->retain)
+		seen_add(w);
+	if (cs.known && gxp_cluster_update(cl, w, live))
+		emit(0);
+}
+
+static void
+hold(const struct mosquitto_message *m)
+{
+	if (cs.nheld == cs.capheld)
+		cs.held = xrealloc(cs.held, (cs.capheld = cs.capheld ? 2 * cs.capheld : 64) *
+		    sizeof *cs.held);
+	cs.held[cs.nheld] = xcalloc(1, sizeof **cs.held);
+	if (mosquitto_message_copy(cs.held[cs.nheld], m) != MOSQ_ERR_SUCCESS)
+		gxp_die(EXIT_TEMP, "out of memory");
+	cs.nheld++;
+}
+
+/* Whether the message goes no further: a presence record, a device of
+ * another worker (counted), or one held until the set is known. */
+int
+cluster_filter_message(const struct mosquitto_message *m)
+{
+	char dev[GXP_DEVICE_MAX + 1];
+	const char *w;
+
+	if ((w = gxp_cluster_topic_worker(cl, m->topic)) != NULL) {
+		presence(w, m);
+		return 1;
+	}
+	if (gxp_cluster_mode(cl) == GXP_CLUSTER_SHARED ||
+	    gxp_topic_parse(m->topic, dev) == TOPIC_OTHER)
+		return 0;
+	if (!cs.known) {
+		hold(m);
+		return 1;
+	}
+	if (gxp_cluster_owns(cl, dev))
+		return 0;
+	counters[C_CL_DROPPED].v++;
+	return 1;
+}
+
+void
+cluster_free(void)
+{
+	for (size_t i = 0; i < cs.nseen; i++)
+		free(cs.seen[i]);
+	free(cs.seen);
+	for (size_t i = 0; i < cs.nheld; i++)
+		mosquitto_message_free(&cs.held[i]);
+	free(cs.held);
+	free(cs.filter);
+	free(cs.own);
+	gxp_cluster_free(cl);
+}

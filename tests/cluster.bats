@@ -1,0 +1,200 @@
+#!/usr/bin/env bats
+# Several workers on one fleet (GXP_CLUSTER, README "Running several
+# workers"): three gxp-supervise, each in a process group of its own with
+# its own spool, client id and worker id, on one real mosquitto and the
+# Supabase endpoint in front of a real PostgreSQL.
+
+load helpers
+load pg
+load e2e
+
+setup_file() {
+	start_pg
+	start_endpoint
+}
+
+teardown_file() {
+	stop_endpoint
+	stop_pg
+}
+
+setup() {
+	reset_db
+	ep_reset
+	start_broker plain
+	W_PIDS=()
+}
+
+teardown() {
+	local i
+	for i in 1 2 3; do
+		[ -n "${W_PIDS[$i]:-}" ] && kill -TERM "${W_PIDS[$i]}" 2>/dev/null
+	done
+	for i in 1 2 3; do
+		[ -n "${W_PIDS[$i]:-}" ] && wait "${W_PIDS[$i]}" 2>/dev/null
+	done
+	[ -n "${SIM_PID:-}" ] && kill "$SIM_PID" 2>/dev/null
+	SIM_PID=
+	teardown_broker
+}
+
+# cl_env N: worker N's env file: its spool, client id and worker id.
+cl_env() {
+	worker_env "$BATS_TEST_TMPDIR/w$1.env" "SUPABASE_URL=$EP_URL" \
+		"SUPABASE_SECRET_KEY=$EP_SECRET_KEY" "GXP_CLUSTER=presence" "MQTT_KEEPALIVE=5"
+	sed -i -e "s|^MQTT_CLIENT_ID=.*|MQTT_CLIENT_ID=gxp-cl-$$-w$1|" \
+		-e "s|^GXP_SPOOL=.*|GXP_SPOOL=$BATS_TEST_TMPDIR/spool$1|" "$BATS_TEST_TMPDIR/w$1.env"
+	# what gxp-assemble wrote, cluster lines and completed photos in their
+	# order, kept by a filter after it (gxp-upload takes the photos' events)
+	cat > "$BATS_TEST_TMPDIR/tap.sh" <<-'EOF'
+	exec awk -v f="$1" '/"event":"(cluster|photo_complete)"/ { print >> f; fflush(f) } { print; fflush() }'
+	EOF
+	echo "SUPERVISE_FILTER_AFTER_ASSEMBLE='sh $BATS_TEST_TMPDIR/tap.sh $BATS_TEST_TMPDIR/w$1.tap'" \
+		>> "$BATS_TEST_TMPDIR/w$1.env"
+}
+
+# cl_start N: worker N in a process group of its own, waited for until
+# its pipeline runs; its log and events files are appended to.
+cl_start() {
+	local n=$1 log=$BATS_TEST_TMPDIR/w$1.log before
+	before=$(grep -c "gxp-control: info: answering hellos" "$log" 2>/dev/null || true)
+	setsid gxp-supervise --env "$BATS_TEST_TMPDIR/w$n.env" \
+		--events "$BATS_TEST_TMPDIR/w$n.events" 2>> "$log" 3>&- &
+	W_PIDS[$n]=$!
+	wait_until 30 eval '[ "$(grep -c "gxp-control: info: answering hellos" "$log")" -gt "${before:-0}" ]' ||
+		{ tail -20 "$log" >&2; return 1; }
+}
+
+# cl_kill N: SIGKILL to worker N's whole process group; waits for its stages.
+cl_kill() {
+	local stages
+	stages=$(pgrep -P "${W_PIDS[$1]}" | tr '\n' ' ')
+	kill -KILL -- "-${W_PIDS[$1]}"
+	wait "${W_PIDS[$1]}" 2>/dev/null || true
+	W_PIDS[$1]=
+	wait_until 10 all_gone $stages
+}
+
+# cl_stop N: SIGTERM to worker N (a clean stop); its status must be 0.
+cl_stop() {
+	local rc=0
+	kill -TERM "${W_PIDS[$1]}"
+	wait "${W_PIDS[$1]}" || rc=$?
+	W_PIDS[$1]=
+	[ "$rc" = 0 ]
+}
+
+# sees N K: worker N's gxp-sub has said K workers live, at least COUNT times.
+sees() {
+	[ "$(grep -c "gxp-sub: info: cluster: $2 workers\? live" "$BATS_TEST_TMPDIR/w$1.log")" -ge "${3:-1}" ]
+}
+
+stored() {
+	psql_q "select count(*) from captures where ingest_status = 'stored'"
+}
+
+# owner_check: every photo a worker completed was of a device it owned,
+# by its own gxp-sub's live set at that point of its stream (the cluster
+# lines and the photo_complete events gxp-assemble wrote, in order), and
+# by the library's rendezvous function (build/cluster-test).  Prints the
+# photos each worker completed.
+owner_check() {
+	local n f=$BATS_TEST_TMPDIR/owners
+	: > "$f"
+	for n in 1 2 3; do
+		jq -r --arg w "gxp-cl-$$-w$n" 'select(.event == "cluster" or .event == "photo_complete") |
+			if .event == "cluster" then "set " + (.workers | join(","))
+			else "photo " + .device + " " + $w end' "$BATS_TEST_TMPDIR/w$n.tap" |
+		awk '$1 == "set" { set = $2; next } { print set, $2, $3 }' >> "$f"
+	done
+	for n in 1 2 3; do
+		echo "worker $n completed $(grep -c " gxp-cl-$$-w$n\$" "$f") photos"
+		[ "$(grep -c " gxp-cl-$$-w$n\$" "$f")" -gt 0 ]
+	done
+	[ "$(awk 'NF != 3' "$f" | wc -l)" = 0 ]
+	# for each live set: the owner the function gives, against who did it
+	cut -d' ' -f1 "$f" | sort -u | while read -r set; do
+		awk -v s="$set" '$1 == s { print $2, $3 }' "$f" | sort -u > "$f.did"
+		cut -d' ' -f1 "$f.did" | sort -u | "$GXP_TOP/build/cluster-test" owner "$set" | sort > "$f.own"
+		join "$f.did" "$f.own" | awk '$2 != $3 { print "photo of " $1 " completed by " $2 \
+			" but owned by " $3 " (set " s ")"; bad = 1 } END { exit bad }' s="$set"
+	done
+}
+
+# the database: every photo once, stored, one object; no failure row
+db_check() {
+	psql_q "select ingest_status, count(*) from captures group by 1"
+	psql_q "select count(*) from storage.objects where bucket_id = 'gxp-captures'"
+	psql_q "select error_code, count(*) from device_errors group by 1"
+	[ "$(psql_q "select count(*), count(distinct device_id) from captures where ingest_status = 'stored'")" = "$1|50" ]
+	[ "$(psql_q "select count(*) from captures")" = "$1" ]
+	[ "$(psql_q "select count(*) from storage.objects where bucket_id = 'gxp-captures'")" = "$1" ]
+	[ "$(psql_q "select count(*) from device_errors")" = 0 ]
+}
+
+# bats test_tags=slow
+@test "cluster: three workers, one SIGKILLed mid-run (its whole process group) and started again: every photo acknowledged and stored once, each device assembled by its owner" {
+	for n in 1 2 3; do cl_env "$n"; done
+	for n in 1 2 3; do cl_start "$n"; done
+	wait_until 10 sees 1 3
+	gxp-sim --env "$BATS_TEST_TMPDIR/w1.env" -i "sim-$$" -d 50 -n 4 -r 600 -R 4000 \
+		-t 110000 -s 11 -j > "$BATS_TEST_TMPDIR/sim.out" 2> "$BATS_TEST_TMPDIR/sim.err" 3>&- &
+	SIM_PID=$!
+	wait_until 60 eval '[ "$(stored)" -ge 40 ]'
+	cl_kill 2
+	killed_at=$(stored)
+	# the survivors take its devices at once: the broker published its Will
+	# when the kernel closed its connection
+	wait_until 10 sees 1 2
+	wait_until 10 sees 3 2
+	wait_until 60 eval '[ "$(stored)" -ge $((killed_at + 40)) ]'
+	cl_start 2
+	wait_until 10 sees 1 3 2
+	rc=0
+	wait "$SIM_PID" || rc=$?
+	SIM_PID=
+	tail -1 "$BATS_TEST_TMPDIR/sim.out"
+	[ "$rc" = 0 ]
+	[ "$(tail -1 "$BATS_TEST_TMPDIR/sim.out" | jq -r .acknowledged)" = 200 ]
+	wait_until 30 eval '[ "$(stored)" = 200 ]'
+	for n in 1 2 3; do cl_stop "$n"; done
+	db_check 200
+	owner_check
+	# the survivors dropped what was in flight for the devices that came back
+	grep -h "now belongs to worker" "$BATS_TEST_TMPDIR"/w[13].log | head -3
+}
+
+# bats test_tags=slow
+@test "cluster: a rolling upgrade: one worker stopped cleanly, its devices move, then back; every photo stored once" {
+	for n in 1 2 3; do cl_env "$n"; done
+	for n in 1 2 3; do cl_start "$n"; done
+	wait_until 10 sees 1 3
+	gxp-sim --env "$BATS_TEST_TMPDIR/w1.env" -i "sim-$$" -d 50 -n 2 -r 600 -R 4000 \
+		-t 110000 -s 12 -j > "$BATS_TEST_TMPDIR/sim.out" 2> "$BATS_TEST_TMPDIR/sim.err" 3>&- &
+	SIM_PID=$!
+	wait_until 60 eval '[ "$(stored)" -ge 20 ]'
+	cl_stop 3
+	wait_until 10 sees 1 2
+	wait_until 10 sees 2 2
+	# it cleared its record on the way out: nothing is left at its topic
+	[ -z "$(mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -t "gxp/workers/gxp-cl-$$-w3" -W 1 2>/dev/null || true)" ]
+	cl_start 3
+	wait_until 10 sees 1 3 2
+	rc=0
+	wait "$SIM_PID" || rc=$?
+	SIM_PID=
+	tail -1 "$BATS_TEST_TMPDIR/sim.out"
+	[ "$rc" = 0 ]
+	[ "$(tail -1 "$BATS_TEST_TMPDIR/sim.out" | jq -r .acknowledged)" = 100 ]
+	wait_until 30 eval '[ "$(stored)" = 100 ]'
+	for n in 1 2 3; do cl_stop "$n"; done
+	db_check 100
+	owner_check
+}
+
+@test "cluster: the ownership function: a third each, losing a worker moves only its share, the cache follows the set" {
+	run "$GXP_TOP/build/cluster-test" check
+	echo "$output"
+	[ "$status" = 0 ]
+	[ "$(grep -c '^ok' <<<"$output")" = 7 ]
+}
