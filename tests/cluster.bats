@@ -198,3 +198,60 @@ db_check() {
 	[ "$status" = 0 ]
 	[ "$(grep -c '^ok' <<<"$output")" = 7 ]
 }
+
+@test "cluster: a stored capture never goes backwards: another worker's failure of it, or any later write, leaves it stored with its object" {
+	cl_env 1
+	cl_start 1
+	run gxp-sim --env "$BATS_TEST_TMPDIR/w1.env" -i "sim-$$" -d 1 -n 1 -t 30000 -s 3 -j
+	[ "$status" = 0 ]
+	wait_until 30 eval '[ "$(stored)" = 1 ]'
+	cl_stop 1
+	before=$(psql_q "select device_capture_id, ingest_status, storage_path, image_sha256 from captures")
+	cap=$(cut -d'|' -f1 <<<"$before")
+	[ -n "$(cut -d'|' -f3 <<<"$before")" ]
+	# another worker, whose spool never saw the photo complete, fails it
+	# (its leftovers timed out): the row stays stored
+	printf '{"event":"capture_failed","v":1,"ts":"2026-01-01T00:00:00Z","device":"SIM000001","capture_name":"%s","code":2201,"reason":"timed out"}\n' "$cap" |
+		GXP_SPOOL=$BATS_TEST_TMPDIR/elsewhere gxp-upload --env "$BATS_TEST_TMPDIR/w1.env" > /dev/null
+	[ "$(psql_q "select device_capture_id, ingest_status, storage_path, image_sha256 from captures")" = "$before" ]
+	[ "$(psql_q "select count(*) from device_errors where error_code = 2201")" = 1 ]
+	# any later write, in SQL, the same
+	psql_q "update captures set ingest_status = 'assembling', storage_path = null, image_sha256 = null" > /dev/null
+	[ "$(psql_q "select device_capture_id, ingest_status, storage_path, image_sha256 from captures")" = "$before" ]
+	# a row not stored yet still moves on
+	psql_q "insert into captures (device_id, device_capture_id) select device_id, 'other.jpg' from devices" > /dev/null
+	psql_q "update captures set ingest_status = 'failed' where device_capture_id = 'other.jpg'" > /dev/null
+	[ "$(psql_q "select ingest_status from captures where device_capture_id = 'other.jpg'")" = failed ]
+}
+
+# metric N STAGE NAME: worker N's last value of gxp_STAGE_NAME.
+metric() {
+	awk -v m="gxp_$2_$3" '$1 == m { print $2 }' "$BATS_TEST_TMPDIR/spool$1/metrics/gxp-$2.prom"
+}
+
+@test "cluster: each hello is answered by exactly one worker, the device's owner" {
+	for n in 1 2 3; do cl_env "$n"; done
+	for n in 1 2 3; do cl_start "$n"; done
+	wait_until 10 sees 1 3
+	run gxp-sim --env "$BATS_TEST_TMPDIR/w1.env" -i "sim-$$" -d 30 -n 0 -W 2 -T 100000 -A 5000 -s 5 -j
+	echo "$output" | tail -5
+	[ "$status" = 0 ]
+	summary=$(tail -1 <<<"$output")
+	hellos=$(jq -r .wake.hellos <<<"$summary")
+	echo "$summary" | jq -c .wake
+	[ "$hellos" -ge 60 ]
+	[ "$(jq -r .wake.answered <<<"$summary")" = "$hellos" ]
+	for n in 1 2 3; do cl_stop "$n"; done
+	taken=0
+	for n in 1 2 3; do
+		t=$(metric "$n" control hellos_total)
+		e=$(metric "$n" control elsewhere_total)
+		echo "worker $n: took $t hellos, left $e to the others"
+		# each heard every hello, and took some
+		[ "$t" -gt 0 ] && [ $((t + e)) = "$hellos" ]
+		taken=$((taken + t))
+	done
+	# each hello taken by one worker: none twice, none left
+	[ "$taken" = "$hellos" ]
+	[ "$(jq -r .wake.repeats <<<"$summary")" = 0 ]
+}
