@@ -11,7 +11,11 @@
  * the presence filter: a second SUBACK of the same filter says they all
  * have.  Until the first such burst is complete this worker does not know
  * the set, and device messages (a persistent session delivers its queue
- * at once) are held in memory, then decided. */
+ * at once) are held in memory, then decided.
+ *
+ * With GXP_CLUSTER=shared the broker chooses: the device topics are
+ * subscribed to as $share/GXP_CLUSTER_GROUP/..., every message received is
+ * taken, and the digests below check the broker's choice. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +32,13 @@ static struct {
 	size_t nseen, capseen;
 	struct mosquitto_message **held;	/* until the set is known */
 	size_t nheld, capheld;
+	/* GXP_CLUSTER=shared: the devices received this period and the last */
+	char *digests;		/* GXP_CLUSTER_TOPIC/+/seen */
+	struct seen_set { uint32_t *h; char **dev; size_t n, cap; } now, before;
+	int64_t period_ms, next_ms, warned_ms;
 } cs;
+
+enum { SCATTER_LOG_MS = 60000 };	/* at most one warning a minute */
 
 /* GXP_CLUSTER: the worker's presence record goes to the cluster's topic. */
 void
@@ -40,6 +50,9 @@ cluster_init(struct gxp_mqtt_opts *o)
 		return;
 	own = cs.own = gxp_cluster_topic(cl, gxp_cluster_self(cl));
 	cs.filter = gxp_cluster_topic(cl, "+");
+	cs.digests = gxp_cluster_topic(cl, "+/seen");
+	cs.period_ms = gxp_cfg_int("GXP_CLUSTER_DIGEST_S") * 1000;
+	cs.next_ms = gxp_mono_ms() + cs.period_ms;
 	o->presence_topic = own;
 	if (gxp_cluster_mode(cl) == GXP_CLUSTER_SHARED)
 		for (int i = 0; i < ntopics; i++) {
@@ -92,6 +105,135 @@ cluster_connected(struct mosquitto *mosq)
 	cs.nseen = 0;
 	mosquitto_subscribe(mosq, &cs.mid1, cs.filter, 1);
 	mosquitto_subscribe(mosq, &cs.mid2, cs.filter, 1);
+	if (gxp_cluster_mode(cl) == GXP_CLUSTER_SHARED)
+		mosquitto_subscribe(mosq, NULL, cs.digests, 0);
+}
+
+/* ---- GXP_CLUSTER=shared: does the broker keep a device on one worker?
+ *
+ * Each worker publishes, every GXP_CLUSTER_DIGEST_S, the hashes of the
+ * devices it received messages of (GXP_CLUSTER_TOPIC/<worker>/seen, QoS 0,
+ * not retained); a worker that finds one of its own devices of this period
+ * or the last in another's digest says loudly that the broker scatters a
+ * device's messages over several workers (mosquitto does, per message),
+ * and counts it.  Periods are not aligned between workers: the last one
+ * covers the overlap. */
+
+static int
+set_has(const struct seen_set *s, uint32_t h, const char **dev)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->h[i] == h) {
+			*dev = s->dev[i];
+			return 1;
+		}
+	return 0;
+}
+
+static void
+set_clear(struct seen_set *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		free(s->dev[i]);
+	s->n = 0;
+}
+
+static void
+set_free(struct seen_set *s)
+{
+	set_clear(s);
+	free(s->h);
+	free(s->dev);
+}
+
+/* A device received this period (a linear set: one worker's devices in
+ * a few seconds; the set is cleared each period). */
+static void
+saw(const char *dev)
+{
+	uint32_t h = gxp_hash(dev);
+	const char *d;
+
+	if (set_has(&cs.now, h, &d))
+		return;
+	if (cs.now.n == cs.now.cap) {
+		cs.now.cap = cs.now.cap ? 2 * cs.now.cap : 64;
+		cs.now.h = xrealloc(cs.now.h, cs.now.cap * sizeof *cs.now.h);
+		cs.now.dev = xrealloc(cs.now.dev, cs.now.cap * sizeof *cs.now.dev);
+	}
+	cs.now.h[cs.now.n] = h;
+	cs.now.dev[cs.now.n++] = xstrdup(dev);
+}
+
+static void
+publish_digest(struct mosquitto *mosq)
+{
+	struct gxp_buf b = { 0 };
+	char *topic;
+
+	if (cs.now.n == 0)
+		return;
+	topic = xasprintf("%s/seen", cs.own);
+	gxp_buf_adds(&b, "{\"v\":1,\"devices\":[");
+	for (size_t i = 0; i < cs.now.n; i++)
+		gxp_buf_addf(&b, "%s%u", i ? "," : "", cs.now.h[i]);
+	gxp_buf_adds(&b, "]}");
+	mosquitto_publish(mosq, NULL, topic, (int)b.len, b.p, 0, false);
+	free(topic);
+	gxp_buf_free(&b);
+}
+
+/* Once a period: the digest out, this period becomes the last. */
+void
+cluster_tick(struct mosquitto *mosq)
+{
+	struct seen_set t;
+	int64_t now = gxp_mono_ms();
+
+	if (cl == NULL || gxp_cluster_mode(cl) != GXP_CLUSTER_SHARED || now < cs.next_ms)
+		return;
+	cs.next_ms = now + cs.period_ms;
+	publish_digest(mosq);
+	set_clear(&cs.before);
+	t = cs.before;
+	cs.before = cs.now;
+	cs.now = t;
+}
+
+static void
+digest(const char *w, const struct mosquitto_message *m)
+{
+	const cJSON *ds, *d;
+	const char *dev = NULL;
+	cJSON *o;
+
+	if (strcmp(w, gxp_cluster_self(cl)) == 0 ||
+	    (o = gxp_json_parse(m->payload, (size_t)m->payloadlen)) == NULL)
+		return;
+	ds = cJSON_GetObjectItemCaseSensitive(o, "devices");
+	cJSON_ArrayForEach(d, ds) {
+		uint32_t h;
+
+		if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > UINT32_MAX)
+			continue;
+		h = (uint32_t)d->valuedouble;
+		if (set_has(&cs.now, h, &dev) || set_has(&cs.before, h, &dev))
+			break;
+	}
+	if (dev) {
+		counters[C_CL_SCATTERED].v++;
+		if (cs.warned_ms == 0 || gxp_mono_ms() - cs.warned_ms >= SCATTER_LOG_MS) {
+			cs.warned_ms = gxp_mono_ms();
+			gxp_log(LOG_ERROR, "GXP_CLUSTER=shared: the broker gave messages of device "
+			    "%s to this worker and to worker %s within %lld s: it scatters one "
+			    "device's messages over the group (mosquitto picks a member per "
+			    "message), so photos are split between spools and never complete; "
+			    "use GXP_CLUSTER=presence, or a broker that routes shared "
+			    "subscriptions by topic (EMQX: the hash_topic strategy)", dev, w,
+			    (long long)(2 * cs.period_ms / 1000));
+		}
+	}
+	cJSON_Delete(o);
 }
 
 static void
@@ -182,6 +324,21 @@ hold(const struct mosquitto_message *m)
 	cs.nheld++;
 }
 
+/* The worker of GXP_CLUSTER_TOPIC/<worker>/seen, in a static buffer. */
+static const char *
+digest_worker(const char *topic)
+{
+	static char w[GXP_DEVICE_MAX + 1];
+	size_t n = strlen(topic), p = strlen(cs.own) - strlen(gxp_cluster_self(cl));
+
+	if (n < p + 6 || strcmp(topic + n - 5, "/seen") != 0 || strncmp(topic, cs.own, p) != 0 ||
+	    n - 5 - p > GXP_DEVICE_MAX)
+		return NULL;
+	memcpy(w, topic + p, n - 5 - p);
+	w[n - 5 - p] = '\0';
+	return gxp_device_valid(w) ? w : NULL;
+}
+
 /* Whether the message goes no further: a presence record, a device of
  * another worker (counted), or one held until the set is known. */
 int
@@ -194,9 +351,16 @@ cluster_filter_message(const struct mosquitto_message *m)
 		presence(w, m);
 		return 1;
 	}
-	if (gxp_cluster_mode(cl) == GXP_CLUSTER_SHARED ||
-	    gxp_topic_parse(m->topic, dev) == TOPIC_OTHER)
+	if (gxp_cluster_mode(cl) == GXP_CLUSTER_SHARED && (w = digest_worker(m->topic)) != NULL) {
+		digest(w, m);
+		return 1;
+	}
+	if (gxp_topic_parse(m->topic, dev) == TOPIC_OTHER)
 		return 0;
+	if (gxp_cluster_mode(cl) == GXP_CLUSTER_SHARED) {
+		saw(dev);
+		return 0;
+	}
 	if (!cs.known) {
 		hold(m);
 		return 1;
@@ -218,5 +382,8 @@ cluster_free(void)
 	free(cs.held);
 	free(cs.filter);
 	free(cs.own);
+	free(cs.digests);
+	set_free(&cs.now);
+	set_free(&cs.before);
 	gxp_cluster_free(cl);
 }

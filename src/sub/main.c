@@ -46,6 +46,7 @@ struct gxp_counter counters[C_COUNT] = {
 	{ "cluster_dropped_total", "messages of devices another worker owns, dropped (GXP_CLUSTER)", 0, 0 },
 	{ "cluster_workers", "live workers in the cluster, this one included", 1, 0 },
 	{ "cluster_changes_total", "changes of the live set written downstream", 0, 0 },
+	{ "cluster_scattered_total", "GXP_CLUSTER=shared: digests showing a device of this worker on another", 0, 0 },
 };
 
 static void
@@ -130,6 +131,7 @@ run(struct gxp_mqtt *m)
 		}
 		if ((rc = gxp_mqtt_step(m, 200)) != 0)
 			break;
+		cluster_tick(gxp_mqtt_handle(m));
 		kick(m);
 		gxp_metrics_tick(0);
 	}

@@ -53,7 +53,7 @@ extern int ntopics, subscribed;
 extern size_t max_message;	/* SUB_MAX_MESSAGE_BYTES */
 
 enum { C_MESSAGES, C_BYTES, C_DROPPED, C_BUFFERED, C_JBYTES, C_JFULL, C_JP99, C_JMAX,
-	C_REPLAYED, C_REDELIVERED, C_TOO_BIG, C_CL_DROPPED, C_CL_WORKERS, C_CL_CHANGES, C_COUNT };
+	C_REPLAYED, C_REDELIVERED, C_TOO_BIG, C_CL_DROPPED, C_CL_WORKERS, C_CL_CHANGES, C_CL_SCATTERED, C_COUNT };
 extern struct gxp_counter counters[C_COUNT];
 
 /* envelope.c */
@@ -79,6 +79,7 @@ void cluster_init(struct gxp_mqtt_opts *o);
 void cluster_connected(struct mosquitto *mosq);
 int cluster_subscribed(void *arg, int mid);
 int cluster_filter_message(const struct mosquitto_message *m);
+void cluster_tick(struct mosquitto *mosq);
 void cluster_free(void);
 
 /* journal.c */
