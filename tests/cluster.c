@@ -5,10 +5,15 @@
  *                                if one failed
  *   cluster-test owner W1,W2...  for each device id on stdin, "dev owner"
  *                                with those workers live
+ *   cluster-test bench N         gxp-sub's decision for a message of a
+ *                                device another worker owns (the topic's
+ *                                device, then the cached owner), N devices,
+ *                                three workers: CPU ns per message
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lib/gxp.h"
 
@@ -88,6 +93,31 @@ check(void)
 	gxp_cluster_free(four);
 }
 
+/* The decision alone, as gxp-sub's callback makes it: the device from the
+ * topic (gxp_topic_parse), then gxp_cluster_owns. */
+static void
+bench(int ndev)
+{
+	struct gxp_cluster *c = with("w1", "w1,w2,w3");
+	char (*topics)[64] = xcalloc((size_t)ndev, sizeof *topics), dev[GXP_DEVICE_MAX + 1];
+	long long rounds = 2000000 / ndev + 1, n = 0, owned = 0;
+	struct timespec a, b;
+
+	for (int i = 0; i < ndev; i++)
+		snprintf(topics[i], sizeof topics[i], "ESP32CAM/SIM%06d/data", i);
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &a);
+	for (long long r = 0; r < rounds; r++)
+		for (int i = 0; i < ndev; i++, n++)
+			if (gxp_topic_parse(topics[i], dev) != TOPIC_OTHER)
+				owned += gxp_cluster_owns(c, dev);
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &b);
+	printf("%.0f ns a message (%lld messages, %d devices, %lld%% owned)\n",
+	    ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / (double)n,
+	    n, ndev, owned * 100 / n);
+	free(topics);
+	gxp_cluster_free(c);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -99,8 +129,12 @@ main(int argc, char **argv)
 		check();
 		return failed;
 	}
+	if (argc == 3 && strcmp(argv[1], "bench") == 0) {
+		bench(atoi(argv[2]) > 0 ? atoi(argv[2]) : 100);
+		return 0;
+	}
 	if (argc != 3 || strcmp(argv[1], "owner") != 0) {
-		fprintf(stderr, "usage: cluster-test check | owner W1,W2...\n");
+		fprintf(stderr, "usage: cluster-test check | owner W1,W2... | bench N\n");
 		return 2;
 	}
 	c = with("-", argv[2]);

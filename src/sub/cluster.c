@@ -31,6 +31,7 @@ static struct {
 	char **seen;		/* the workers of this burst */
 	size_t nseen, capseen;
 	struct mosquitto_message **held;	/* until the set is known */
+	int64_t *held_us;			/* when each came */
 	size_t nheld, capheld;
 	/* GXP_CLUSTER=shared: the devices received this period and the last */
 	char *digests;		/* GXP_CLUSTER_TOPIC/+/seen */
@@ -287,12 +288,15 @@ cluster_subscribed(void *arg, int mid)
 	emit(1);	/* after every connection: what changed while away is unknown */
 	if (first) {
 		for (size_t i = 0; i < cs.nheld; i++) {
+			jn.msg_us = cs.held_us[i];	/* its journal window from then */
 			if (!cluster_filter_message(cs.held[i]))
 				message_take(arg, cs.held[i]);
 			mosquitto_message_free(&cs.held[i]);
 		}
 		free(cs.held);
+		free(cs.held_us);
 		cs.held = NULL;
+		cs.held_us = NULL;
 		cs.nheld = cs.capheld = 0;
 	}
 	return 1;
@@ -315,9 +319,12 @@ presence(const char *w, const struct mosquitto_message *m)
 static void
 hold(const struct mosquitto_message *m)
 {
-	if (cs.nheld == cs.capheld)
-		cs.held = xrealloc(cs.held, (cs.capheld = cs.capheld ? 2 * cs.capheld : 64) *
-		    sizeof *cs.held);
+	if (cs.nheld == cs.capheld) {
+		cs.capheld = cs.capheld ? 2 * cs.capheld : 64;
+		cs.held = xrealloc(cs.held, cs.capheld * sizeof *cs.held);
+		cs.held_us = xrealloc(cs.held_us, cs.capheld * sizeof *cs.held_us);
+	}
+	cs.held_us[cs.nheld] = jn.msg_us;
 	cs.held[cs.nheld] = xcalloc(1, sizeof **cs.held);
 	if (mosquitto_message_copy(cs.held[cs.nheld], m) != MOSQ_ERR_SUCCESS)
 		gxp_die(EXIT_TEMP, "out of memory");
@@ -380,6 +387,7 @@ cluster_free(void)
 	for (size_t i = 0; i < cs.nheld; i++)
 		mosquitto_message_free(&cs.held[i]);
 	free(cs.held);
+	free(cs.held_us);
 	free(cs.filter);
 	free(cs.own);
 	free(cs.digests);
