@@ -36,7 +36,7 @@ VERSION = ${shell sed -n '1s/^gxp (\([^)]*\)).*/\1/p' debian/changelog}
 # Debian packages for building, testing, the demo and the benchmarks.
 DEPS = gcc make pkg-config libmosquitto-dev libcurl4-openssl-dev \
 	libcjson-dev libssl-dev bats mosquitto mosquitto-clients openssl \
-	postgresql python3 python3-psycopg2 jq curl mandoc valgrind \
+	postgresql python3 python3-psycopg2 python3-paho-mqtt jq curl mandoc valgrind \
 	clang libclang-rt-14-dev systemd procps faketime strace \
 	dpkg-dev debhelper fakeroot lintian adduser tzdata libturbojpeg0-dev chromium
 
@@ -54,7 +54,7 @@ build/%.o: src/%.c src/lib/gxp.h build/flags
 
 # gxp-upload's own header, and the control plane's
 build/gxp-upload.o build/lib/http.o build/lib/rows.o build/lib/store.o build/lib/store_dir.o build/lib/store_supabase.o: src/lib/store.h
-build/lib/store_sync.o build/lib/ctl_dir.o build/lib/ctl_supabase.o: src/lib/store.h
+build/lib/store_sync.o build/lib/marks.o build/lib/ctl_dir.o build/lib/ctl_supabase.o: src/lib/store.h
 build/lib/config.o build/lib/schedule.o build/lib/ctl.o build/lib/ctl_dir.o build/lib/ctl_supabase.o build/gxp-cmd.o: src/lib/control.h
 
 $(ASM_OBJ): src/assemble/assemble.h

@@ -218,6 +218,15 @@ fz_event(const char *line, size_t len)
 		fz_fail("output line is not JSON: %.*s", (int)len, line);
 	type = gxp_json_str(e, "event");
 	ts = gxp_json_str(e, "ts");
+	if (type && strcmp(type, "mark") == 0) {
+		/* after the output of journal lines: no ts, a seq */
+		long long seq;
+
+		if (strncmp(line, "{\"event\":\"mark\",\"v\":1,\"seq\":", 28) != 0 ||
+		    gxp_json_int(e, "seq", &seq) != 1 || seq < 1 || cJSON_GetArraySize(e) != 3)
+			fz_fail("a bad mark: %s", line);
+		return e;
+	}
 	if (!known(type, types))
 		fz_fail("not an event of gxp(7): %s", line);
 	snprintf(prefix, sizeof prefix, "{\"event\":\"%s\",\"v\":1,\"ts\":\"", type);

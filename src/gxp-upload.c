@@ -7,7 +7,13 @@
  * not in memory.  A photo E is ready/E.jpg with its sidecar ready/E.json;
  * it is claimed by renaming the sidecar to work/E.json; each step after
  * that is safe to repeat, and on start work/ goes back to ready/, so a
- * crash anywhere repeats what was left without duplicates. */
+ * crash anywhere repeats what was left without duplicates.
+ *
+ * With a journal (-J), the marks gxp-assemble writes tell which lines'
+ * rows have all been added; once they are durable too, journal/committed
+ * says so (tmp + rename, at most every JOURNAL_COMMIT_MS), and gxp-sub
+ * replays only the lines after it when the pipeline restarts.  Rows are
+ * then never dropped nor spilled: the journal holds their lines. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -65,6 +71,17 @@ static struct name *retiring;	/* photos stored, to retire at the turn's end */
 static struct name *marks;	/* "<entry> <mark>" of the photos claimed */
 static int marks_fd = -1;
 static long marks_n, marks_written;	/* in memory; lines in work/rows.at */
+static int restart;		/* journaled rows not written: end, to be replayed */
+
+/* the journal's commit record (-J) */
+static struct {
+	const char *dir;
+	struct marks *marks;
+	uint64_t written;	/* the seq journal/committed holds */
+	uint64_t head;		/* the journal's last line when this run began */
+	long long base[T_COUNT];	/* the committed offsets this run began with */
+	int64_t next_ms;
+} jc;
 static struct wake *wakes[WAKE_BUCKETS];
 
 static struct gxp_counter counters[] = {
@@ -92,12 +109,13 @@ static void
 usage(int code)
 {
 	gxp_usage(code,
-	    "gxp-upload [--check | --once] [--env file] [--spool dir]\n",
+	    "gxp-upload [--check | --once] [--env file] [--spool dir] [-J dir]\n",
 	    "  --check      test the store (key, bucket, tables, or the local store) and\n"
 	    "               say how many photos wait in the spool; one line each\n"
 	    "  --once       store what the spool holds, then exit (for cron)\n"
 	    "  --env file   read settings from file instead of ./.env\n"
 	    "  --spool dir  the spool (GXP_SPOOL)\n"
+	    "  -J dir       commit in the journal dir what is durable (gxp-supervise)\n"
 	    "  --help       print this and exit\n");
 }
 
@@ -908,7 +926,7 @@ rescan(void)
 static int
 stopping(void)
 {
-	return gxp_sig_term || fatal || gxp_out_closed;
+	return gxp_sig_term || fatal || gxp_out_closed || restart;
 }
 
 static void
@@ -1058,15 +1076,24 @@ ev_capture_started(const cJSON *j, const char *ts)
 		return;
 	}
 	rows_device_seen(rows, dev, ts);
-	if (is_stored(dev, cap) && !rows_capture_seen(rows, dev, cap))
-		return;		/* a replay: its rows were written before */
-	if (photo_finished(dev, cap))
-		/* read after the photo was complete: "assembling" would undo
-		 * "stored"; the photo's own row gives the sensor row its id */
-		rows_capture_expect(rows, dev, cap);
-	else
+	if (!photo_finished(dev, cap))
 		rows_add(rows, T_CAPTURES, capture_row(j, cap, "assembling", NULL,
 		    NULL, NULL), dev, cap, CAP_NONE | ROW_KEEP_OUTCOME, NULL, NULL);
+	else if (!rows_capture_seen(rows, dev, cap)) {
+		/* read after the photo was complete: "assembling" would undo
+		 * "stored".  A log replayed: its rows were written before; the
+		 * journal's lines read again after a crash: they may not have
+		 * been (those that were are stored once: row identity).  The
+		 * sensor row gets the capture's id from a captures upsert of its
+		 * keys alone, which changes nothing. */
+		cJSON *id;
+
+		if (jc.marks == NULL && is_stored(dev, cap))
+			return;
+		id = cJSON_CreateObject();
+		cJSON_AddStringToObject(id, "device_capture_id", cap);
+		rows_add(rows, T_CAPTURES, id, dev, cap, CAP_NONE | ROW_LOOKUP, NULL, NULL);
+	}
 	if (!cJSON_IsObject(s) || !has_reading(s))
 		return;
 	row = cJSON_CreateObject();
@@ -1095,7 +1122,7 @@ static cJSON *
 error_details(const cJSON *j)
 {
 	static const char *const keys[] = {
-		"event", "image_name", "capture_name", "entry", "topic", "line"
+		"event", "image_name", "capture_name", "entry", "topic", "line", "seq"
 	};
 	cJSON *d = cJSON_CreateObject();
 
@@ -1188,6 +1215,29 @@ ev_publish(const cJSON *j, const char *ts)
 		publog_row(dev, topic, "out", dup_or_null(j, "payload"), ts);
 }
 
+/* A mark: the rows of every line up to its seq have been added.  With -J,
+ * its epoch closes, with where the local store's event tables end now. */
+static void
+ev_mark(const cJSON *j)
+{
+	static const int tables[] = { T_SENSOR, T_STATUS, T_ERRORS, T_PUBLOG };
+	long long seq, off[T_COUNT];
+
+	if (gxp_json_int(j, "seq", &seq) != 1 || seq < 1) {
+		gxp_log(LOG_WARN, "mark event without a seq; ignored");
+		return;
+	}
+	if (jc.marks == NULL)
+		return;
+	/* lines up to the journal's end at start may have rows from before
+	 * the restart anywhere after the offsets this run began with */
+	memcpy(off, jc.base, sizeof off);
+	if ((uint64_t)seq >= jc.head)
+		for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+			off[tables[i]] = store_mark(st, rows_table_names[tables[i]]);
+	marks_mark(jc.marks, (uint64_t)seq, off);
+}
+
 /* gxp-control told a device when to wake: its ACK_OKs say so too. */
 static void
 ev_schedule(const cJSON *j)
@@ -1244,6 +1294,8 @@ event(const cJSON *j)
 		ev_error(j, ts, 0);
 	else if (strcmp(type, "inbound") == 0)
 		ev_inbound(j);
+	else if (strcmp(type, "mark") == 0)
+		ev_mark(j);
 	else if (strcmp(type, "schedule") == 0)
 		ev_schedule(j);
 	else if (strcmp(type, "command") == 0)
@@ -1407,6 +1459,106 @@ read_input(struct gxp_lines *in)
 	}
 }
 
+/* --- the journal's commit record (-J) --- */
+
+/* journal/committed: seq, the store it is about, and where the local
+ * store's event tables ended when the rows of the lines up to seq had all
+ * been added (gxp-spool(5)); tmp + fsync + rename. */
+static int
+commit_write(uint64_t seq, const long long off[T_COUNT])
+{
+	cJSON *c = cJSON_CreateObject(), *o = cJSON_CreateObject();
+	char *path = xasprintf("%s/committed", jc.dir), *text, now[32];
+	int rc;
+
+	cJSON_AddNumberToObject(c, "v", 1);
+	cJSON_AddNumberToObject(c, "seq", (double)seq);
+	cJSON_AddStringToObject(c, "store", st->url_base);
+	for (int t = 0; t < T_COUNT; t++)
+		if (off[t] >= 0)
+			cJSON_AddNumberToObject(o, rows_table_names[t], (double)off[t]);
+	cJSON_AddItemToObject(c, "offsets", o);
+	now_utc(now);
+	cJSON_AddStringToObject(c, "at", now);
+	text = gxp_json_print(c);
+	if ((rc = gxp_write_atomic(path, text, strlen(text))) == -1)
+		gxp_log(LOG_ERROR, "%s: %s", path, strerror(errno));
+	free(text);
+	free(path);
+	cJSON_Delete(c);
+	return rc;
+}
+
+/* A new commit when more lines are done, at most every JOURNAL_COMMIT_MS
+ * (force: now). */
+static void
+commit_tick(int force)
+{
+	long long off[T_COUNT];
+	uint64_t seq;
+
+	if (jc.marks == NULL)
+		return;
+	seq = marks_done(jc.marks, off);
+	if (seq <= jc.written || (!force && gxp_mono_ms() < jc.next_ms))
+		return;
+	if (commit_write(seq, off) == 0)
+		jc.written = seq;
+	jc.next_ms = gxp_mono_ms() + gxp_cfg_int("JOURNAL_COMMIT_MS");
+}
+
+/* -J at start: the rows written after the committed position may be made
+ * again by the lines gxp-sub replays; the local store keeps them from
+ * being written twice.  A record of another store (or none) is replaced
+ * by one about this store, before any line is read, so that it always
+ * tells where this store stood.  The offsets a commit records are where
+ * every row of a later line is: for a line the journal had at start, a
+ * row written before the restart may be anywhere after the offsets this
+ * run began with, so those are kept until the marks pass the journal's
+ * end at start (jc.head). */
+static void
+journal_begin(void)
+{
+	static const int tables[] = { T_SENSOR, T_STATUS, T_ERRORS, T_PUBLOG };
+	char *path = xasprintf("%s/committed", jc.dir), *text = NULL;
+	long long off[T_COUNT], seq = 0, v;
+	const char *store = NULL;
+	cJSON *c = NULL, *o;
+	size_t len;
+
+	if (gxp_mkdirs(jc.dir, 0755) == -1)
+		gxp_die_errno(EXIT_TEMP, "journal %s", jc.dir);
+	if (gxp_read_file(path, &text, &len, 1 << 16) == 0) {
+		c = gxp_json_parse(text, len);
+		store = gxp_json_str(c, "store");
+		if (gxp_json_int(c, "seq", &seq) != 1 || seq < 0)
+			seq = 0;
+	}
+	o = cJSON_GetObjectItemCaseSensitive(c, "offsets");
+	for (int t = 0; t < T_COUNT; t++)
+		off[t] = -1;
+	jc.head = gxp_journal_last(jc.dir);
+	if (store && strcmp(store, st->url_base) == 0) {
+		for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+			if (gxp_json_int(o, rows_table_names[tables[i]], &v) == 1 && v >= 0) {
+				store_known_after(st, rows_table_names[tables[i]], v);
+				off[tables[i]] = v;
+			}
+	} else {
+		for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+			off[tables[i]] = store_mark(st, rows_table_names[tables[i]]);
+		if (commit_write((uint64_t)seq, off) == -1)
+			gxp_die(EXIT_TEMP, "journal %s: cannot write its committed record", jc.dir);
+	}
+	memcpy(jc.base, off, sizeof jc.base);
+	jc.written = (uint64_t)seq;
+	jc.marks = marks_new();
+	rows_journal(rows, jc.marks);
+	cJSON_Delete(c);
+	free(text);
+	free(path);
+}
+
 /* --- the loop --- */
 
 static void
@@ -1523,6 +1675,37 @@ drain_deadline(int64_t *deadline)
 	}
 }
 
+/* With a journal, ROW_QUEUE_MAX rows waiting stop the reading (the
+ * journal holds what follows) instead of dropping rows. */
+static int
+rows_waiting(void)
+{
+	struct rows_stats rs;
+
+	if (jc.marks == NULL)
+		return 0;
+	rows_stats(rows, &rs);
+	return (long long)rs.queued >= gxp_cfg_int("ROW_QUEUE_MAX");
+}
+
+/* With a journal: the commit, and a row the store gave up on ends the
+ * run, so that the lines that made it are read again after the restart. */
+static void
+journal_check(void)
+{
+	struct rows_stats rs;
+
+	if (jc.marks == NULL)
+		return;
+	commit_tick(0);
+	rows_stats(rows, &rs);
+	if (rs.kept > 0 && !restart) {
+		gxp_log(LOG_WARN, "%zu row%s not written (above): ending, so that the journal "
+		    "gives their lines again after the restart", rs.kept, rs.kept == 1 ? "" : "s");
+		restart = gaveup = 1;
+	}
+}
+
 static void
 run(void)
 {
@@ -1534,7 +1717,7 @@ run(void)
 	rescan();
 	for (;;) {
 		short rev = 0;
-		int reading = in && !eof && !stopping();
+		int reading = in && !eof && !stopping() && !rows_waiting();
 
 		claim_more();
 		/* at the end, nothing is gained by waiting for more rows */
@@ -1548,6 +1731,7 @@ run(void)
 			read_input(in);
 		if (rows_fatal(rows))
 			set_fatal(rows_fatal(rows));
+		journal_check();
 		if (eof && !was_eof) {
 			/* end of input: finish what the spool holds, like --once */
 			was_eof = 1;
@@ -1612,6 +1796,7 @@ leave(void)
 	retire();
 	while (photos)
 		put_back(photos);
+	commit_tick(1);
 	if (marks == NULL) {
 		/* nothing claimed is left: no marks to keep */
 		path = spool_path("work", MARKS, NULL);
@@ -1755,10 +1940,11 @@ main(int argc, char **argv)
 	int c, rc, check = 0;
 
 	gxp_init(argv[0]);
-	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":J:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'C': check = 1; break;
 		case 'e': envfile = optarg; break;
+		case 'J': jc.dir = optarg; break;
 		case 'o': once = 1; break;
 		case 's': gxp_config_set("GXP_SPOOL", optarg); break;
 		case 'h': usage(EXIT_OK); break;
@@ -1767,9 +1953,10 @@ main(int argc, char **argv)
 			usage(EXIT_PERM);
 		}
 	}
-	if (optind != argc || (check && once)) {
+	if (optind != argc || (check && once) || (jc.dir && *jc.dir == '\0')) {
 		gxp_log(LOG_ERROR, "%s", optind != argc ? "unexpected argument" :
-		    "--check and --once exclude each other");
+		    check && once ? "--check and --once exclude each other" :
+		    "-J needs a directory");
 		usage(EXIT_PERM);
 	}
 	gxp_config_common(envfile);
@@ -1795,12 +1982,15 @@ main(int argc, char **argv)
 	if (once)
 		store_attempts(st, (int)gxp_cfg_int("UPLOAD_ONCE_ATTEMPTS"));
 	load_rows();
+	if (jc.dir)
+		journal_begin();
 	run();
 	leave();
 	update_counters();
 	gxp_metrics_tick(1);
 	rc = fatal ? EXIT_PERM : gaveup ? EXIT_TEMP : EXIT_OK;
 	rows_free(rows);
+	marks_free(jc.marks);
 	store_free(st);
 	wakes_free();
 	close(spool_fd);

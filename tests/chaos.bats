@@ -35,26 +35,6 @@ teardown() {
 	e2e_teardown
 }
 
-# kill_random_stage: SIGKILL one of the four stages, chosen at random, once
-# the pipeline is up.  Prints the stage's name.
-kill_random_stage() {
-	local stages=(gxp-sub gxp-assemble gxp-upload gxp-pub) s pid i
-	s=${stages[RANDOM % 4]}
-	# the stage may be between a death and its restart, or end on its own
-	# between the lookup and the kill: look again
-	for i in $(seq 1 60); do
-		pid=$(pgrep -P "$WORKER_PID" -x "$s" | head -1)
-		if [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null; then
-			echo "$s"
-			return 0
-		fi
-		sleep 0.5
-	done
-	echo "no $s to kill for 30 s; the worker's log ends:" >&2
-	tail -20 "$WORKER_LOG" >&2
-	return 1
-}
-
 @test "chaos: 500 photos, >= 20 SIGKILLs, a broker restart and 10 s of 503: nothing lost, nothing twice" {
 	kills=${CHAOS_KILLS:-20}
 	start_worker "$BATS_TEST_TMPDIR/w.env"

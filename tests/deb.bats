@@ -291,9 +291,10 @@ sd_shutdown() {
 	[[ $output == *"gxp-sub: ok: broker 127.0.0.1:$BROKER_PORT"* ]]
 	[[ $output == *"gxp-assemble: ok: spool $T/spool writable"* ]]
 	[[ $output == *"gxp-upload: ok: local store $T/store writable"* ]]
+	[[ $output == *"gxp-sub: ok: journal $T/spool/journal writable"* ]]
 	[[ $output == *"gxp-upload: ok: spool $T/spool: no photo waiting"* ]]
 	[[ $output == *"gxp-control: ok: local store $T/store/control writable"* ]]
-	[ "$(grep -c ': ok: ' <<<"$output")" = 7 ]
+	[ "$(grep -c ': ok: ' <<<"$output")" = 8 ]
 
 	WORKER_LOG=$BATS_TEST_TMPDIR/worker.log
 	as_gxp /usr/bin/gxp-supervise --env "$T/w.env" --events "$T/events.ndjson" \
@@ -344,8 +345,11 @@ sd_shutdown() {
 	chmod 0640 /etc/gxp/w1.env
 	sd systemctl start gxp.service gxp@w1.service
 	for u in gxp.service gxp@w1.service; do
-		wait_until 30 sd_journal_has "$u" "Worker started"
-		wait_until 10 sd_journal_has "$u" "Subscribed to topics"
+		{ wait_until 30 sd_journal_has "$u" "Worker started" &&
+			wait_until 10 sd_journal_has "$u" "Subscribed to topics"; } || {
+			sd journalctl --no-pager -q -u "$u" | tail -30
+			false
+		}
 	done
 	sd_journal_has gxp@w1.service "Local store: /var/lib/gxp/w1/store"
 	grep -q "as gxp-$(hostname -s)-w1-sub" "$BROKER_DIR/mosquitto.log"

@@ -172,7 +172,10 @@ start_sub() {
 		set -- "${@:1:$#-1}"
 		# libfaketime itself (the faketime wrapper would fork): SUB_PID
 		# stays gxp-sub's
+		# (AddressSanitizer, under SANITIZE=1, wants to be the first
+		# library loaded; the preloaded one comes before it)
 		pre=(env TZ=UTC FAKETIME='2025-10-04 12:00:00'
+			ASAN_OPTIONS=verify_asan_link_order=0
 			LD_PRELOAD=$(dpkg -L libfaketime | grep '/libfaketime\.so\.1$'))
 	fi
 	"${pre[@]}" gxp-sub "$@" > "$out" 2> "$err" &

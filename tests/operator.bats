@@ -334,16 +334,20 @@ start_fake() {
 	[ "$(find store -name '*.jpg' | wc -l)" = 6 ]
 }
 
-@test "worker: stages a SIGKILLed gxp-supervise left running keep the spool locked, and the message says whose they are" {
+@test "worker: what a SIGKILLed gxp-supervise left running keeps the spool locked, and the message says whose it is" {
 	start_broker plain
-	worker_env w.env
+	# the gxp stages die with their supervisor (prctl); a filter is any
+	# command, and this one outlives its input
+	worker_env w.env 'SUPERVISE_FILTER_AFTER_UPLOAD=cat; exec sleep 60'
 	start_worker w.env
 	stages=$(pgrep -P "$WORKER_PID" | tr '\n' ' ')
-	[ -n "$stages" ]
+	tools=$(for s in gxp-sub gxp-control gxp-assemble gxp-upload gxp-pub; do stage_pid "$s"; done)
+	[ "$(wc -w <<<"$tools")" = 5 ]
 	kill -KILL "$WORKER_PID"
 	wait "$WORKER_PID" 2>/dev/null || true
 	dead=$WORKER_PID
 	WORKER_PID=
+	wait_until 10 all_gone $tools
 	run timeout 30 gxp-supervise --env w.env
 	kill -TERM $stages 2>/dev/null || true
 	echo "$output"

@@ -18,11 +18,6 @@ teardown() {
 	e2e_teardown
 }
 
-# stage_pid NAME: the pid of the running stage NAME under this test's worker.
-stage_pid() {
-	pgrep -P "$WORKER_PID" -x "$1" | head -1
-}
-
 @test "supervise: --check prints one line per check and exits 0 when all is well" {
 	run gxp-supervise --env "$BATS_TEST_TMPDIR/w.env" --check
 	echo "$output"
@@ -31,10 +26,11 @@ stage_pid() {
 	[[ $output == *"gxp-assemble: ok: spool $SPOOL writable"* ]]
 	[[ $output == *"gxp-upload: ok: local store $STORE writable (bucket gxp-captures)"* ]]
 	[[ $output == *"gxp-pub: ok: broker 127.0.0.1:$BROKER_PORT"* ]]
+	[[ $output == *"gxp-sub: ok: journal $SPOOL/journal writable; committed up to seq 0"* ]]
 	[[ $output == *"gxp-upload: ok: spool $SPOOL: no photo waiting"* ]]
 	[[ $output == *"gxp-control: ok: broker 127.0.0.1:$BROKER_PORT"* ]]
 	[[ $output == *"gxp-control: ok: local store $STORE/control writable"* ]]
-	[ "$(grep -c ': ok: ' <<<"$output")" = 7 ]
+	[ "$(grep -c ': ok: ' <<<"$output")" = 8 ]
 }
 
 @test "supervise: --check says what is wrong: a broker away is 111, a bad setting 100" {
@@ -105,6 +101,24 @@ stage_pid() {
 	[[ $output == *"not restarting"* ]]
 	[[ $output != *"restart 1"* ]]
 	[ -z "$(pgrep -f "gxp-sub --env $BATS_TEST_TMPDIR/w.env")" ]
+}
+
+@test "supervise: a SIGKILL of gxp-supervise takes its stages with it; a new one starts clean and replays the journal" {
+	start_worker "$BATS_TEST_TMPDIR/w.env" --own-group
+	stages=$(pgrep -P "$WORKER_PID" -x 'gxp-(sub|control|assemble|upload|pub)' | tr '\n' ' ')
+	[ "$(wc -w <<<"$stages")" = 5 ]
+	kill -KILL "$WORKER_PID"
+	wait "$WORKER_PID" 2>/dev/null || true
+	WORKER_PID=
+	wait_until 10 all_gone $stages
+	# its stages no longer hold the spool or the journal
+	start_worker "$BATS_TEST_TMPDIR/w.env"
+	mpub -q 1 -t ESP32CAM/DEV9/status -m '{"device_id":"DEV9","status":"Alive","pendingImg":0}'
+	wait_until 20 file_has "$STORE/device_status.ndjson" DEV9
+	stop_worker
+	[ "$WORKER_RC" = 0 ]
+	[ "$(jq .seq "$SPOOL/journal/committed")" -ge 1 ]
+	! grep -q "failed permanently" "$WORKER_LOG" || false
 }
 
 @test "supervise: SIGTERM drains within SUPERVISE_DRAIN_TIMEOUT_S even when a stage hangs" {

@@ -309,7 +309,7 @@ image_2.jpg	failed" ]
 	[ "$status" = 100 ]
 	run gxp-upload --help
 	[ "$status" = 0 ]
-	[ "${lines[0]}" = "usage: gxp-upload [--check | --once] [--env file] [--spool dir]" ]
+	[ "${lines[0]}" = "usage: gxp-upload [--check | --once] [--env file] [--spool dir] [-J dir]" ]
 	[ "${lines[-1]}" = "see gxp-upload(1)" ]
 }
 

@@ -184,13 +184,17 @@ struct current {
 	const char *line, *topic;
 	size_t len;
 	long long lineno;
-	int64_t received_us;
+	int64_t received_us;	/* the message's tst; 0 outside a message */
+	uint64_t seq;		/* the line's journal seq; 0 if it has none */
 };
 extern struct current cur;
 
 void fmt_time(char buf[32], int64_t us);
+int64_t event_us(void);
+void seq_done(uint64_t seq);
 void out_add(const char *s, size_t n);
 void out_flush(size_t upto);
+void out_flush_all(void);
 size_t out_len(void);
 void emit(cJSON *e);
 void log_at(int level, const char *dev, const char *image, const char *msg);

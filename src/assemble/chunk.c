@@ -118,7 +118,7 @@ inbound_chunk(const char *dev, const char *t, size_t len, const struct chunk *c,
 
 	if (cfg.publog != PUBLOG_ALL)
 		return;
-	fmt_time(ts, wall_us());
+	fmt_time(ts, event_us());
 	fmt_time(rcv, cur.received_us);
 	b->len = 0;
 	gxp_buf_adds(b, "{\"event\":\"inbound\",\"v\":1,\"ts\":\"");

@@ -32,9 +32,28 @@ fmt_time(char buf[32], int64_t us)
 	buf[27] = '\0';
 }
 
+/* When an event happened: a message's events, the message's tst, so
+ * that the same message makes the same events (and rows) however often it
+ * is read (a journal replayed after a crash); the timers' events, the
+ * clock's time. */
+int64_t
+event_us(void)
+{
+	return cur.received_us ? cur.received_us : wall_us();
+}
+
 /* ---- output, held until the next commit ---- */
 
 static struct gxp_buf outq;
+static uint64_t seq_seen, seq_marked;
+
+/* The line with this journal seq is processed: its output is in outq. */
+void
+seq_done(uint64_t seq)
+{
+	if (seq > seq_seen)
+		seq_seen = seq;
+}
 
 void
 out_add(const char *s, size_t n)
@@ -64,6 +83,24 @@ out_len(void)
 	return outq.len;
 }
 
+/* All the output, and after it a mark (gxp(7)): the output of every line
+ * up to that seq is written, so gxp-upload may commit it once the rows
+ * it made are durable. */
+void
+out_flush_all(void)
+{
+	char m[80];
+	int n;
+
+	if (seq_seen > seq_marked) {
+		n = snprintf(m, sizeof m, "{\"event\":\"mark\",\"v\":%d,\"seq\":%llu}",
+		    GXP_EVENT_VERSION, (unsigned long long)seq_seen);
+		out_add(m, (size_t)n);
+		seq_marked = seq_seen;
+	}
+	out_flush(out_len());
+}
+
 /* Every event's "ts" goes third, after "event" and "v" (which
  * gxp_event_new puts first). */
 void
@@ -73,7 +110,7 @@ emit(cJSON *e)
 	const char *v = strstr(s, "\"v\":");
 	size_t len = strlen(s), at = v ? (size_t)(v - s) + 4 + strcspn(v + 4, ",}") : len;
 
-	fmt_time(ts, wall_us());
+	fmt_time(ts, event_us());
 	gxp_buf_grow(&outq, len + 48);
 	gxp_buf_add(&outq, s, at);
 	gxp_buf_addf(&outq, ",\"ts\":\"%s\"", ts);
@@ -251,7 +288,11 @@ error_event(int cause, int code, const char *dev, const char *image, const char 
 		cJSON_AddStringToObject(e, "image_name", image);
 	if (cur.topic)
 		cJSON_AddStringToObject(e, "topic", cur.topic);
-	if (cur.lineno)
+	/* a journal line is named by its seq, the same in a replay, where its
+	 * line number is not */
+	if (cur.seq)
+		cJSON_AddNumberToObject(e, "seq", (double)cur.seq);
+	else if (cur.lineno)
 		cJSON_AddNumberToObject(e, "line", (double)cur.lineno);
 	emit(e);
 	counters[C_ERRORS].v++;
@@ -336,6 +377,7 @@ void
 events_free(void)
 {
 	gxp_buf_free(&outq);
+	seq_seen = seq_marked = 0;
 	free(limits);
 	limits = NULL;
 	nlimits = 0;

@@ -424,7 +424,7 @@ commit(void)
 
 	if (npend == 0) {
 		seg_flush();
-		out_flush(out_len());
+		out_flush_all();
 		seg_collect(0);
 		return;
 	}
@@ -444,7 +444,7 @@ commit(void)
 	for (size_t i = 0; i < npend; i++)
 		pending_done(&pend[i]);
 	npend = 0;
-	out_flush(out_len());
+	out_flush_all();
 	seg_collect(0);
 }
 

@@ -9,8 +9,22 @@
 struct envelope {
 	const char *topic, *tst, *payload, *enc;
 	size_t topiclen, tstlen, plen, enclen;
+	uint64_t seq;		/* gxp-sub's journal seq, 0 if none */
 	int event;
 };
+
+/* A seq: a whole number, 1 or more, that fits. */
+static uint64_t
+seq_value(const char *v, size_t n)
+{
+	uint64_t x = 0;
+
+	if (n == 0 || n > 19 || strspn(v, "0123456789") < n)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		x = x * 10 + (uint64_t)(v[i] - '0');
+	return x;
+}
 
 enum { ENV_PASS, ENV_BAD, ENV_OK };
 
@@ -34,6 +48,8 @@ envelope(const char *line, size_t len, struct envelope *e)
 			e->enc = v + 1, e->enclen = vlen - 2;
 		else if (key_is(k, klen, "event"))
 			e->event = 1;
+		else if (key_is(k, klen, "seq"))
+			e->seq = seq_value(v, vlen);
 	}
 	if (rc == -1) {
 		size_t i = strspn(line, " \t\r");
@@ -203,6 +219,7 @@ message(const struct envelope *e)
 	char dev[GXP_DEVICE_MAX + 1];
 	int kind;
 
+	received_at(e);
 	if (!text_valid(cur.line, cur.len)) {
 		error_event(RC_MALFORMED, 2101, NULL, NULL, "not valid UTF-8");
 		return;
@@ -218,7 +235,6 @@ message(const struct envelope *e)
 			pass_line();
 		return;
 	}
-	received_at(e);
 	if (kind == TOPIC_ACK)
 		;
 	else if (payload_text(e) == -1)
@@ -237,23 +253,37 @@ void
 handle_line(char *line, size_t len, long long lineno, int truncated)
 {
 	struct envelope e;
+	int rc;
 
 	cur.line = line;
 	cur.len = len;
 	cur.lineno = lineno;
 	cur.topic = NULL;
-	switch (envelope(line, len, &e)) {
+	cur.received_us = 0;
+	rc = envelope(line, len, &e);
+	cur.seq = e.seq;
+	switch (rc) {
 	case ENV_PASS:
 		pass_line();
 		break;
 	case ENV_BAD:
-		error_event(RC_MALFORMED, 2101, NULL, NULL, truncated ? "truncated last line" : "not JSON");
+		if (truncated && e.seq) {
+			/* a journal line cut in the pipe (its writer died): it comes
+			 * again whole from the journal, so it is not done */
+			gxp_log(LOG_INFO, "line %lld: the last line (seq %llu) was cut short; "
+			    "the journal has it", lineno, (unsigned long long)e.seq);
+			e.seq = 0;
+		} else
+			error_event(RC_MALFORMED, 2101, NULL, NULL, truncated ? "truncated last line" : "not JSON");
 		break;
 	default:
 		message(&e);
 	}
+	seq_done(e.seq);
 	cur.topic = NULL;
 	cur.lineno = 0;
+	cur.received_us = 0;
+	cur.seq = 0;
 }
 
 void

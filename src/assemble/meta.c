@@ -325,6 +325,44 @@ meta_start(const char *dev, struct asm *a, const struct meta *m,
 		schedule(a);
 }
 
+/* When the metadata of the complete photo dev@cname came (the tst of its
+ * message), from its sidecar in ready/, work/ or stored/ (looked at in the
+ * order a photo moves through them); 0 if unknown. */
+static int64_t
+record_received(const char *dev, const char *cname)
+{
+	static const char *const areas[] = { "ready", "work", "stored" };
+	char entry[GXP_ENTRY_MAX + 1];
+	int64_t us = 0;
+
+	if (gxp_spool_entry(entry, sizeof entry, dev, cname) == -1)
+		return 0;
+	for (int i = 0; i < 3 && us == 0; i++) {
+		char *path = gxp_spool_path(cfg.spool, areas[i], entry, ".json");
+		cJSON *sc = gxp_sidecar_read(path);
+
+		us = json_time(cJSON_GetObjectItemCaseSensitive(sc, "timings"), "received_at", 0);
+		cJSON_Delete(sc);
+		free(path);
+	}
+	return us;
+}
+
+/* The very message that started a capture, read again (a journal replayed
+ * after a crash): its event again, identical, for the rows a killed
+ * gxp-upload may not have written (written twice, they are stored once:
+ * gxp-upload(1), row identity). */
+static int
+meta_replayed(const char *dev, const struct meta *m, const char *cname, int64_t received,
+    const cJSON *j, const char *raw)
+{
+	if (received == 0 || received != cur.received_us)
+		return 0;
+	capture_started(dev, m, cname, j, raw);
+	log_at(LOG_INFO, dev, m->image, "the metadata message read again: capture_started again");
+	return 1;
+}
+
 /* Metadata for a capture that is already complete: ignored while it waits
  * for gxp-upload, answered with ACK_OK again once it is stored. */
 static void
@@ -377,7 +415,8 @@ on_metadata(const char *dev, const char *raw, size_t len)
 		meta_device_error(dev, &m, a, j, raw);
 	else if (a && a->has_meta && same_capture(a, &m)) {
 		a->active = clock_ms();
-		log_at(LOG_INFO, dev, m.image, "metadata again for a capture in progress");
+		if (!meta_replayed(dev, &m, a->capture_name, a->received_us, j, raw))
+			log_at(LOG_INFO, dev, m.image, "metadata again for a capture in progress");
 	} else {
 		if (a && a->has_meta) {
 			capture_failed(a, 2200, NULL, "superseded by a new capture of the same name");
@@ -386,8 +425,10 @@ on_metadata(const char *dev, const char *raw, size_t len)
 		}
 		timekey(tk, &m);
 		state = gxp_spool_lookup(cfg.spool, dev, m.image, m.size, tk, cname);
-		if (state != GXP_SPOOL_NEW)
+		if (state != GXP_SPOOL_NEW) {
+			meta_replayed(dev, &m, cname, record_received(dev, cname), j, raw);
 			meta_known(dev, &m, state, a);
+		}
 		else
 			meta_start(dev, a, &m, cname, j, raw);
 	}

@@ -3,6 +3,7 @@
  * work/ and failed/ take (for the SPOOL_MAX_BYTES budget). */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,18 +125,19 @@ sweep_lone_photos(void)
 void
 open_spool(void)
 {
-	char *lock = xasprintf("%s/assemble.lock", cfg.spool);
+	char lock[PATH_MAX];
 	int n;
 
 	if (gxp_spool_init(cfg.spool) == -1)
 		gxp_die_errno(gxp_path_error_permanent(errno) ? EXIT_PERM : EXIT_TEMP,
 		    "spool %s", cfg.spool);
+	if (snprintf(lock, sizeof lock, "%s/assemble.lock", cfg.spool) >= (int)sizeof lock)
+		gxp_die(EXIT_PERM, "spool %s: path too long", cfg.spool);
 	if ((lock_fd = gxp_lock_file(lock)) == -1) {
 		if (errno == EWOULDBLOCK)
 			gxp_die(EXIT_PERM, "%s is held by another gxp-assemble: one per spool", lock);
 		gxp_die_errno(EXIT_TEMP, "%s", lock);
 	}
-	free(lock);
 	if ((spool_fd = open(cfg.spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
 		gxp_die_errno(EXIT_TEMP, "%s", cfg.spool);
 	tmp_fd = open_dir("tmp");

@@ -212,14 +212,18 @@ advance(int64_t to_us)
 {
 	const char *line = cur.line, *topic = cur.topic;
 	long long lineno = cur.lineno;
+	int64_t received = cur.received_us;
+	uint64_t seq = cur.seq;
 
+	cur.lineno = 0;
+	cur.topic = NULL;
+	cur.received_us = 0;
+	cur.seq = 0;
 	if (!clock_valid) {
 		replay_us = to_us;
 		clock_valid = 1;
 		stamp_recovered();
 	}
-	cur.lineno = 0;
-	cur.topic = NULL;
 	while (nheap > 0 && heap[0]->due * 1000 <= to_us) {
 		if (heap[0]->due * 1000 > replay_us)
 			replay_us = heap[0]->due * 1000;
@@ -230,6 +234,8 @@ advance(int64_t to_us)
 	cur.line = line;
 	cur.topic = topic;
 	cur.lineno = lineno;
+	cur.received_us = received;
+	cur.seq = seq;
 }
 
 /* --flush-at-eof: replay time runs on until every timer has fired. */

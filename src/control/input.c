@@ -84,8 +84,16 @@ out_flush(void)
 		}
 		if (n == -1 && errno == EINTR)
 			continue;
-		if (n == -1 && errno == EAGAIN)
+		if (n == -1 && errno == EAGAIN) {
+			/* what went is let go: a stdout never quite drained
+			 * must not make the buffer grow without end */
+			if (out_off >= out.len / 2) {
+				memmove(out.p, out.p + out_off, out.len - out_off);
+				out.len -= out_off;
+				out_off = 0;
+			}
 			return 0;
+		}
 		if (errno != EPIPE)
 			gxp_log(LOG_ERROR, "stdout: %s", strerror(errno));
 		gxp_out_closed = 1;

@@ -24,6 +24,7 @@ gxp_init(const char *argv0)
 	if (argv0)
 		gxp_progname = slash ? slash + 1 : argv0;
 	umask(umask(0) | 027);
+	gxp_die_with_supervisor();
 }
 
 int

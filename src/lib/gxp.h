@@ -43,6 +43,9 @@ _Noreturn void gxp_die(int code, const char *fmt, ...)
 _Noreturn void gxp_die_errno(int code, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* parent.c: a stage of gxp-supervise dies with it (GXP_SUPERVISOR_PID). */
+void gxp_die_with_supervisor(void);
+
 /* alloc.c: allocation that dies (exit 111) instead of returning NULL. */
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
@@ -197,6 +200,36 @@ char *gxp_topic_for(const char *setting, const char *dev);
 cJSON *gxp_ack_ok_event(const char *dev, const char *image_name, const char *sched);
 cJSON *gxp_nack_event(const char *dev, const char *image_name,
     const uint32_t *ids, size_t n);
+
+/* journal.c: gxp-sub's journal (gxp-spool(5)): NDJSON lines stamped with
+ * an increasing "seq", in segment files; thread-safe. */
+struct gxp_journal;
+struct gxp_journal *gxp_journal_open(const char *dir, long long seg_bytes);
+uint64_t gxp_journal_next(const struct gxp_journal *j);
+int gxp_journal_append(struct gxp_journal *j, const char *line, size_t len);
+int gxp_journal_sync(struct gxp_journal *j);
+long long gxp_journal_trim(struct gxp_journal *j, uint64_t committed);
+long long gxp_journal_bytes(struct gxp_journal *j);
+void gxp_journal_head(struct gxp_journal *j, uint64_t *seg, long long *end);
+uint64_t gxp_journal_after(struct gxp_journal *j, uint64_t seg);
+long long gxp_journal_since(struct gxp_journal *j, uint64_t seg, long long off);
+int gxp_journal_find(struct gxp_journal *j, uint64_t after, uint64_t *seg, long long *off);
+char *gxp_journal_path(const struct gxp_journal *j, uint64_t seg);
+void gxp_journal_tail(struct gxp_journal *j, long long max,
+    void (*fn)(const char *line, size_t len, void *arg), void *arg);
+void gxp_journal_close(struct gxp_journal *j);
+int gxp_journal_line_seq(const char *line, size_t len, uint64_t *seq);
+uint64_t gxp_journal_committed(const char *dir);
+uint64_t gxp_journal_last(const char *dir);
+
+/* hist.c: a histogram of durations in microseconds, for quantiles. */
+struct gxp_hist;
+struct gxp_hist *gxp_hist_new(void);
+void gxp_hist_add(struct gxp_hist *h, int64_t us);
+int64_t gxp_hist_quantile(const struct gxp_hist *h, double q);
+unsigned long long gxp_hist_count(const struct gxp_hist *h);
+int64_t gxp_hist_max(const struct gxp_hist *h);
+void gxp_hist_free(struct gxp_hist *h);
 
 /* errcode.c: the meaning of a device_errors code (README, "Error codes"). */
 #define GXP_MEANING_MAX 48

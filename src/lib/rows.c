@@ -71,7 +71,8 @@ enum { E_UNKNOWN, E_PENDING, E_KNOWN };
 
 struct prow {
 	struct prow *next;
-	int table, need, keep, urgent;
+	int table, need, keep, urgent, lookup;
+	uint64_t epoch;		/* with a journal: its epoch (marks.c); 0: none */
 	int most;		/* the largest batch it may go in; 0: ROW_BATCH_MAX */
 	cJSON *row;
 	char dev[GXP_DEVICE_MAX + 1], cap[GXP_CAPTURE_NAME_MAX + 1];
@@ -102,6 +103,7 @@ struct rows {
 	struct prow *kept, **ktail;	/* given up on, for rows_spill() */
 	size_t nkept;
 	int loading;		/* in rows_load() */
+	struct marks *marks;	/* with a journal: the epochs of the rows */
 	char *fatal;		/* the first setup error, for rows_fatal() */
 	long long batch_max, flush_ms, seen_ms, queue_max, caps_max;
 	unsigned long long written, failed, dropped, requests;
@@ -244,8 +246,26 @@ prow_destroy(struct prow *p)
 static void
 prow_free(struct rows *r, struct prow *p)
 {
+	if (r->marks)
+		marks_settled(r->marks, p->epoch);
 	prow_destroy(p);
 	r->live--;
+}
+
+/* The journal's epoch of a new row: a row loaded back has none. */
+static uint64_t
+row_epoch(struct rows *r)
+{
+	return r->marks && !r->loading ? marks_row(r->marks) : 0;
+}
+
+/* With a journal (gxp-upload -J), rows are counted into epochs between
+ * marks (marks.c), none is dropped (the caller stops reading at
+ * ROW_QUEUE_MAX), and none is spilled: the journal has their lines. */
+void
+rows_journal(struct rows *r, struct marks *m)
+{
+	r->marks = m;
 }
 
 static int
@@ -403,6 +423,7 @@ queue_device(struct rows *r, struct ent *d, const char *when)
 	}
 	d->queued = p = xcalloc(1, sizeof *p);
 	p->table = T_DEVICES;
+	p->epoch = row_epoch(r);
 	snprintf(p->dev, sizeof p->dev, "%s", d->key);
 	p->row = cJSON_CreateObject();
 	cJSON_AddStringToObject(p->row, "device_hw_id", d->key);
@@ -463,7 +484,7 @@ rows_device_seen(struct rows *r, const char *dev, const char *when)
 static int
 full(struct rows *r, int table, int urgent)
 {
-	if (urgent || (long long)(r->live + r->nkept) < r->queue_max)
+	if (urgent || r->marks || (long long)(r->live + r->nkept) < r->queue_max)
 		return 0;
 	if (r->dropped++ % 1000 == 0)
 		gxp_log(LOG_WARN, "more than ROW_QUEUE_MAX=%lld rows wait for the "
@@ -480,6 +501,7 @@ prow_new(struct rows *r, int table, const char *dev, const char *cap)
 	p->table = table;
 	snprintf(p->dev, sizeof p->dev, "%s", dev ? dev : "");
 	snprintf(p->cap, sizeof p->cap, "%s", cap ? cap : "");
+	p->epoch = row_epoch(r);
 	r->live++;
 	return p;
 }
@@ -553,7 +575,8 @@ rows_add(struct rows *r, int table, cJSON *row, const char *dev, const char *cap
 	p = prow_new(r, table, dev, cap);
 	p->row = row;
 	p->need = need & CAP_MASK;
-	p->keep = table == T_CAPTURES && (need & ROW_KEEP_OUTCOME);
+	p->lookup = table == T_CAPTURES && (need & ROW_LOOKUP);
+	p->keep = table == T_CAPTURES && (need & (ROW_KEEP_OUTCOME | ROW_LOOKUP));
 	p->fn = fn;
 	p->arg = arg;
 	if (table == T_CAPTURES) {
@@ -653,7 +676,8 @@ send_batch(struct rows *r, int t)
 		b->n++;
 		p = p->next;
 	} while (p && b->n < most && (!p->most || b->n < p->most) &&
-	    strcmp(p->cols, r->q[t]->cols) == 0 && !duplicate(r->q[t], p));
+	    strcmp(p->cols, r->q[t]->cols) == 0 && p->lookup == r->q[t]->lookup &&
+	    !duplicate(r->q[t], p));
 	gxp_buf_add(&json, "]", 1);
 	b->rows = r->q[t];
 	r->q[t] = p;
@@ -670,7 +694,7 @@ send_batch(struct rows *r, int t)
 	r->inflight[t] = b;
 	r->requests++;
 	flags = (t == T_DEVICES || t == T_CAPTURES ? ROWS_WANT : ROWS_IGNORE_DUPLICATES) |
-	    (b->n > 1 ? ROWS_SPLITTABLE : 0);
+	    (b->n > 1 ? ROWS_SPLITTABLE : 0) | (b->rows->lookup ? ROWS_LOOKUP : 0);
 	store_rows(r->st, rows_table_names[t], query(t, b->rows->cols, &q), flags,
 	    json.p, json.len, batch_done, b);
 	gxp_buf_free(&q);
@@ -858,18 +882,6 @@ rows_capture_seen(struct rows *r, const char *dev, const char *cap)
 	return e && e->state != E_UNKNOWN;
 }
 
-/* A captures row for the capture will come (the photo is complete and its
- * row is the photo flow's to write): rows that need its id wait for it. */
-void
-rows_capture_expect(struct rows *r, const char *dev, const char *cap)
-{
-	struct ent *e = cap_get(r, dev, cap, 1);
-
-	if (e->state == E_UNKNOWN)
-		e->state = E_PENDING;
-	caps_trim(r);
-}
-
 void
 rows_stats(const struct rows *r, struct rows_stats *s)
 {
@@ -878,6 +890,7 @@ rows_stats(const struct rows *r, struct rows_stats *s)
 	s->dropped = r->dropped;
 	s->requests = r->requests;
 	s->queued = r->live;
+	s->kept = r->nkept;
 }
 
 static void
@@ -924,7 +937,7 @@ spill_one(struct gxp_buf *b, const struct prow *p, long *n)
 {
 	const char *seen = p->table == T_DEVICES ? gxp_json_str(p->row, "last_seen_at") : NULL;
 
-	if (!spillable(p) || (p->table == T_DEVICES && seen == NULL))
+	if (!spillable(p) || (p->table == T_DEVICES && seen == NULL) || p->epoch)
 		return;
 	gxp_buf_adds(b, "{\"table\":\"");
 	gxp_buf_adds(b, rows_table_names[p->table]);

@@ -517,6 +517,7 @@ gxp_sidecar_new(const struct gxp_sidecar *in)
 	gxp_meta_add_extra(sc, in->meta);
 	cJSON_AddRawToObject(sc, "meta", in->meta_raw);
 	t = cJSON_AddObjectToObject(sc, "timings");
+	add_time(t, "received_at", in->received_us);
 	add_time(t, "started_at", in->started_us);
 	add_time(t, "completed_at", in->completed_us);
 	cJSON_AddNumberToObject(t, "nacks", in->nacks);

@@ -102,6 +102,15 @@ store_seen(struct store *s, const char *table, long long mark,
 	return s->ops->seen(s, table, mark, needles);
 }
 
+/* The rows of table after offset (store_mark) may be made again: those
+ * already there are not written twice (the local store; Supabase needs
+ * nothing for it). */
+void
+store_known_after(struct store *s, const char *table, long long offset)
+{
+	s->ops->known_after(s, table, offset);
+}
+
 void
 store_stats(const struct store *s, struct http_stats *st)
 {

@@ -21,7 +21,8 @@ enum {
 enum {
 	ROWS_WANT = 1,			/* the rows back (return=representation) */
 	ROWS_IGNORE_DUPLICATES = 2,	/* on_conflict: keep the row there */
-	ROWS_SPLITTABLE = 4		/* a statement timeout is ST_SPLIT, not retried */
+	ROWS_SPLITTABLE = 4,		/* a statement timeout is ST_SPLIT, not retried */
+	ROWS_LOOKUP = 8			/* captures: only the ids are wanted, nothing written */
 };
 
 struct st_result {
@@ -88,6 +89,7 @@ struct store_ops {
 	long long (*mark)(struct store *, const char *table);
 	int (*seen)(struct store *, const char *table, long long mark,
 	    const char *const *needles);
+	void (*known_after)(struct store *, const char *table, long long offset);
 	void (*stats)(const struct store *, struct http_stats *);
 	void (*free)(struct store *);
 	int (*check)(struct store *);	/* --check: lines on stdout, exit code */
@@ -124,6 +126,7 @@ void store_attempts(struct store *s, int max);
 long long store_mark(struct store *s, const char *table);
 int store_seen(struct store *s, const char *table, long long mark,
     const char *const *needles);
+void store_known_after(struct store *s, const char *table, long long offset);
 void store_stats(const struct store *s, struct http_stats *st);
 void store_free(struct store *s);
 int store_check(struct store *s);
@@ -152,15 +155,18 @@ void syncset_free(struct syncset *s);
  * capture_id filled in from the upserts' representations. */
 enum { T_DEVICES, T_CAPTURES, T_SENSOR, T_STATUS, T_ERRORS, T_PUBLOG, T_COUNT };
 enum { CAP_NONE, CAP_IF_KNOWN, CAP_REQUIRED, CAP_MASK = 3 };
-/* or'ed into need: a captures row written before the outcome is known */
-enum { ROW_KEEP_OUTCOME = 4 };
+/* or'ed into need: a captures row written before the outcome is known;
+ * a captures row that only asks for the capture's id */
+enum { ROW_KEEP_OUTCOME = 4, ROW_LOOKUP = 8 };
 typedef void row_done_fn(void *arg, int rc, const char *msg);
 struct rows;
 struct rows_stats {
 	unsigned long long written, failed, dropped, requests;
-	size_t queued;
+	size_t queued, kept;
 };
+struct marks;
 struct rows *rows_new(struct store *st);
+void rows_journal(struct rows *r, struct marks *m);
 void rows_device_seen(struct rows *r, const char *dev, const char *when);
 void rows_add(struct rows *r, int table, cJSON *row, const char *dev,
     const char *cap, int need, row_done_fn *fn, void *arg);
@@ -171,11 +177,18 @@ int64_t rows_due_ms(const struct rows *r);
 int rows_idle(const struct rows *r);
 const char *rows_fatal(const struct rows *r);
 int rows_capture_seen(struct rows *r, const char *dev, const char *cap);
-void rows_capture_expect(struct rows *r, const char *dev, const char *cap);
 void rows_stats(const struct rows *r, struct rows_stats *s);
 long rows_spill(struct rows *r, const char *path);
 long rows_load(struct rows *r, const char *path, long *bad);
 void rows_free(struct rows *r);
 extern const char *const rows_table_names[T_COUNT];
+
+/* marks.c: which journal lines have all their rows durable. */
+struct marks *marks_new(void);
+uint64_t marks_row(struct marks *m);
+void marks_settled(struct marks *m, uint64_t epoch);
+void marks_mark(struct marks *m, uint64_t seq, const long long off[T_COUNT]);
+uint64_t marks_done(const struct marks *m, long long off[T_COUNT]);
+void marks_free(struct marks *m);
 
 #endif

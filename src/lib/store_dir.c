@@ -16,7 +16,11 @@
  * rows carry the event_id rows.c gave them, as in Supabase.  devices and
  * captures are upsert logs (as in the database, the last line for a key is
  * the row);
- * see gxp-upload(1), FILES, for how a restart avoids writing a line twice. */
+ * see gxp-upload(1), FILES, for how a restart avoids writing a line twice.
+ * After a crash in a journaled pipeline, the lines read again make their
+ * rows again: the event_ids of the rows written after the committed
+ * position (store_known_after) are kept in a set, and a row whose id is in
+ * it is not appended again, as Supabase ignores it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -37,8 +41,18 @@ struct done {
 	size_t len;
 };
 
+/* event_ids, 16 bytes each, in an open-addressing table (all zero: empty) */
+static const unsigned char zero_id[16];
+
+struct idset {
+	unsigned char (*id)[16];
+	size_t n, cap;
+};
+
 struct dirst {
 	struct store base;
+	struct idset known[T_COUNT];	/* written before a restart, may come again */
+	unsigned long long skipped;
 	char *dir;
 	int dirfd;
 	int fd[T_COUNT], dirty[T_COUNT];
@@ -186,6 +200,144 @@ append(struct dirst *d, int t, const char *buf, size_t len)
 	return rc;
 }
 
+/* ---- rows written before a restart, which a replay makes again ---- */
+
+static int
+hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* A uuid's text (36 characters) as 16 bytes; -1 if it is not one. */
+static int
+uuid_bytes(const char *s, size_t n, unsigned char out[16])
+{
+	int k = 0;
+
+	if (n != 36)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		int hi, lo;
+
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (s[i] != '-')
+				return -1;
+			continue;
+		}
+		if ((hi = hexval(s[i])) < 0 || i + 1 >= n || (lo = hexval(s[i + 1])) < 0)
+			return -1;
+		out[k++] = (unsigned char)(hi << 4 | lo);
+		i++;
+	}
+	return k == 16 ? 0 : -1;
+}
+
+/* The event_id of a row's line, as 16 bytes. */
+static int
+line_event_id(const char *line, size_t len, unsigned char id[16])
+{
+	const char *v;
+	size_t vlen;
+
+	if (gxp_json_raw_member(line, len, "event_id", &v, &vlen) == -1 || vlen < 2 ||
+	    *v != '"')
+		return -1;
+	return uuid_bytes(v + 1, vlen - 2, id);
+}
+
+static size_t
+id_slot(const struct idset *s, const unsigned char id[16])
+{
+	uint64_t h;
+	size_t i;
+
+	memcpy(&h, id, sizeof h);	/* a uuid's bytes are random enough */
+	for (i = (size_t)(h % s->cap); ; i = (i + 1) % s->cap)
+		if (memcmp(s->id[i], zero_id, 16) == 0 || memcmp(s->id[i], id, 16) == 0)
+			return i;
+}
+
+static int
+id_known(const struct idset *s, const unsigned char id[16])
+{
+	return s->n > 0 && memcmp(s->id[id_slot(s, id)], id, 16) == 0;
+}
+
+static void
+id_add(struct idset *s, const unsigned char id[16])
+{
+	size_t i;
+
+	if (2 * (s->n + 1) > s->cap) {
+		struct idset bigger = { NULL, 0, s->cap ? 2 * s->cap : 1024 };
+
+		bigger.id = xcalloc(bigger.cap, 16);
+		for (size_t k = 0; k < s->cap; k++)
+			if (memcmp(s->id[k], zero_id, 16) != 0)
+				id_add(&bigger, s->id[k]);
+		free(s->id);
+		*s = bigger;
+	}
+	i = id_slot(s, id);
+	if (memcmp(s->id[i], id, 16) != 0) {
+		memcpy(s->id[i], id, 16);
+		s->n++;
+	}
+}
+
+/* The rows of table after offset may be made again by lines read again:
+ * their event_ids are kept, and a row with one of them is not appended. */
+static void
+dir_known_after(struct store *st, const char *table, long long offset)
+{
+	struct dirst *d = (struct dirst *)st;
+	int t = table_index(table), fd = table_fd(d, t);
+	struct stat sb;
+	unsigned char id[16];
+	char *buf, *line, *nl;
+	size_t len;
+
+	if (offset < 0 || fd == -1 || fstat(fd, &sb) == -1 || sb.st_size <= offset)
+		return;
+	len = (size_t)(sb.st_size - offset);
+	buf = xmalloc(len + 1);
+	if (pread(fd, buf, len, (off_t)offset) == (ssize_t)len) {
+		buf[len] = '\0';
+		for (line = buf; (nl = strchr(line, '\n')) != NULL; line = nl + 1)
+			if (line_event_id(line, (size_t)(nl - line), id) == 0)
+				id_add(&d->known[t], id);
+	}
+	free(buf);
+	if (d->known[t].n)
+		gxp_log(LOG_INFO, "local store: %s: %zu rows written after the committed "
+		    "position; the same rows made again are not written twice", table,
+		    d->known[t].n);
+}
+
+/* The lines of rows already written (see above) left out. */
+static void
+drop_known(struct dirst *d, int t, struct gxp_buf *lines)
+{
+	unsigned char id[16];
+	size_t at = 0, keep = 0;
+
+	if (d->known[t].n == 0)
+		return;
+	while (at < lines->len) {
+		char *nl = memchr(lines->p + at, '\n', lines->len - at);
+		size_t n = (size_t)(nl - (lines->p + at)) + 1;
+
+		if (line_event_id(lines->p + at, n - 1, id) == 0 && id_known(&d->known[t], id))
+			d->skipped++;
+		else {
+			memmove(lines->p + keep, lines->p + at, n);
+			keep += n;
+		}
+		at += n;
+	}
+	lines->len = keep;
+}
+
 /* Rows whose key comes from their own columns (devices, captures), or
  * the caller wants back: parsed, keyed, printed. */
 static char *
@@ -269,7 +421,9 @@ dir_rows(struct store *st, const char *table, const char *query, int flags,
 	else
 		lines_by_content(t, json, len, &lines);
 	free(json);
-	if (append(d, t, lines.p, lines.len) == -1) {
+	drop_known(d, t, &lines);
+	/* a lookup wants the capture's id, a function of its key: nothing new */
+	if (!(flags & ROWS_LOOKUP) && lines.len > 0 && append(d, t, lines.p, lines.len) == -1) {
 		msg = xasprintf("%s/%s.ndjson: %s", d->dir, table, strerror(errno));
 		gxp_log(LOG_ERROR, "local store: %s", msg);
 		free(body);
@@ -422,9 +576,14 @@ dir_free(struct store *st)
 		free(c->body);
 		free(c);
 	}
-	for (int i = 0; i < T_COUNT; i++)
+	for (int i = 0; i < T_COUNT; i++) {
 		if (d->fd[i] >= 0)
 			close(d->fd[i]);
+		free(d->known[i].id);
+	}
+	if (d->skipped)
+		gxp_log(LOG_INFO, "local store: %llu rows made again by lines read again after "
+		    "a restart were already written: not written twice", d->skipped);
 	if (d->dirfd >= 0)
 		close(d->dirfd);
 	syncset_free(&d->objects);
@@ -454,7 +613,7 @@ dir_check(struct store *st)
 
 static const struct store_ops dir_ops = {
 	dir_put, dir_rows, dir_wait, dir_busy, dir_attempts, dir_mark, dir_seen,
-	dir_stats, dir_free, dir_check, NULL
+	dir_known_after, dir_stats, dir_free, dir_check, NULL
 };
 
 struct store *

@@ -381,6 +381,14 @@ supa_seen(struct store *st, const char *table, long long mark, const char *const
 	return 0;	/* upserts make repeating harmless */
 }
 
+/* Supabase ignores a row whose event_id it has (on_conflict=event_id,
+ * ignore-duplicates): nothing to remember. */
+static void
+supa_known_after(struct store *st, const char *table, long long offset)
+{
+	(void)st, (void)table, (void)offset;
+}
+
 static void
 supa_stats(const struct store *st, struct http_stats *hs)
 {
@@ -480,7 +488,7 @@ supa_check(struct store *st)
 
 static const struct store_ops supa_ops = {
 	supa_put, supa_rows, supa_wait, supa_busy, supa_attempts, supa_mark,
-	supa_seen, supa_stats, supa_free, supa_check, supa_rest
+	supa_seen, supa_known_after, supa_stats, supa_free, supa_check, supa_rest
 };
 
 /* The key from the settings, the one way every Supabase client takes it. */
