@@ -231,9 +231,10 @@ strip_chunk(const cJSON *payload)
 
 	if (b64) {
 		size_t n = strlen(b64), pad = (n && b64[n - 1] == '=') + (n > 1 && b64[n - 2] == '=');
+		size_t bytes = n / 4 * 3;
 
 		cJSON_DeleteItemFromObjectCaseSensitive(p, "payload");
-		cJSON_AddNumberToObject(p, "payload_bytes", (double)(n / 4 * 3 - pad));
+		cJSON_AddNumberToObject(p, "payload_bytes", (double)(bytes > pad ? bytes - pad : 0));
 	}
 	return p;
 }

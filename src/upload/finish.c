@@ -142,13 +142,21 @@ finish_failed(struct photo *p)
 	long long secs = (long long)(gxp_wall_us() / 1000000);
 	cJSON *e;
 
-	for (int i = 0; i < 100; i++) {
+	for (int i = 0, made = 0; !made; i++) {
 		free(name);
 		free(to);
 		name = xasprintf("%s.%lld", p->entry, secs + i);
 		to = spool_path("failed", name, NULL);
 		if (mkdir(to, 0755) == 0)
-			break;
+			made = 1;
+		else if (errno != EEXIST || i == 99) {
+			gxp_log(LOG_ERROR, "%s: %s; the photo waits in ready/ for the next try",
+			    to, strerror(errno));
+			free(name);
+			free(to);
+			put_back(p);
+			return;
+		}
 	}
 	write_reason(p, to);
 	from = spool_path("ready", p->entry, ".jpg");

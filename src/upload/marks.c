@@ -84,11 +84,18 @@ marks_load(void)
 
 	if (gxp_read_file(path, &text, &len, 64 << 20) == 0) {
 		for (line = text; (end = strchr(line, '\n')) != NULL; line = end + 1) {
-			char entry[GXP_ENTRY_MAX + 1];
+			char entry[GXP_ENTRY_MAX + 1], *sp;
 			long long mark;
 
 			*end = '\0';
-			if (sscanf(line, "%200s %lld", entry, &mark) == 2 && mark >= 0 &&
+			/* "ENTRY MARK": the entry has no space, and is at most
+			 * GXP_ENTRY_MAX bytes */
+			if ((sp = strchr(line, ' ')) == NULL || sp == line ||
+			    (size_t)(sp - line) > GXP_ENTRY_MAX)
+				continue;
+			memcpy(entry, line, (size_t)(sp - line));
+			entry[sp - line] = '\0';
+			if (sscanf(sp + 1, "%lld", &mark) == 1 && mark >= 0 &&
 			    mark_find(entry) == NULL)
 				mark_add(entry, mark);
 		}
