@@ -6,6 +6,8 @@ CFLAGS = -O2 -g
 CPPFLAGS =
 LDFLAGS =
 SANITIZE =
+# e.g. BATS_FLAGS="--filter-tags !slow": the suite without its long runs
+BATS_FLAGS =
 
 WARN = -std=c11 -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wvla \
 	-Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wundef
@@ -98,7 +100,7 @@ bin/gxp-supervise: src/gxp-supervise
 
 # The README's two commands.  Both install missing Debian packages first.
 check: deps all
-	bats tests
+	bats $(BATS_FLAGS) tests
 
 demo: deps all
 	examples/demo
