@@ -6,6 +6,8 @@ CFLAGS = -O2 -g
 CPPFLAGS =
 LDFLAGS =
 SANITIZE =
+# e.g. BATS_FLAGS="--filter-tags !slow": the suite without its long runs
+BATS_FLAGS =
 
 WARN = -std=c11 -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wvla \
 	-Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wundef
@@ -25,6 +27,7 @@ MANS = $(wildcard man/*.[157])
 ASM_SRC = $(wildcard src/assemble/*.c)
 ASM_OBJ = $(ASM_SRC:src/%.c=build/%.o)
 CONTROL_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/control/*.c))
+UPLOAD_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/upload/*.c))
 SIM_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/sim/*.c))
 SUB_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/sub/*.c))
 # Unit tests of library code, run by the bats suite.
@@ -53,13 +56,14 @@ build/%.o: src/%.c src/lib/gxp.h build/flags
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-# gxp-upload's own header, and the control plane's
-build/gxp-upload.o build/lib/http.o build/lib/rows.o build/lib/store.o build/lib/store_dir.o build/lib/store_supabase.o: src/lib/store.h
+# the stores' header, and the control plane's
+build/lib/http.o build/lib/rows.o build/lib/store.o build/lib/store_dir.o build/lib/store_supabase.o: src/lib/store.h
 build/lib/store_sync.o build/lib/marks.o build/lib/ctl_dir.o build/lib/ctl_supabase.o: src/lib/store.h
 build/lib/config.o build/lib/schedule.o build/lib/ctl.o build/lib/ctl_dir.o build/lib/ctl_supabase.o build/gxp-cmd.o: src/lib/control.h
 
 $(ASM_OBJ): src/assemble/assemble.h
 $(CONTROL_OBJ): src/control/ctl.h src/lib/control.h src/lib/store.h
+$(UPLOAD_OBJ): src/upload/upload.h src/lib/store.h
 $(SIM_OBJ): src/sim/sim.h
 $(SUB_OBJ): src/sub/sub.h
 
@@ -67,7 +71,8 @@ bin/gxp-assemble: $(ASM_OBJ) build/libgxp.a
 bin/gxp-control: $(CONTROL_OBJ) build/libgxp.a
 bin/gxp-sim: $(SIM_OBJ) build/libgxp.a
 bin/gxp-sub: $(SUB_OBJ) build/libgxp.a
-bin/gxp-assemble bin/gxp-control bin/gxp-sim bin/gxp-sub:
+bin/gxp-upload: $(UPLOAD_OBJ) build/libgxp.a
+bin/gxp-assemble bin/gxp-control bin/gxp-sim bin/gxp-sub bin/gxp-upload:
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) build/libgxp.a $(LIBS)
 
@@ -101,7 +106,7 @@ bin/gxp-supervise: src/gxp-supervise
 
 # The README's two commands.  Both install missing Debian packages first.
 check: deps all
-	bats tests
+	bats $(BATS_FLAGS) tests
 
 demo: deps all
 	examples/demo
@@ -144,7 +149,7 @@ clean:
 # that neither this tree nor its bin/ is touched) and checked by lintian;
 # dpkg-buildpackage leaves it beside the copy: build/deb/gxp_VERSION_ARCH.deb.
 DEB = build/deb/gxp_$(VERSION)_$(shell dpkg --print-architecture 2>/dev/null).deb
-DEB_SRC = Makefile .env.example README.md $(PHOTOS) $(SQL) $(wildcard src/* src/lib/* man/* debian/* debian/*/*)
+DEB_SRC = Makefile .env.example README.md $(PHOTOS) $(SQL) $(wildcard src/* src/*/* man/* debian/* debian/*/*)
 
 deb: $(DEB)
 

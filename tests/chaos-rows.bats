@@ -143,11 +143,13 @@ chaos_rows() {
 	[ "$ok" = 0 ] && [ "$errors" = 0 ]
 }
 
+# bats test_tags=slow
 @test "chaos/rows: local store: heartbeats and readings, >= 20 SIGKILLs and 3 of the whole worker: every accepted message one row" {
 	worker_env "$BATS_TEST_TMPDIR/w.env" SUPERVISE_BACKOFF_MAX_S=1
 	chaos_rows dir
 }
 
+# bats test_tags=slow
 @test "chaos/rows: Supabase: heartbeats and readings, >= 20 SIGKILLs, 3 of the whole worker, 5 s of 503: every accepted message one row" {
 	worker_env "$BATS_TEST_TMPDIR/w.env" "SUPABASE_URL=$EP_URL" \
 		"SUPABASE_SECRET_KEY=$EP_SECRET_KEY" SUPERVISE_BACKOFF_MAX_S=1 UPLOAD_RETRY_MAX_MS=2000

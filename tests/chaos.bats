@@ -35,6 +35,7 @@ teardown() {
 	e2e_teardown
 }
 
+# bats test_tags=slow
 @test "chaos: 500 photos, >= 20 SIGKILLs, a broker restart and 10 s of 503: nothing lost, nothing twice" {
 	kills=${CHAOS_KILLS:-20}
 	start_worker "$BATS_TEST_TMPDIR/w.env"

@@ -21,6 +21,7 @@ teardown() {
 	teardown_control
 }
 
+# bats test_tags=slow
 @test "control-chaos: local store: SIGKILLs of random stages lose no queued command and send none twice" {
 	control_chaos "$BATS_TEST_TMPDIR/w.env" "${CHAOS_KILLS:-12}"
 }

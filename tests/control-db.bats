@@ -225,6 +225,7 @@ device_row() {
 	done
 }
 
+# bats test_tags=slow
 @test "control/db: SIGKILLs of random stages lose no queued command and send none twice" {
 	worker_env "$BATS_TEST_TMPDIR/w.env" "SUPABASE_URL=$EP_URL" "SUPABASE_SERVICE_ROLE=$EP_SERVICE_KEY" \
 		SCHEDULE_CAPTURES_PER_DAY=24 CONTROL_POLL_MS=200 SUPERVISE_BACKOFF_MAX_S=2 UPLOAD_RETRY_MAX_MS=1000

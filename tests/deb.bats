@@ -294,7 +294,7 @@ sd_shutdown() {
 	[[ $output == *"gxp-sub: ok: journal $T/spool/journal writable"* ]]
 	[[ $output == *"gxp-upload: ok: spool $T/spool: no photo waiting"* ]]
 	[[ $output == *"gxp-control: ok: local store $T/store/control writable"* ]]
-	[ "$(grep -c ': ok: ' <<<"$output")" = 7 ]
+	[ "$(grep -c ': ok: ' <<<"$output")" = 8 ]
 
 	WORKER_LOG=$BATS_TEST_TMPDIR/worker.log
 	as_gxp /usr/bin/gxp-supervise --env "$T/w.env" --events "$T/events.ndjson" \

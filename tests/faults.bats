@@ -47,6 +47,7 @@ ready_ok() {
 	[ -z "$(find "$SPOOL/ready" -name '*.tmp*')" ]
 }
 
+# bats test_tags=slow
 @test "faults: the spool's disk full: clear errors, no corruption; work resumes when space returns" {
 	small_fs 1m
 	SPOOL=$MNT/spool

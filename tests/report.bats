@@ -281,6 +281,7 @@ wakes_shown() {
 	grep 'id="d-SIM000002"' "$OUT/index.html" | grep -q '<dt>next wake</dt><dd>in 4 h'
 }
 
+# bats test_tags=slow
 @test "report: headless Chromium shows every device, and the thumbnails load" {
 	run_report
 	[ "$RC" = 0 ]

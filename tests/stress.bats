@@ -102,6 +102,7 @@ hwm() {
 	awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"
 }
 
+# bats test_tags=slow
 @test "stress: an adversarial mix at line rate beside a normal fleet: every photo acknowledged, memory bounded before and after a restart" {
 	attack "$BATS_TEST_TMPDIR/attack"
 	start_worker "$BATS_TEST_TMPDIR/w.env"

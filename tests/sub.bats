@@ -141,6 +141,7 @@ teardown() {
 	! grep -q error "$ERR" || false
 }
 
+# bats test_tags=slow
 @test "sub: a slow reader does not lose the broker; a full buffer drops and says so" {
 	# the reader sleeps while 2 MB arrive into a 64 KiB buffer
 	mkfifo "$BATS_TEST_TMPDIR/fifo"
@@ -217,6 +218,7 @@ teardown() {
 	wait_until 10 has_lines "$OUT" 1
 }
 
+# bats test_tags=slow
 @test "sub: each tst is later than the one before, even when the clock stands still" {
 	# the wall clock frozen (libfaketime), the monotonic one left alone
 	FROZEN=1

@@ -188,6 +188,7 @@ teardown() {
 	grep -q "gxp-supervise: stopped" "$WORKER_LOG"
 }
 
+# bats test_tags=slow
 @test "supervise: the package's units pass systemd-analyze verify; make install lays out bin, man and share" {
 	make -s -C "$GXP_TOP" install DESTDIR="$BATS_TEST_TMPDIR/root" PREFIX=/usr > /dev/null
 	for t in gxp-sub gxp-control gxp-assemble gxp-upload gxp-pub gxp-supervise gxp-sim gxp-cmd; do

@@ -214,11 +214,15 @@ teardown() {
 		ev_inbound_meta $DEV img.jpg
 		ev_inbound_chunk $DEV img.jpg 0
 		printf '%s\n' '{"event":"inbound","v":1,"device":"AABBCCDDEEFF","topic":"ESP32CAM/AABBCCDDEEFF/data","received_at":"2025-10-04T12:34:58.000000Z","kind":"chunk","payload":{"image_name":"img.jpg","chunk_id":1,"payload":"/9j/4AAQ"}}'
+		# padding alone is no bytes (not 2^64 - 2)
+		printf '%s\n' '{"event":"inbound","v":1,"device":"AABBCCDDEEFF","topic":"ESP32CAM/AABBCCDDEEFF/data","received_at":"2025-10-04T12:34:59.000000Z","kind":"chunk","payload":{"image_name":"img.jpg","chunk_id":2,"payload":"=="}}'
 	} > "$IN"
 	run_upload
-	[ "$(lines_in "$GXP_STORE/device_publish_log.ndjson")" = 3 ]
+	[ "$(lines_in "$GXP_STORE/device_publish_log.ndjson")" = 4 ]
+	jq -se 'map(select(.payload.chunk_id == 2))[0].payload.payload_bytes == 0' \
+		"$GXP_STORE/device_publish_log.ndjson"
 	! grep -q '/9j/4AAQ' "$GXP_STORE/device_publish_log.ndjson" || false
-	jq -e 'select(.payload.chunk_id == 1) | .payload.payload_bytes == 6' \
+	jq -se 'map(select(.payload.chunk_id == 1))[0].payload.payload_bytes == 6' \
 		"$GXP_STORE/device_publish_log.ndjson"
 	rm -rf "$GXP_STORE"
 	PUBLISH_LOG=no-chunks run_upload

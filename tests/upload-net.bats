@@ -150,6 +150,18 @@ stored_count() {
 		grep -qF -- "$EP_SERVICE_KEY" || false
 }
 
+@test "upload/net: --check repeats a server's message with its control characters escaped" {
+	# ESC [2J (clear screen; the message is read with C0 as spaces), DEL,
+	# and U+009B (CSI to some terminals)
+	ep_fault '{"match":"/bucket/","status":500,"count":1,"body":{"message":"broken \u001b[2J\u007f\u009b here"}}'
+	run_upload --check
+	[ "$RC" = 111 ]
+	grep -qF 'gxp-upload: FAIL: bucket' "$OUT"
+	grep -qF 'broken  [2J\x7f\xc2\x9b here' "$OUT"
+	! grep -q $'[\x1b\x7f]' "$OUT" || false
+	! grep -qF $'\xc2\x9b' "$OUT" || false
+}
+
 @test "upload/net: a missing bucket stops with 100, as Storage v1.11 and newer ones say it" {
 	photos 1
 	SUPABASE_STORAGE_BUCKET=no-such-bucket run_upload --once

@@ -375,7 +375,7 @@ supa_check(struct ctl *c)
 			printf("%s: ok: table %.*s readable with the service key\n", gxp_progname,
 			    (int)strcspn(paths[i], "?"), paths[i]);
 		else
-			printf("%s: FAIL: table %.*s: %s\n", gxp_progname,
+			gxp_check_fail("table %.*s: %s",
 			    (int)strcspn(paths[i], "?"), paths[i], p[i].msg ? p[i].msg : "no answer");
 		if (rc == EXIT_PERM || (rc && worst == EXIT_OK))
 			worst = rc;

@@ -121,6 +121,21 @@ gxp_clean_text(char *out, size_t cap, const char *text)
 	return o;
 }
 
+/* A --check line that failed, on stdout: "prog: FAIL: what", cleaned as a
+ * log line is, since it often repeats what a server said. */
+void
+gxp_check_fail(const char *fmt, ...)
+{
+	char msg[2048], out[8192];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	gxp_clean_text(out, sizeof out, msg);
+	printf("%s: FAIL: %s\n", gxp_progname, out);
+}
+
 void
 gxp_vlog(int level, const char *fmt, va_list ap)
 {

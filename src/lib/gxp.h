@@ -36,6 +36,8 @@ void gxp_log(int level, const char *fmt, ...)
 void gxp_vlog(int level, const char *fmt, va_list ap);
 /* text made safe for a terminal: controls escaped (\xNN), lines joined */
 size_t gxp_clean_text(char *out, size_t cap, const char *text);
+void gxp_check_fail(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 _Noreturn void gxp_usage(int code, const char *synopsis, const char *options);
 void gxp_bad_option(int c, char **argv);
 _Noreturn void gxp_die(int code, const char *fmt, ...)

@@ -477,7 +477,7 @@ supa_check(struct store *st)
 			printf("gxp-upload: ok: %s %s readable with the key\n",
 			    i == 0 ? "bucket" : "table", p[i].what);
 		else
-			printf("gxp-upload: FAIL: %s %s: %s\n", i == 0 ? "bucket" : "table",
+			gxp_check_fail("%s %s: %s", i == 0 ? "bucket" : "table",
 			    p[i].what, p[i].msg.p ? p[i].msg.p : "no answer");
 		if (p[i].rc == EXIT_PERM || (p[i].rc && worst == EXIT_OK))
 			worst = p[i].rc;

@@ -573,7 +573,7 @@ supa_check(struct source *src)
 			printf("gxp-report: ok: %s %s readable with the key\n", i < 2 ? "view" :
 			    "bucket", i < 2 ? what[i] : s->bucket);
 		else
-			printf("gxp-report: FAIL: %s %s: %s%s\n", i < 2 ? "view" : "bucket",
+			gxp_check_fail("%s %s: %s%s", i < 2 ? "view" : "bucket",
 			    i < 2 ? what[i] : s->bucket, c.msg, i < 2 && c.status == 404 ?
 			    "; run sql/report.sql" : "");
 		if (c.rc == EXIT_PERM || (c.rc && worst == EXIT_OK))
