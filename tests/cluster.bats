@@ -132,7 +132,6 @@ db_check() {
 	[ "$(psql_q "select count(*) from device_errors")" = 0 ]
 }
 
-# bats test_tags=slow
 @test "cluster: three workers, one SIGKILLed mid-run (its whole process group) and started again: every photo acknowledged and stored once, each device assembled by its owner" {
 	for n in 1 2 3; do cl_env "$n"; done
 	for n in 1 2 3; do cl_start "$n"; done
@@ -164,7 +163,6 @@ db_check() {
 	grep -h "now belongs to worker" "$BATS_TEST_TMPDIR"/w[13].log | head -3
 }
 
-# bats test_tags=slow
 @test "cluster: a rolling upgrade: one worker stopped cleanly, its devices move, then back; every photo stored once" {
 	for n in 1 2 3; do cl_env "$n"; done
 	for n in 1 2 3; do cl_start "$n"; done
