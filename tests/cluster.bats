@@ -295,3 +295,25 @@ metric() {
 	stop_pid "$SUB1"
 	stop_pid "$SUB2"
 }
+
+@test "cluster: GXP_CLUSTER that is no mode, or a worker id that cannot be a topic level, stops gxp-sub with 100 and the reason" {
+	broker_env
+	GXP_CLUSTER=round-robin run gxp-sub
+	[ "$status" = 100 ]
+	[[ $output == *"GXP_CLUSTER=round-robin: expected off, presence or shared"* ]]
+	GXP_CLUSTER=presence GXP_WORKER_ID='w/1' run gxp-sub
+	[ "$status" = 100 ]
+	[[ $output == *"GXP_WORKER_ID w/1"* ]]
+}
+
+@test "cluster: gxp-sub --check fails when a live worker elsewhere holds this worker id" {
+	broker_env
+	export GXP_CLUSTER=presence GXP_WORKER_ID=same
+	GXP_SPOOL=$BATS_TEST_TMPDIR/a start_sub "$BATS_TEST_TMPDIR/a.out" "$BATS_TEST_TMPDIR/a.err" -i "chk-$$-a"
+	GXP_SPOOL=$BATS_TEST_TMPDIR/b run gxp-sub --check -i "chk-$$-b"
+	echo "$output"
+	[ "$status" = 100 ]
+	[[ $output == *"FAIL: another client is using the id same: gxp-sub pid "*"its own GXP_WORKER_ID"* ]]
+	stop_pid "$SUB_PID"
+	SUB_PID=
+}
