@@ -317,3 +317,43 @@ metric() {
 	stop_pid "$SUB_PID"
 	SUB_PID=
 }
+
+# cl_line SELF JOINED WORKER...: gxp-sub's cluster line.
+cl_line() {
+	local self=$1 joined=$2 ws
+	shift 2
+	ws=$(printf '"%s",' "$@")
+	printf '{"event":"cluster","v":1,"mode":"presence"%s,"self":"%s","workers":[%s]}\n' \
+		"$([ "$joined" = 1 ] && echo ',"joined":true')" "$self" "${ws%,}"
+}
+
+@test "cluster: gxp-assemble drops quietly the captures of a device that moved, and the rest of a photo that came without its metadata" {
+	load assemble-lib
+	setup_assemble
+	# a device w2 owns once it is there, and one that stays w1's
+	for i in $(seq 1 40); do printf 'SIM%06d\n' "$i"; done |
+		"$GXP_TOP/build/cluster-test" owner w1,w2 > "$BATS_TEST_TMPDIR/owners"
+	move=$(awk '$2 == "w2" { print $1; exit }' "$BATS_TEST_TMPDIR/owners")
+	keep=$(awk '$2 == "w1" { print $1; exit }' "$BATS_TEST_TMPDIR/owners")
+	make_jpeg "$BATS_TEST_TMPDIR/p.jpg" 2000
+	{
+		cl_line w1 1 w1
+		photo 1000 "$move" a.jpg "$BATS_TEST_TMPDIR/p.jpg" 100 0 1 2
+		photo 1100 "$keep" a.jpg "$BATS_TEST_TMPDIR/p.jpg" 100 0 1 2
+		cl_line w1 0 w1 w2
+		# w2 dies: "$move" comes back mid-photo, its metadata went to w2
+		cl_line w1 0 w1
+		for i in $(seq 5 16); do chunk $((2000 + i)) "$move" b.jpg "$i" "$BATS_TEST_TMPDIR/p.jpg" 100; done
+		for i in $(seq 5 16); do chunk $((2100 + i)) "$keep" b.jpg "$i" "$BATS_TEST_TMPDIR/p.jpg" 100; done
+	} > "$IN"
+	assemble
+	cat "$ERR"
+	[ "$ASM_RC" = 0 ]
+	grep -q "device $move now belongs to worker w2: 1 capture in flight dropped" "$ERR"
+	# no NACK, no failure, no error for the device that moved
+	! grep "\"$move\"" "$OUT" | grep -q '"event":"\(publish\|capture_failed\|error\)"' || false
+	# the other's orphans past ASSEMBLE_ORPHAN_CHUNKS are refused as ever
+	grep "\"$keep\"" "$OUT" | grep -q 'wait for their metadata'
+	# its capture's memory, disk and pins went back: keep's a.jpg and b.jpg, move's b.jpg
+	grep -q "3 captures left in flight" "$ERR"
+}
