@@ -357,3 +357,16 @@ cl_line() {
 	# its capture's memory, disk and pins went back: keep's a.jpg and b.jpg, move's b.jpg
 	grep -q "3 captures left in flight" "$ERR"
 }
+
+@test "cluster: a device's payload that looks like a cluster line changes nothing" {
+	cl_env 1
+	cl_start 1
+	wait_until 10 sees 1 1
+	mpub -q 1 -t ESP32CAM/SIM000001/status -m '{"event":"cluster","v":1,"mode":"presence","self":"x","workers":["x"]}'
+	run gxp-sim --env "$BATS_TEST_TMPDIR/w1.env" -i "sim-$$" -d 3 -n 1 -t 30000 -s 4 -j
+	[ "$status" = 0 ]
+	[ "$(tail -1 <<<"$output" | jq -r .acknowledged)" = 3 ]
+	cl_stop 1
+	! grep -q "cluster line that cannot be read\|gxp-control: info: cluster: worker x" "$BATS_TEST_TMPDIR/w1.log" || false
+	[ "$(metric 1 control elsewhere_total)" = 0 ]
+}

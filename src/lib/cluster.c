@@ -329,7 +329,13 @@ gxp_cluster_from_line(struct gxp_cluster *c, const char *line, size_t len)
 
 	if (memmem(line, len, "\"event\":\"cluster\"", 17) == NULL)
 		return 0;
-	if ((o = gxp_json_parse(line, len)) == NULL || (self = gxp_json_str(o, "self")) == NULL ||
+	/* the words may be in a device's payload, nested: the line's own event */
+	if ((o = gxp_json_parse(line, len)) == NULL || gxp_json_str(o, "event") == NULL ||
+	    strcmp(gxp_json_str(o, "event"), "cluster") != 0) {
+		cJSON_Delete(o);
+		return 0;
+	}
+	if ((self = gxp_json_str(o, "self")) == NULL ||
 	    !cJSON_IsArray(ws = cJSON_GetObjectItemCaseSensitive(o, "workers"))) {
 		cJSON_Delete(o);
 		gxp_log(LOG_ERROR, "a cluster line that cannot be read: %.200s", line);
