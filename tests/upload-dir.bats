@@ -182,6 +182,29 @@ teardown() {
 	[ ! -e "$GXP_STORE/captures.ndjson" ]
 }
 
+@test "upload/dir: rows/ survives a SIGKILL of the run that loaded it: no row lost, none written twice" {
+	mkdir -p "$GXP_SPOOL/rows"
+	for n in 1 2 3; do
+		printf '{"table":"device_status","dev":"%s","cap":"","need":0,"row":{"status":"Alive","pending_count":%d,"created_at":"2025-10-04T12:30:0%d.000000Z","event_id":"00000000-0000-4000-8000-00000000000%d"}}\n' \
+			"$DEV" "$n" "$n" "$n"
+	done > "$GXP_SPOOL/rows/1.1.ndjson"
+	# batches of two: two rows are written at once, the third waits for
+	# its batch, and the run is killed meanwhile
+	ROW_BATCH_MAX=2 ROW_FLUSH_MS=60000 start_upload
+	wait_until 10 eval '[ "$(lines_in "$GXP_STORE/device_status.ndjson" 2>/dev/null)" = 2 ]'
+	[ -f "$GXP_SPOOL/rows/1.1.ndjson" ]
+	[ -f "$GXP_SPOOL/rows/1.1.at" ]
+	kill -KILL "$UP_PID"
+	wait "$UP_PID" 2>/dev/null || true
+	UP_PID=
+	: > "$IN"
+	run_upload --once
+	[ "$RC" = 0 ]
+	grep -q 'device_status: 2 rows written after the committed position' "$ERR"
+	[ "$(jq -r .pending_count "$GXP_STORE/device_status.ndjson" | sort | tr '\n' ' ')" = "1 2 3 " ]
+	[ -z "$(ls -A "$GXP_SPOOL/rows")" ]
+}
+
 @test "upload/dir: a torn last line is cut before the next append; every line is JSON" {
 	make_entry "$GXP_SPOOL" $DEV image_1.jpg
 	run_upload --once

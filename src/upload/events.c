@@ -274,7 +274,6 @@ ev_publish(const cJSON *j, const char *ts)
 static void
 ev_mark(const cJSON *j)
 {
-	static const int tables[] = { T_SENSOR, T_STATUS, T_ERRORS, T_PUBLOG };
 	long long seq, off[T_COUNT];
 
 	if (gxp_json_int(j, "seq", &seq) != 1 || seq < 1) {
@@ -287,8 +286,8 @@ ev_mark(const cJSON *j)
 	 * the restart anywhere after the offsets this run began with */
 	memcpy(off, jc.base, sizeof off);
 	if ((uint64_t)seq >= jc.head)
-		for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
-			off[tables[i]] = store_mark(st, rows_table_names[tables[i]]);
+		for (int i = 0; i < N_EVENT_TABLES; i++)
+			off[event_tables[i]] = store_mark(st, rows_table_names[event_tables[i]]);
 	marks_mark(jc.marks, (uint64_t)seq, off);
 }
 

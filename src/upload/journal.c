@@ -68,7 +68,6 @@ commit_tick(int force)
 void
 journal_begin(void)
 {
-	static const int tables[] = { T_SENSOR, T_STATUS, T_ERRORS, T_PUBLOG };
 	char *path = xasprintf("%s/committed", jc.dir), *text = NULL;
 	long long off[T_COUNT], seq = 0, v;
 	const char *store = NULL;
@@ -88,14 +87,14 @@ journal_begin(void)
 		off[t] = -1;
 	jc.head = gxp_journal_last(jc.dir);
 	if (store && strcmp(store, st->url_base) == 0) {
-		for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
-			if (gxp_json_int(o, rows_table_names[tables[i]], &v) == 1 && v >= 0) {
-				store_known_after(st, rows_table_names[tables[i]], v);
-				off[tables[i]] = v;
+		for (int i = 0; i < N_EVENT_TABLES; i++)
+			if (gxp_json_int(o, rows_table_names[event_tables[i]], &v) == 1 && v >= 0) {
+				store_known_after(st, rows_table_names[event_tables[i]], v);
+				off[event_tables[i]] = v;
 			}
 	} else {
-		for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
-			off[tables[i]] = store_mark(st, rows_table_names[tables[i]]);
+		for (int i = 0; i < N_EVENT_TABLES; i++)
+			off[event_tables[i]] = store_mark(st, rows_table_names[event_tables[i]]);
 		if (commit_write((uint64_t)seq, off) == -1)
 			gxp_die(EXIT_TEMP, "journal %s: cannot write its committed record", jc.dir);
 	}

@@ -192,6 +192,7 @@ run(void)
 		if (rows_fatal(rows))
 			set_fatal(rows_fatal(rows));
 		journal_check();
+		rows_loaded_done(0);
 		if (eof && !was_eof) {
 			/* end of input: finish what the spool holds, like --once */
 			was_eof = 1;
@@ -231,11 +232,14 @@ leave(void)
 	if ((kept = rows_spill(rows, path)) == -1)
 		gxp_log(LOG_ERROR, "%s: %s; the rows not written are lost", path,
 		    strerror(errno));
-	else if (kept > 0) {
-		gxp_log(LOG_WARN, "%ld row%s not written yet, kept in rows/%s for the "
-		    "next run", kept, kept == 1 ? "" : "s", name);
-		if (!stopping())
-			gaveup = 1;
+	else {
+		if (kept > 0) {
+			gxp_log(LOG_WARN, "%ld row%s not written yet, kept in rows/%s for "
+			    "the next run", kept, kept == 1 ? "" : "s", name);
+			if (!stopping())
+				gaveup = 1;
+		}
+		rows_loaded_done(1);	/* what they held is written or in name */
 	}
 	free(path);
 	while (todo) {

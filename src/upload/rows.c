@@ -6,6 +6,8 @@
 
 #include "upload.h"
 
+const int event_tables[N_EVENT_TABLES] = { T_SENSOR, T_STATUS, T_ERRORS, T_PUBLOG };
+
 cJSON *
 dup_or_null(const cJSON *obj, const char *key)
 {

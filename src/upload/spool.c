@@ -117,9 +117,60 @@ recover(void)
 	marks_rewrite();
 }
 
-/* Rows an earlier run could not write (rows/NAME.ndjson): queued again,
- * and the file removed; what this run cannot write either goes to a new
- * file when it ends. */
+/* Rows an earlier run could not write (rows/NAME.ndjson) are queued again;
+ * the file goes only once they are written, or once what is left of them
+ * is in the file this run leaves (rows_loaded_done()).  Before the first
+ * of them is written, rows/NAME.at records where the local store's event
+ * tables ended: a run killed after writing some of them tells the next one
+ * which ids are there already (store_known_after), so none is written
+ * twice; Supabase ignores a repeated event_id by itself. */
+static char **loaded;
+static long nloaded;
+
+static void
+offsets_recall(const char *at)
+{
+	char *text;
+	size_t len;
+	long long v;
+	cJSON *j, *o;
+
+	if (gxp_read_file(at, &text, &len, 1 << 16) == -1)
+		return;
+	/* offsets in the store this run writes to, not one used before */
+	if ((j = cJSON_Parse(text)) != NULL &&
+	    gxp_json_str(j, "store") && strcmp(gxp_json_str(j, "store"), st->url_base) == 0 &&
+	    (o = cJSON_GetObjectItemCaseSensitive(j, "offsets")) != NULL)
+		for (int i = 0; i < N_EVENT_TABLES; i++)
+			if (gxp_json_int(o, rows_table_names[event_tables[i]], &v) == 1 && v >= 0)
+				store_known_after(st, rows_table_names[event_tables[i]], v);
+	cJSON_Delete(j);
+	free(text);
+}
+
+static void
+offsets_record(const char *at)
+{
+	cJSON *j = cJSON_CreateObject(), *o = cJSON_CreateObject();
+	long long v;
+	int any = 0;
+	char *text;
+
+	for (int i = 0; i < N_EVENT_TABLES; i++)
+		if ((v = store_mark(st, rows_table_names[event_tables[i]])) >= 0) {
+			cJSON_AddNumberToObject(o, rows_table_names[event_tables[i]], (double)v);
+			any = 1;
+		}
+	cJSON_AddNumberToObject(j, "v", 1);
+	cJSON_AddStringToObject(j, "store", st->url_base);
+	cJSON_AddItemToObject(j, "offsets", o);
+	text = cJSON_PrintUnformatted(j);
+	if (any && gxp_write_atomic(at, text, strlen(text)) == -1)
+		gxp_log(LOG_ERROR, "%s: %s", at, strerror(errno));
+	free(text);
+	cJSON_Delete(j);
+}
+
 void
 load_rows(void)
 {
@@ -136,6 +187,13 @@ load_rows(void)
 		if (strstr(f, ".tmp."))
 			unlink(path);	/* a write a crash cut short */
 		else if (f[0] != '.' && len > 7 && strcmp(f + len - 7, ".ndjson") == 0) {
+			char *at = xasprintf("%.*s.at", (int)(strlen(path) - 7), path);
+
+			if (access(at, F_OK) == 0)
+				offsets_recall(at);
+			else
+				offsets_record(at);
+			free(at);
 			if ((got = rows_load(rows, path, &bad)) == -1)
 				gxp_log(LOG_ERROR, "%s: %s", path, strerror(errno));
 			else {
@@ -144,15 +202,49 @@ load_rows(void)
 				if (bad)
 					gxp_log(LOG_WARN, "rows/%s: %ld line%s not rows; left "
 					    "out", f, bad, bad == 1 ? "" : "s");
-				if (unlink(path) == -1)
-					gxp_log(LOG_ERROR, "%s: %s", path, strerror(errno));
+				loaded = xrealloc(loaded, (size_t)(nloaded + 1) * sizeof *loaded);
+				loaded[nloaded++] = path;
+				path = NULL;
 			}
+		} else if (len > 3 && strcmp(f + len - 3, ".at") == 0) {
+			char *rows_file = xasprintf("%.*s.ndjson", (int)(strlen(path) - 3), path);
+
+			if (access(rows_file, F_OK) == -1 && errno == ENOENT)
+				unlink(path);	/* its rows went; a crash kept it */
+			free(rows_file);
 		}
 		free(path);
 	}
 	if (n >= 0)
 		gxp_names_free(names, n);
 	free(dir);
+}
+
+/* The files load_rows() queued go once nothing they held is waiting: every
+ * row written (all: after rows_spill() kept the rest in a file of its own). */
+void
+rows_loaded_done(int all)
+{
+	struct rows_stats rs;
+
+	if (nloaded == 0)
+		return;
+	rows_stats(rows, &rs);
+	if (!all && (!rows_idle(rows) || rs.kept > 0))
+		return;
+	for (long i = 0; i < nloaded; i++) {
+		size_t len = strlen(loaded[i]);
+		char *at = xasprintf("%.*s.at", (int)(len - 7), loaded[i]);
+
+		if (unlink(loaded[i]) == -1 && errno != ENOENT)
+			gxp_log(LOG_ERROR, "%s: %s", loaded[i], strerror(errno));
+		unlink(at);
+		free(at);
+		free(loaded[i]);
+	}
+	free(loaded);
+	loaded = NULL;
+	nloaded = 0;
 }
 
 /* The spool's upload.lock, which names its holder ("<pid> once" or

@@ -60,6 +60,8 @@ void set_fatal(const char *msg);
 int stopping(void);
 
 /* rows.c */
+enum { N_EVENT_TABLES = 4 };
+extern const int event_tables[N_EVENT_TABLES];	/* rows made from events */
 cJSON *dup_or_null(const cJSON *obj, const char *key);
 void copy_num(cJSON *row, const char *col, const cJSON *src, const char *key);
 cJSON *capture_row(const cJSON *src, const char *cap, const char *status,
@@ -102,6 +104,7 @@ void rescan(void);
 void claim_more(void);
 void recover(void);
 void load_rows(void);
+void rows_loaded_done(int all);
 void take_lock(const char *lock);
 
 /* events.c */
