@@ -33,7 +33,7 @@ const struct gxp_setting gxp_settings[] = {
 	STR("TOPIC_PATTERN_ACK", "ESP32CAM/+/ack", "ACK topic pattern; + is the device id"),
 	STR("TOPIC_PATTERN_CMD", "ESP32CAM/+/cmd", "command topic pattern (worker to device); + is the device id"),
 	INT("SUB_BUFFER_BYTES", "268435456", 65536, 4294967296LL,
-	    "gxp-sub without a journal: output buffer; messages beyond it are dropped and counted"),
+	    "gxp-sub without a journal: output buffer; messages beyond it are dropped and counted; in a cluster, the most held before the live set is known"),
 	INT("SUB_MAX_MESSAGE_BYTES", "262144", 1024, 268435456,
 	    "gxp-sub: largest payload passed on; larger ones are dropped and counted, never journaled"),
 	INT("JOURNAL_SEGMENT_BYTES", "16777216", 65536, 1073741824,

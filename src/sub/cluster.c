@@ -11,7 +11,10 @@
  * the presence filter: a second SUBACK of the same filter says they all
  * have.  Until the first such burst is complete this worker does not know
  * the set, and device messages (a persistent session delivers its queue
- * at once) are held in memory, then decided.
+ * at once) are held in memory, then decided: up to SUB_BUFFER_BYTES, past
+ * which they are taken undecided.  Held messages are not in the journal
+ * yet: a SIGKILL in those milliseconds loses them, as it does a message
+ * between its PUBACK and the journal's write (README, Reliability).
  *
  * With GXP_CLUSTER=shared the broker chooses: the device topics are
  * subscribed to as $share/GXP_CLUSTER_GROUP/..., every message received is
@@ -32,7 +35,8 @@ static struct {
 	size_t nseen, capseen;
 	struct mosquitto_message **held;	/* until the set is known */
 	int64_t *held_us;			/* when each came */
-	size_t nheld, capheld;
+	size_t nheld, capheld, heldbytes;
+	int overheld;		/* SUB_BUFFER_BYTES held: the rest is taken */
 	/* GXP_CLUSTER=shared: the devices received this period and the last */
 	char *digests;		/* GXP_CLUSTER_TOPIC/+/seen */
 	struct seen_set { uint32_t *h; char **dev; size_t n, cap; } now, before;
@@ -297,7 +301,7 @@ cluster_subscribed(void *arg, int mid)
 		free(cs.held_us);
 		cs.held = NULL;
 		cs.held_us = NULL;
-		cs.nheld = cs.capheld = 0;
+		cs.nheld = cs.capheld = cs.heldbytes = 0;
 	}
 	return 1;
 }
@@ -324,6 +328,7 @@ hold(const struct mosquitto_message *m)
 		cs.held = xrealloc(cs.held, cs.capheld * sizeof *cs.held);
 		cs.held_us = xrealloc(cs.held_us, cs.capheld * sizeof *cs.held_us);
 	}
+	cs.heldbytes += (size_t)m->payloadlen + strlen(m->topic) + sizeof **cs.held;
 	cs.held_us[cs.nheld] = jn.msg_us;
 	cs.held[cs.nheld] = xcalloc(1, sizeof **cs.held);
 	if (mosquitto_message_copy(cs.held[cs.nheld], m) != MOSQ_ERR_SUCCESS)
@@ -369,8 +374,17 @@ cluster_filter_message(const struct mosquitto_message *m)
 		return 0;
 	}
 	if (!cs.known) {
-		hold(m);
-		return 1;
+		/* a bound on memory: past it the device's messages are taken, as
+		 * without a cluster, rather than lost or held without end */
+		if (cs.heldbytes < (size_t)gxp_cfg_int("SUB_BUFFER_BYTES")) {
+			hold(m);
+			return 1;
+		}
+		if (!cs.overheld++)
+			gxp_log(LOG_WARN, "cluster: %zu messages (SUB_BUFFER_BYTES) held while "
+			    "the workers' presence records have not come; taking the next ones "
+			    "without asking whose they are", cs.nheld);
+		return 0;
 	}
 	if (gxp_cluster_owns(cl, dev))
 		return 0;
