@@ -29,8 +29,9 @@ ASM_OBJ = $(ASM_SRC:src/%.c=build/%.o)
 CONTROL_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/control/*.c))
 UPLOAD_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/upload/*.c))
 SIM_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/sim/*.c))
+SUB_OBJ = $(patsubst src/%.c,build/%.o,$(wildcard src/sub/*.c))
 # Unit tests of library code, run by the bats suite.
-TESTPROGS = build/schedule-test
+TESTPROGS = build/schedule-test build/cluster-test
 PHOTOS = $(wildcard examples/*.jpg)
 SQL = $(wildcard sql/*.sql)
 # The version: the top entry of debian/changelog, its one source.
@@ -64,17 +65,22 @@ $(ASM_OBJ): src/assemble/assemble.h
 $(CONTROL_OBJ): src/control/ctl.h src/lib/control.h src/lib/store.h
 $(UPLOAD_OBJ): src/upload/upload.h src/lib/store.h
 $(SIM_OBJ): src/sim/sim.h
+$(SUB_OBJ): src/sub/sub.h
 
 bin/gxp-assemble: $(ASM_OBJ) build/libgxp.a
 bin/gxp-control: $(CONTROL_OBJ) build/libgxp.a
 bin/gxp-sim: $(SIM_OBJ) build/libgxp.a
+bin/gxp-sub: $(SUB_OBJ) build/libgxp.a
 bin/gxp-upload: $(UPLOAD_OBJ) build/libgxp.a
-bin/gxp-assemble bin/gxp-control bin/gxp-sim bin/gxp-upload:
+bin/gxp-assemble bin/gxp-control bin/gxp-sim bin/gxp-sub bin/gxp-upload:
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter %.o,$^) build/libgxp.a $(LIBS)
 
 build/schedule-test: tests/schedule.c build/libgxp.a src/lib/control.h
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ tests/schedule.c build/libgxp.a $(LIBS)
+
+build/cluster-test: tests/cluster.c build/libgxp.a
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ tests/cluster.c build/libgxp.a $(LIBS)
 
 build/libgxp.a: $(LIB_OBJ)
 	rm -f $@

@@ -364,6 +364,27 @@ drop trigger if exists gxp_device_command_log on public.device_commands;
 create trigger gxp_device_command_log after insert or update of status
 	on public.device_commands for each row execute function public.gxp_device_command_log();
 
+-- A stored capture never goes backwards, whoever writes: several workers
+-- share one fleet (README, "Running several workers"), and one whose spool
+-- still held a capture another worker stored (a handover, a late timeout)
+-- must not set the row back to assembling or failed, nor clear its object.
+create or replace function public.gxp_captures_keep_stored() returns trigger
+language plpgsql set search_path = pg_catalog, public as $$
+begin
+	if old.ingest_status = 'stored' and new.ingest_status is distinct from 'stored' then
+		new.ingest_status := 'stored';
+		new.ingest_error := old.ingest_error;
+		new.storage_path := old.storage_path;
+		new.image_sha256 := old.image_sha256;
+		new.image_url := old.image_url;
+	end if;
+	return new;
+end
+$$;
+drop trigger if exists gxp_captures_keep_stored on public.captures;
+create trigger gxp_captures_keep_stored before update on public.captures
+	for each row execute function public.gxp_captures_keep_stored();
+
 -- PostgREST learns of new tables and columns when it reloads its schema
 -- cache; Supabase does that on its own after DDL, a self-hosted PostgREST
 -- may not.  Delivered at commit.

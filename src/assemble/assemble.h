@@ -15,6 +15,7 @@
  *              failed/ with the syncs of many photos together
  *   recover.c  partial/ read back after a restart, and the earlier layout
  *   spool.c    the spool's directories and what ready/ holds
+ *   cluster.c  gxp-sub's cluster line: the captures of devices that moved
  *   events.c   the output held until a commit, events, log lines and the
  *              reports of refused work */
 #ifndef ASSEMBLE_H
@@ -46,7 +47,7 @@ enum {
 	RC_EVICTED, RC_COUNT
 };
 enum { C_MESSAGES, C_CHUNKS, C_DUPS, C_COMPLETED, C_FAILED, C_NACKS, C_BYTES,
-	C_ERRORS, C_PASSED, C_INFLIGHT, C_MEMORY, C_PARTIAL, C_REFUSED,
+	C_ERRORS, C_PASSED, C_INFLIGHT, C_MEMORY, C_PARTIAL, C_MOVED, C_REFUSED,
 	C_COUNT = C_REFUSED + RC_COUNT };
 extern struct gxp_counter counters[C_COUNT];
 
@@ -206,6 +207,11 @@ void failed_event(const char *dev, const char *image, const char *cname, int cod
 void capture_failed(struct asm *a, int code, const char *entry, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 void pass_line(void);
+
+/* cluster.c */
+int cluster_line(const char *line, size_t len);
+int cluster_arrived(const char *dev);
+void cluster_free(void);
 void add_time(cJSON *obj, const char *key, int64_t us);
 void inbound(const char *dev, const char *kind, const char *raw);
 void events_free(void);

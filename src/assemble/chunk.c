@@ -351,6 +351,10 @@ chunk_store(const char *dev, const char *name, uint32_t id, uint32_t len, long l
 	if (a == NULL) {
 		struct device *d = device_get(dev, 0);
 
+		if (d && d->orphan_chunks >= cfg.orphan_chunks && cluster_arrived(dev)) {
+			counters[C_MOVED].v++;
+			return;
+		}
 		if (d && d->orphan_chunks >= cfg.orphan_chunks) {
 			error_event(RC_ORPHANS, 2200, dev, name, "refused: %u chunks of this "
 			    "device wait for their metadata (ASSEMBLE_ORPHAN_CHUNKS)",
@@ -364,7 +368,11 @@ chunk_store(const char *dev, const char *name, uint32_t id, uint32_t len, long l
 		schedule(a);
 	}
 	if ((rc = chunk_add(a, id, record.p, len, max, NULL)) == -1) {
-		error_event(refusal_cause, 2200, dev, name, "%s", refusal);
+		/* the rest of a photo begun on the worker that had the device */
+		if (refusal_cause == RC_ORPHANS && cluster_arrived(dev))
+			counters[C_MOVED].v++;
+		else
+			error_event(refusal_cause, 2200, dev, name, "%s", refusal);
 		if (!a->has_meta && a->norph == 0)
 			asm_drop(a);
 		return;

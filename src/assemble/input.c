@@ -264,6 +264,8 @@ handle_line(char *line, size_t len, long long lineno, int truncated)
 	cur.seq = e.seq;
 	switch (rc) {
 	case ENV_PASS:
+		if (e.event)
+			cluster_line(line, len);
 		pass_line();
 		break;
 	case ENV_BAD:

@@ -25,6 +25,7 @@ struct gxp_counter counters[C_COUNT] = {
 	{ "assemblies_in_flight", "captures being assembled", 1, 0 },
 	{ "memory_bytes", "memory the captures in flight are charged (ASSEMBLE_MEMORY_BYTES)", 1, 0 },
 	{ "partial_bytes", "bytes of the captures in flight in partial/", 1, 0 },
+	{ "moved_total", "captures in flight dropped because their device moved to another worker", 0, 0 },
 	{ "refused_total{cause=\"malformed\"}", "work refused, by cause", 0, 0 },
 	{ "refused_total{cause=\"payload\"}", "work refused, by cause", 0, 0 },
 	{ "refused_total{cause=\"limit\"}", "work refused, by cause", 0, 0 },
@@ -105,6 +106,7 @@ void
 assemble_free(void)
 {
 	captures_free();
+	cluster_free();
 	timers_free();
 	seg_close();
 	budget_free();

@@ -6,6 +6,7 @@
  *   input.c     lines in and out, and events out
  *   devices.c   what is known of each device: schedule, config, state
  *   answer.c    deciding an answer, publishing it, what follows the PUBACK
+ *   cluster.c   GXP_CLUSTER: only the hellos of this worker's devices
  *   net.c       the broker connection: hellos in, answers out, PUBACKs */
 #ifndef GXP_CONTROL_CTL_H
 #define GXP_CONTROL_CTL_H
@@ -46,7 +47,7 @@ extern int replay;
 extern struct gxp_counter counters[];
 enum {
 	C_HELLOS, C_ANSWERED, C_CAPTURE, C_NEXT_WAKE, C_COMMANDS, C_RETAINED,
-	C_FALLBACK, C_EXPIRED, C_FAILED, C_PASSED, C_AWAKE, C_COUNT
+	C_FALLBACK, C_EXPIRED, C_FAILED, C_PASSED, C_AWAKE, C_ELSEWHERE, C_COUNT
 };
 
 /* devices.c */
@@ -87,6 +88,11 @@ struct hello {
 	int64_t at;			/* when it came, UTC us */
 };
 int net_start(void);
+/* cluster.c */
+void cluster_start(void);
+int cluster_hello(const struct hello *h);
+void cluster_input(const char *line, size_t len);
+void cluster_stop(void);
 int net_publish(const char *topic, const char *payload, int *mid);
 int net_take_acked(int *mids, int max);
 int net_take_hellos(struct hello *h, int max);

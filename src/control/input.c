@@ -131,6 +131,7 @@ input_read(void)
 			break;
 		default:
 			counters[C_PASSED].v++;
+			cluster_input(line, len);
 			out_line(line, len);
 		}
 	}

@@ -36,6 +36,7 @@ struct gxp_counter counters[C_COUNT] = {
 	{ "failed_total", "queued commands marked failed (cannot be sent)", 0, 0 },
 	{ "passed_total", "lines passed on", 0, 0 },
 	{ "awake", "devices awake at the last poll", 1, 0 },
+	{ "elsewhere_total", "hellos of devices another worker owns, left to it (GXP_CLUSTER)", 0, 0 },
 };
 
 static void
@@ -79,7 +80,8 @@ take_net(void)
 			answer_acked(mids[i]);
 	while ((n = net_take_hellos(h, 64)) > 0)
 		for (int i = 0; i < n; i++)
-			answer_hello(h[i].dev, h[i].at);
+			if (cluster_hello(&h[i]))
+				answer_hello(h[i].dev, h[i].at);
 }
 
 /* One turn: wait for input, acknowledgements, the store or a timer. */
@@ -146,6 +148,7 @@ start(void)
 	if (fstat(0, &st) == 0 && S_ISREG(st.st_mode))
 		replay = 1;
 	store = ctl_open();
+	cluster_start();
 	devices_load();
 	gxp_log(LOG_INFO, "default schedule: %s, zone %s", default_sched.test_mode ?
 	    "test mode" : gxp_cfg("SCHEDULE_WAKE_TIMES") ? gxp_cfg("SCHEDULE_WAKE_TIMES") :
@@ -202,6 +205,7 @@ main(int argc, char **argv)
 	gxp_metrics_tick(1);
 	net_stop();
 	answer_free();
+	cluster_stop();
 	ctl_free(store);
 	devices_free();
 	gxp_config_free();

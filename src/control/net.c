@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -89,15 +90,30 @@ on_message(struct mosquitto *mosq, void *arg, const struct mosquitto_message *ms
 	poke();
 }
 
+/* TOPIC_PATTERN_STATUS; with GXP_CLUSTER=shared, one member of the
+ * group <GXP_CLUSTER_GROUP>-control hears each hello. */
+static char *
+status_filter(void)
+{
+	static char buf[1024];
+
+	if (gxp_cluster_mode_of(gxp_cfg("GXP_CLUSTER")) == GXP_CLUSTER_SHARED)
+		snprintf(buf, sizeof buf, "$share/%s-control/%s", gxp_cfg("GXP_CLUSTER_GROUP"),
+		    gxp_cfg("TOPIC_PATTERN_STATUS"));
+	else
+		snprintf(buf, sizeof buf, "%s", gxp_cfg("TOPIC_PATTERN_STATUS"));
+	return buf;
+}
+
 static void
 on_subscribe(struct mosquitto *mosq, void *arg, int mid, int n, const int *granted)
 {
 	(void)mosq, (void)arg, (void)mid;
 	if (n < 1 || granted[0] > 2)
 		gxp_log(LOG_ERROR, "the broker refused the subscription to %s; no hello "
-		    "will be heard", gxp_cfg("TOPIC_PATTERN_STATUS"));
+		    "will be heard", status_filter());
 	else
-		gxp_log(LOG_INFO, "answering hellos on %s with %s", gxp_cfg("TOPIC_PATTERN_STATUS"),
+		gxp_log(LOG_INFO, "answering hellos on %s with %s", status_filter(),
 		    gxp_cfg("TOPIC_PATTERN_CMD"));
 }
 
@@ -105,11 +121,11 @@ on_subscribe(struct mosquitto *mosq, void *arg, int mid, int n, const int *grant
 static void
 on_connected(struct mosquitto *mosq, void *arg)
 {
-	int rc = mosquitto_subscribe(mosq, NULL, gxp_cfg("TOPIC_PATTERN_STATUS"), 1);
+	int rc = mosquitto_subscribe(mosq, NULL, status_filter(), 1);
 
 	(void)arg;
 	if (rc != MOSQ_ERR_SUCCESS)
-		gxp_log(LOG_ERROR, "cannot subscribe to %s: %s", gxp_cfg("TOPIC_PATTERN_STATUS"),
+		gxp_log(LOG_ERROR, "cannot subscribe to %s: %s", status_filter(),
 		    mosquitto_strerror(rc));
 }
 

@@ -254,6 +254,7 @@ struct gxp_mqtt_opts {
 	int once;		/* one attempt: a broker away is an error at once */
 	int v311;		/* speak MQTT 3.1.1 */
 	int nodelay;		/* TCP_NODELAY: small messages go out at once */
+	const char *presence_topic;	/* the presence record's topic, not MQTT_PRESENCE_TOPIC/<id> */
 	void (*on_connected)(struct mosquitto *, void *);
 	void (*on_message)(struct mosquitto *, void *,
 	    const struct mosquitto_message *);
@@ -271,12 +272,34 @@ void gxp_mqtt_banner(void);
 int gxp_mqtt_check(struct gxp_mqtt *m, int (*done)(void), int timeout_ms);
 void gxp_mqtt_free(struct gxp_mqtt *m);
 
+/* cluster.c: several workers on one fleet (GXP_CLUSTER): the live set of
+ * workers and which of them owns a device (rendezvous hashing). */
+enum { GXP_CLUSTER_OFF, GXP_CLUSTER_PRESENCE, GXP_CLUSTER_SHARED };
+struct gxp_cluster;
+int gxp_cluster_mode_of(const char *v);
+struct gxp_cluster *gxp_cluster_new(void);
+struct gxp_cluster *gxp_cluster_follower(void);
+int gxp_cluster_mode(const struct gxp_cluster *c);
+const char *gxp_cluster_self(const struct gxp_cluster *c);
+const char *gxp_cluster_group(const struct gxp_cluster *c);
+char *gxp_cluster_topic(const struct gxp_cluster *c, const char *worker);
+const char *gxp_cluster_topic_worker(const struct gxp_cluster *c, const char *topic);
+size_t gxp_cluster_size(const struct gxp_cluster *c);
+const char *gxp_cluster_worker(const struct gxp_cluster *c, size_t i);
+int gxp_cluster_update(struct gxp_cluster *c, const char *worker, int live);
+const char *gxp_cluster_owner(const struct gxp_cluster *c, const char *dev);
+int gxp_cluster_owns(struct gxp_cluster *c, const char *dev);
+void gxp_cluster_line(const struct gxp_cluster *c, int joined, struct gxp_buf *b);
+int gxp_cluster_joined(const struct gxp_cluster *c);
+int gxp_cluster_from_line(struct gxp_cluster *c, const char *line, size_t len);
+void gxp_cluster_free(struct gxp_cluster *c);
+
 /* presence.c: a retained record per client id in use (MQTT_PRESENCE_TOPIC),
  * so that one id used by two processes is seen, and said, by both. */
 enum { GXP_PRESENCE_NONE, GXP_PRESENCE_MINE, GXP_PRESENCE_STALE,
 	GXP_PRESENCE_HERE, GXP_PRESENCE_OTHER };
 struct gxp_presence;
-struct gxp_presence *gxp_presence_new(const char *client_id);
+struct gxp_presence *gxp_presence_new(const char *client_id, const char *topic);
 const char *gxp_presence_topic(const struct gxp_presence *p);
 char *gxp_presence_record(struct gxp_presence *p);
 int gxp_presence_judge(struct gxp_presence *p, const void *payload, int len,

@@ -31,9 +31,11 @@ struct gxp_mqtt {
 	int refused;		/* CONNACK code of a refusal, 0 if none */
 	int awaiting_connack;	/* connected at TCP level, no CONNACK yet */
 	int conflict;		/* another client holds our id */
+	int leaving;		/* gxp_mqtt_disconnect: our record is being cleared */
 	int64_t backoff_ms, retry_at, connected_at;
 	mosquitto_property *props;	/* MQTT 5 CONNECT properties */
 	struct gxp_presence *presence;
+	const char *held, *held_setting;	/* the id the record is of, its setting */
 	int presence_mid, presence_done, presence_kind;
 	int own_mid;		/* our last publish of the record, kept from the tool */
 	char presence_who[WHY_MAX];
@@ -111,18 +113,29 @@ tls_hint(const struct gxp_mqtt *m)
 /* ---- callbacks ---- */
 
 static void
-announce_conflict(struct gxp_mqtt *m, const char *how)
+announce_conflict(struct gxp_mqtt *m, const char *id, const char *setting, const char *how)
 {
 	m->conflict = 1;
 	gxp_log(LOG_ERROR, "another client is using the id %s: %s; every worker "
-	    "needs a client id of its own (MQTT_CLIENT_ID)", m->id, how);
+	    "needs %s of its own (%s)", id, how, strcmp(setting, "GXP_WORKER_ID") == 0 ?
+	    "a worker id" : "a client id", setting);
+}
+
+static void
+presence_publish(struct gxp_mqtt *m)
+{
+	/* QoS 0: no resend after a reconnect, one mid to keep from the tool */
+	char *rec = gxp_presence_record(m->presence);
+
+	mosquitto_publish(m->mosq, &m->own_mid, gxp_presence_topic(m->presence),
+	    (int)strlen(rec), rec, 0, true);
+	free(rec);
 }
 
 static void
 presence_start(struct gxp_mqtt *m)
 {
 	const char *topic;
-	char *rec;
 
 	if (m->presence == NULL)
 		return;
@@ -133,10 +146,7 @@ presence_start(struct gxp_mqtt *m)
 		mosquitto_subscribe(m->mosq, &m->presence_mid, topic, 1);
 		return;
 	}
-	/* QoS 0: no resend after a reconnect, one mid to keep from the tool */
-	rec = gxp_presence_record(m->presence);
-	mosquitto_publish(m->mosq, &m->own_mid, topic, (int)strlen(rec), rec, 0, true);
-	free(rec);
+	presence_publish(m);
 }
 
 static void
@@ -175,7 +185,8 @@ on_disconnect(struct mosquitto *mosq, void *arg, int rc)
 
 	(void)mosq;
 	if (m->connected && m->v5 && rc == MQTT_RC_SESSION_TAKEN_OVER)
-		announce_conflict(m, "the broker handed our session to it (session taken over)");
+		announce_conflict(m, m->id, "MQTT_CLIENT_ID",
+		    "the broker handed our session to it (session taken over)");
 	else if (m->connected && m->v5 && rc >= 0x80)
 		gxp_log(LOG_WARN, "the broker %s:%d closed the connection: %s", m->host,
 		    m->port, mosquitto_reason_string(rc));
@@ -193,7 +204,15 @@ on_presence(struct gxp_mqtt *m, const struct mosquitto_message *msg)
 
 	m->presence_kind = kind;
 	if (!m->o.check && (kind == GXP_PRESENCE_OTHER || kind == GXP_PRESENCE_HERE))
-		announce_conflict(m, m->presence_who);
+		announce_conflict(m, m->held, m->held_setting, m->presence_who);
+	/* cleared under us (the Last Will of an earlier process of this id,
+	 * come late): a worker's record says it is alive, so it goes back */
+	else if (!m->o.check && kind == GXP_PRESENCE_NONE && m->o.presence_topic &&
+	    m->connected && !m->leaving && !m->conflict) {
+		gxp_log(LOG_INFO, "our record at %s was cleared; published again",
+		    gxp_presence_topic(m->presence));
+		presence_publish(m);
+	}
 }
 
 static void
@@ -299,8 +318,11 @@ setup_presence(struct gxp_mqtt *m)
 {
 	const char *id = m->o.check ? m->check_of : m->id;
 
-	if (id == NULL || (m->presence = gxp_presence_new(id)) == NULL)
+	if (id == NULL || (m->presence = gxp_presence_new(id, m->o.presence_topic)) == NULL)
 		return;
+	/* a worker's record (GXP_CLUSTER_TOPIC/<worker id>) is of its worker id */
+	m->held = m->o.presence_topic ? strrchr(m->o.presence_topic, '/') + 1 : id;
+	m->held_setting = m->o.presence_topic ? "GXP_WORKER_ID" : "MQTT_CLIENT_ID";
 	if (!m->o.check)	/* dying without a word clears our record */
 		mosquitto_will_set(m->mosq, gxp_presence_topic(m->presence), 0, NULL, 1, true);
 }
@@ -503,6 +525,7 @@ void
 gxp_mqtt_disconnect(struct gxp_mqtt *m)
 {
 	if (m->connected) {
+		m->leaving = 1;
 		presence_clear(m);
 		mosquitto_disconnect(m->mosq);
 		for (int i = 0; i < 10 && mosquitto_loop(m->mosq, 50, 1) == MOSQ_ERR_SUCCESS; i++)
@@ -543,12 +566,13 @@ check_presence(struct gxp_mqtt *m, char *note, size_t cap)
 	note[0] = '\0';
 	if (m->presence_kind == GXP_PRESENCE_HERE)
 		snprintf(note, cap, "; the id %s is in use by the worker on this spool (%s)",
-		    m->check_of, m->presence_who);
+		    m->held, m->presence_who);
 	if (m->presence_kind != GXP_PRESENCE_OTHER)
 		return EXIT_OK;
 	printf("%s: FAIL: another client is using the id %s: %s; give each worker "
-	    "its own MQTT_CLIENT_ID (or clear a stale record: mosquitto_pub -r -n -t %s)\n",
-	    gxp_progname, m->check_of, m->presence_who, gxp_presence_topic(m->presence));
+	    "its own %s (or clear a stale record: mosquitto_pub -r -n -t %s)\n",
+	    gxp_progname, m->held, m->presence_who, m->held_setting,
+	    gxp_presence_topic(m->presence));
 	return EXIT_PERM;
 }
 

@@ -35,18 +35,21 @@ spool_path(char out[PATH_MAX])
 		snprintf(out, PATH_MAX, "%.2000s/%.2000s", cwd, s);
 }
 
-/* NULL when MQTT_PRESENCE_TOPIC is off. */
+/* The record at topic, or else at MQTT_PRESENCE_TOPIC/<client id>; NULL
+ * when that is off.  A worker of a cluster keeps its record at the
+ * cluster's topic instead (GXP_CLUSTER_TOPIC/<worker id>): a connection
+ * has one Last Will, and that record says the same and more. */
 struct gxp_presence *
-gxp_presence_new(const char *client_id)
+gxp_presence_new(const char *client_id, const char *topic)
 {
 	const char *base = gxp_cfg("MQTT_PRESENCE_TOPIC");
 	struct gxp_presence *p;
 
-	if (base == NULL || strcmp(base, "off") == 0)
+	if (topic == NULL && (base == NULL || strcmp(base, "off") == 0))
 		return NULL;
 	p = xcalloc(1, sizeof *p);
 	p->id = xstrdup(client_id);
-	p->topic = xasprintf("%s/%s", base, client_id);
+	p->topic = topic ? xstrdup(topic) : xasprintf("%s/%s", base, client_id);
 	if (gethostname(p->host, sizeof p->host - 1) == -1)
 		strcpy(p->host, "?");
 	spool_path(p->spool);
