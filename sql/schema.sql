@@ -177,6 +177,7 @@ alter table public.device_publish_log add column if not exists event_id uuid;
 do $$
 declare
 	want record;
+	deferred text;
 begin
 	for want in
 		select * from (values
@@ -190,21 +191,48 @@ begin
 			('device_configs', array['device_id'], 'device_configs_device_id_key')
 		) as t (tab, cols, name)
 	loop
+		-- a deferrable key on these columns makes every ON CONFLICT on
+		-- them fail ("does not support deferrable ... as arbiters"),
+		-- whatever other key there is: say so, do not guess
+		select c2.relname into deferred
+		from pg_index i
+		join pg_class c on c.oid = i.indrelid
+		join pg_class c2 on c2.oid = i.indexrelid
+		where c.relnamespace = 'public'::regnamespace and c.relname = want.tab
+		and i.indisunique and not i.indimmediate
+		and i.indnatts = cardinality(want.cols)
+		and (select array_agg(a.attname::text order by a.attname)
+		     from pg_attribute a
+		     where a.attrelid = c.oid and a.attnum = any (i.indkey))
+		    = (select array_agg(x order by x) from unnest(want.cols) x);
+		if deferred is not null then
+			raise exception 'table %: its unique key % on (%) is deferrable, and ON CONFLICT cannot use a deferrable key',
+			    want.tab, deferred, array_to_string(want.cols, ', ')
+			    using hint = 'drop it (alter table public.' || want.tab ||
+			    ' drop constraint ' || deferred || ') and run this file again: it adds one that is not deferrable';
+		end if;
+		-- what ON CONFLICT takes as its arbiter: a valid unique index on
+		-- plain columns, for every row
 		if not exists (
 			select 1
 			from pg_index i
 			join pg_class c on c.oid = i.indrelid
 			join pg_namespace n on n.oid = c.relnamespace
 			where n.nspname = 'public' and c.relname = want.tab
-			and i.indisunique and i.indpred is null
+			and i.indisunique and i.indisvalid
+			and i.indpred is null and i.indexprs is null
 			and (select array_agg(a.attname::text order by a.attname)
 			     from pg_attribute a
 			     where a.attrelid = c.oid and a.attnum = any (i.indkey))
 			    = (select array_agg(x order by x) from unnest(want.cols) x)
 			and i.indnatts = cardinality(want.cols)
 		) then
+			-- under another name when an invalid index has that one
 			execute format('alter table public.%I add constraint %I unique (%s)',
-			    want.tab, want.name,
+			    want.tab, case when exists (select 1 from pg_class k
+			        where k.relname = want.name
+			        and k.relnamespace = 'public'::regnamespace)
+			    then want.name || '_arbiter' else want.name end,
 			    (select string_agg(quote_ident(x), ', ') from unnest(want.cols) x));
 		end if;
 	end loop;

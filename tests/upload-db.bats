@@ -178,6 +178,45 @@ scenario() {
 	[ "$status" != 0 ] && [[ $output == *ingest_status_check* ]]
 }
 
+@test "upload/db: schema.sql refuses a deferrable unique key on_conflict cannot use, and replaces an invalid one" {
+	# ON CONFLICT fails on a deferrable key matching its columns, whatever
+	# else there is: schema.sql says so, with the fix
+	psql_q "alter table device_status drop constraint device_status_event_id_key;
+		alter table device_status add constraint device_status_event_id_key
+		unique (event_id) deferrable initially deferred" > /dev/null
+	psql_q "insert into devices (device_hw_id) values ('D1')" > /dev/null
+	ins="insert into device_status (device_id, event_id, status)
+		select device_id, gen_random_uuid(), 'x' from devices
+		on conflict (event_id) do nothing"
+	! psql_q "$ins" 2> /dev/null || false
+	# gxp-upload stops (100) with the fix; the row waits in rows/
+	ev_status $DEV Alive 1 > "$IN"
+	run_upload
+	[ "$RC" = 100 ]
+	grep -q 'stopping: HTTP 500 (55000): ON CONFLICT does not support deferrable.*the unique key of table device_status on (event_id) cannot serve the upsert: run sql/schema.sql' "$ERR"
+	run psql_file "$GXP_TOP/sql/schema.sql"
+	[ "$status" != 0 ]
+	[[ $output == *"table device_status: its unique key device_status_event_id_key on (event_id) is deferrable"* ]]
+	[[ $output == *"drop constraint device_status_event_id_key) and run this file again"* ]]
+	psql_q "alter table device_status drop constraint device_status_event_id_key"
+	psql_file "$GXP_TOP/sql/schema.sql"
+	psql_q "$ins"
+	: > "$IN"
+	run_upload
+	[ "$RC" = 0 ]
+	[ "$(psql_q "select count(*) from device_status where status = 'Alive'")" = 1 ]
+	# an invalid unique index (a CREATE INDEX CONCURRENTLY that failed) is
+	# no arbiter: a valid key is added beside it, under another name
+	psql_q "alter table device_errors drop constraint device_errors_event_id_key;
+		create unique index device_errors_event_id_key on device_errors (event_id);
+		update pg_index set indisvalid = false
+		where indexrelid = 'device_errors_event_id_key'::regclass" > /dev/null
+	psql_file "$GXP_TOP/sql/schema.sql"
+	[ "$(psql_q "select count(*) from pg_index where indrelid = 'device_errors'::regclass
+		and indisunique and indisvalid and indnatts = 1
+		and indexrelid = 'device_errors_event_id_key_arbiter'::regclass")" = 1 ]
+}
+
 @test "upload/db: schema.sql and rls.sql run twice, and complete an older set of tables" {
 	psql_file "$GXP_TOP/sql/schema.sql"
 	psql_file "$GXP_TOP/sql/rls.sql"

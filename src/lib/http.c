@@ -235,9 +235,9 @@ http_retryable(const struct http_res *r)
 	}
 }
 
-/* PostgREST's answer to a statement cancelled by statement_timeout. */
+/* The SQLSTATE of PostgREST's answer 500, when it is code (NULL: any). */
 static int
-statement_timeout(const struct http_res *r)
+db_code_is(const struct http_res *r, const char *want)
 {
 	cJSON *j;
 	const char *code;
@@ -246,9 +246,20 @@ statement_timeout(const struct http_res *r)
 	if (r->status != 500 || r->len == 0 || (j = gxp_json_parse(r->body, r->len)) == NULL)
 		return 0;
 	code = gxp_json_str(j, "code");
-	rc = code && strcmp(code, "57014") == 0;
+	rc = code && strcmp(code, want) == 0;
 	cJSON_Delete(j);
 	return rc;
+}
+
+/* A statement cancelled by statement_timeout: final when the caller
+ * splits its batch instead (HTTP_FINAL_TIMEOUT); 55000, a table's state
+ * (e.g. a deferrable key as ON CONFLICT's arbiter), is the same at every
+ * try. */
+static int
+final_db_error(const struct req *r, const struct http_res *res)
+{
+	return ((r->flags & HTTP_FINAL_TIMEOUT) && db_code_is(res, "57014")) ||
+	    db_code_is(res, "55000");
 }
 
 static int64_t
@@ -315,8 +326,7 @@ finish(struct http *h, struct req *r, CURLcode code)
 	res.status = code == CURLE_OK ? effective_status(st, res.body, res.len) : 0;
 	res.err = r->err[0] ? r->err : curl_easy_strerror(code);
 	note_health(h, &res);
-	if (http_retryable(&res) &&
-	    !((r->flags & HTTP_FINAL_TIMEOUT) && statement_timeout(&res))) {
+	if (http_retryable(&res) && !final_db_error(r, &res)) {
 		if (h->max_attempts == 0 || r->attempts < h->max_attempts) {
 			int64_t d = backoff(h, r);
 

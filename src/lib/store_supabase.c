@@ -142,7 +142,8 @@ static int
 setup_error(const struct op *o, int status, const char *code)
 {
 	static const char *const codes[] = {
-		"PGRST204", "PGRST205", "42703", "42P10", "42P01"
+		"PGRST204", "PGRST205", "42703", "42P10", "42P01",
+		"55000"	/* a deferrable unique key as ON CONFLICT's arbiter */
 	};
 
 	if (o->object)
@@ -190,6 +191,10 @@ advise(const struct op *o, struct gxp_buf *msg, int status, const char *code)
 	else if (strcmp(code, "42P10") == 0)
 		gxp_buf_addf(msg, "; table %s has no unique key on (%s) for the upsert: "
 		    "run sql/schema.sql", o->what, o->conflict ? o->conflict : "?");
+	else if (strcmp(code, "55000") == 0)
+		gxp_buf_addf(msg, "; the unique key of table %s on (%s) cannot serve the "
+		    "upsert: run sql/schema.sql, which says how to mend it", o->what,
+		    o->conflict ? o->conflict : "?");
 	else
 		gxp_buf_addf(msg, "; table %s or a column gxp writes is missing, or "
 		    "PostgREST's schema cache does not know it yet: run sql/schema.sql, "
