@@ -140,6 +140,18 @@ chaos_rows() {
 		errors=$(lines_in "$STORE/device_errors.ndjson")
 	fi
 	echo "checked: $errors device_errors rows"
+	if [ "$errors" != 0 ]; then
+		if [ "$kind" = pg ]; then
+			psql_q "select code, message, details from device_errors limit 5"
+		else
+			head -5 "$STORE/device_errors.ndjson"
+		fi
+	fi
+	if [ "$ok" != 0 ] || [ "$errors" != 0 ]; then
+		# the worker's lines about the first photo missing, for the diagnosis
+		seq=$(comm -23 <(sort -u "$T/acked.photo") <(sort -u "$T/rows.stored") | head -1)
+		[ -z "$seq" ] || grep -E "reading_$seq\.jpg|code\":22" "$WORKER_LOG" | head -20
+	fi
 	[ "$ok" = 0 ] && [ "$errors" = 0 ]
 }
 

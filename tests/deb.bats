@@ -375,7 +375,9 @@ sd_shutdown() {
 	[ -z "$(find /var/lib/gxp/w1/store -name '*.jpg')" ]
 	# an upgrade restarts both, each after its drain
 	main=$(sd_prop gxp.service MainPID) w1=$(sd_prop gxp@w1.service MainPID)
-	lock_wait sd dpkg -i "$DEB"
+	# the namespace has /tmp of its own (the tree may be under /tmp)
+	sd sh -c 'cat > /run/gxp-test.deb' < "$DEB"
+	lock_wait sd dpkg -i /run/gxp-test.deb
 	for u in gxp.service gxp@w1.service; do
 		sd_journal_has "$u" "gxp-supervise: stopped"
 		[ "$(sd_prop "$u" ActiveState)" = active ]

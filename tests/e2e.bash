@@ -171,5 +171,7 @@ compare_seqs() {
 	missing=$(comm -23 <(sort -u "$2") <(sort -u "$3") | wc -l)
 	twice=$(sort "$3" | uniq -d | wc -l)
 	echo "checked: $what: $(wc -l < "$2") acknowledged, $(wc -l < "$3") rows, $missing missing, $twice twice"
+	[ "$missing" = 0 ] || echo "  missing: $(comm -23 <(sort -u "$2") <(sort -u "$3") | head -5 | tr '\n' ' ')"
+	[ "$twice" = 0 ] || echo "  twice: $(sort "$3" | uniq -d | head -5 | tr '\n' ' ')"
 	[ "$missing" = 0 ] && [ "$twice" = 0 ]
 }
