@@ -104,6 +104,7 @@ spool_bytes() {
 	! grep -q "carrying on" "$ERR" || false
 }
 
+# bats test_tags=slow
 @test "assemble-budget: 10 000 photos in flight at once: under 32 MB, every one made" {
 	genlog --devices 1000 --photos 10 --chunks 10 --chunk-size 100 --interleave round \
 		--seed 8 > "$IN"

@@ -142,7 +142,7 @@ chaos_rows() {
 	echo "checked: $errors device_errors rows"
 	if [ "$errors" != 0 ]; then
 		if [ "$kind" = pg ]; then
-			psql_q "select code, message, details from device_errors limit 5"
+			psql_q "select error_code, message, details from device_errors limit 5"
 		else
 			head -5 "$STORE/device_errors.ndjson"
 		fi

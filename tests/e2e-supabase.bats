@@ -58,6 +58,7 @@ teardown() {
 	[[ $output == *"captures/TESTMAC123/2025/10/04/test.jpg"* ]]
 }
 
+# bats test_tags=slow
 @test "e2e/supabase: 50 devices x 4 photos with 5% loss: each stored once, byte-identical, sha256 in the database" {
 	start_worker "$BATS_TEST_TMPDIR/w.env"
 	run gxp-sim --env "$BATS_TEST_TMPDIR/w.env" -d 50 -n 4 -l 0.05 -t 90000 -s 21 -j

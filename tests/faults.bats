@@ -118,6 +118,7 @@ ready_ok() {
 	[ -z "$(find "$SPOOL/partial" "$SPOOL/tmp" "$SPOOL/failed" -mindepth 1)" ]
 }
 
+# bats test_tags=slow
 @test "faults: the store's disk full, then read-only: photos wait in the spool, then are stored" {
 	export GXP_STORE=$MNT/store
 	for i in $(seq 1 10); do

@@ -169,6 +169,7 @@ start_fake() {
 	[ "$status" = 0 ]
 }
 
+# bats test_tags=slow
 @test "worker: without MQTT_CLIENT_ID, workers on two spools get ids of their own" {
 	start_broker plain
 	for w in a b; do
@@ -256,6 +257,7 @@ start_fake() {
 	! grep -E "mkdir\(" here | grep -v ", 0700)" || false
 }
 
+# bats test_tags=slow
 @test "worker: a filter between two stages (SUPERVISE_FILTER_AFTER_ASSEMBLE), plain grep, loses no acknowledgement" {
 	start_broker plain
 	# grep as the issue ran it, without --line-buffered: gxp-supervise

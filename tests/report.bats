@@ -349,6 +349,7 @@ mine" ]
 	[ -s "$OUT/index.html" ]
 }
 
+# bats test_tags=slow
 @test "report: a SIGKILL at any moment leaves the last report whole; the next run finishes it" {
 	store=$BATS_TEST_TMPDIR/big
 	"$GXP_TOP/bench/genstore" --dir "$store" --devices 300 --photos 2 --seed 3

@@ -121,6 +121,7 @@ teardown() {
 	! grep -q "failed permanently" "$WORKER_LOG" || false
 }
 
+# bats test_tags=slow
 @test "supervise: SIGTERM drains within SUPERVISE_DRAIN_TIMEOUT_S even when a stage hangs" {
 	worker_env "$BATS_TEST_TMPDIR/w.env" SUPERVISE_DRAIN_TIMEOUT_S=2
 	start_worker "$BATS_TEST_TMPDIR/w.env"

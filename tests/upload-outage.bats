@@ -34,6 +34,7 @@ prom() {
 	awk -v n="gxp_upload_$1" '$1 == n { print $2 }' "$GXP_METRICS_DIR/gxp-upload.prom" 2>/dev/null
 }
 
+# bats test_tags=slow
 @test "outage: Supabase away: the backlog counts the waiting photos, the log says so within seconds and again, --check and SIGUSR1 show the oldest; then every photo goes" {
 	OWN_EP=1
 	EP_DIR=$BATS_TEST_TMPDIR/ep start_endpoint
@@ -94,6 +95,7 @@ mixed_log() {
 	done
 }
 
+# bats test_tags=slow
 @test "poison: a number PostgreSQL cannot hold (1e999999) is kept as a string; its batch goes in whole" {
 	mixed_log '{"status":"Alive","pendingImg":1e999999}' > "$IN"
 	ROW_FLUSH_MS=5000 ROW_BATCH_MAX=500 run_upload
@@ -121,6 +123,7 @@ null|1.5
 3|3" ]
 }
 
+# bats test_tags=slow
 @test "poison: rows the database refuses are found by halving: k bad among n cost O(k log n) requests, not n" {
 	psql_q "alter table device_publish_log add constraint gxp_test_no_poison check (not (payload ? 'poison'))" > /dev/null
 	mixed_log '{"status":"Alive","poison":%d}' > "$IN"
