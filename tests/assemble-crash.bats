@@ -126,6 +126,25 @@ killable() {
 	! kill -0 "$ASM_PID" 2>/dev/null || [ "$("$1")" -ge "$2" ]
 }
 
+@test "assemble-crash: a photo whose sidecar gxp-upload moves back to ready/ while gxp-assemble starts is not taken for a lone one" {
+	# a claimed photo: ready/E.jpg, its sidecar in work/; gxp-upload,
+	# starting beside gxp-assemble, puts the sidecar back in ready/.  Each
+	# look at ready/E.json returns 0.4 s late (strace), so the move falls
+	# between gxp-assemble's looks: it once removed such a photo
+	mkdir -p "$SPOOL/ready" "$SPOOL/work"
+	make_jpeg "$SPOOL/ready/D1@p.jpg.jpg" 3000
+	echo '{}' > "$SPOOL/work/D1@p.jpg.json"
+	strace -f -qq -o /dev/null -P "$SPOOL/ready/D1@p.jpg.json" -e trace=access \
+		-e inject=access:delay_exit=400000 gxp-assemble < /dev/null > "$OUT" 2> "$ERR" &
+	ASM_PID=$!
+	sleep 0.2
+	mv "$SPOOL/work/D1@p.jpg.json" "$SPOOL/ready/D1@p.jpg.json"
+	wait "$ASM_PID"
+	ASM_PID=
+	! grep -q "without its sidecar" "$ERR" || false
+	[ -f "$SPOOL/ready/D1@p.jpg.jpg" ]
+}
+
 @test "assemble-crash: one gxp-assemble per spool: a second exits 100" {
 	start_live
 	wait_until 10 test -e "$SPOOL/assemble.lock"

@@ -99,7 +99,12 @@ keep_photo(const char *name)
 }
 
 /* ready/<entry>.jpg without its sidecar in ready/ or work/: a commit a
- * crash cut short (the capture, still in partial/, is finished again). */
+ * crash cut short (the capture, still in partial/, is finished again).
+ * gxp-upload, starting beside us, moves sidecars from work/ back to
+ * ready/ (and claims them from ready/ to work/) with rename(2): looking
+ * in ready/, then work/, then ready/ again cannot miss one that moved
+ * once in between (a photo was lost that way: its sidecar went back to
+ * ready/ between our two looks, and the photo was taken for a lone one). */
 static void
 sweep_lone_photos(void)
 {
@@ -112,7 +117,7 @@ sweep_lone_photos(void)
 		ready = gxp_spool_path(cfg.spool, "ready", entry, ".json");
 		work = gxp_spool_path(cfg.spool, "work", entry, ".json");
 		if (access(ready, F_OK) == -1 && access(work, F_OK) == -1 &&
-		    unlinkat(ready_fd, names[i], 0) == 0)
+		    access(ready, F_OK) == -1 && unlinkat(ready_fd, names[i], 0) == 0)
 			gxp_log(LOG_INFO, "ready/%s: without its sidecar; removed", names[i]);
 		free(ready);
 		free(work);

@@ -188,8 +188,11 @@ static int
 name_state(const char *spool, const char *dev, const char *name,
     long long image_bytes, const char *timekey, int *other)
 {
+	/* ready/ again after work/: gxp-upload moves sidecars both ways
+	 * (a claim, a put back), and one that moved between our looks is
+	 * found the second time */
 	static const int states[] = {
-		GXP_SPOOL_READY, GXP_SPOOL_WORK, GXP_SPOOL_STORED
+		GXP_SPOOL_READY, GXP_SPOOL_WORK, GXP_SPOOL_READY, GXP_SPOOL_STORED
 	};
 	char path[PATH_MAX];
 
@@ -238,6 +241,9 @@ gxp_spool_finished(const char *spool, const char *dev, const char *name)
 		return 1;
 	snprintf(path, sizeof path, "%s/work/%s@%s.json", spool, dev, name);
 	if (access(path, F_OK) == 0)
+		return 1;
+	snprintf(path, sizeof path, "%s/ready/%s@%s.json", spool, dev, name);
+	if (access(path, F_OK) == 0)	/* put back while we looked: see name_state() */
 		return 1;
 	snprintf(path, sizeof path, "%s/stored/%s@%s.json", spool, dev, name);
 	return access(path, F_OK) == 0;
