@@ -132,6 +132,22 @@ db_check() {
 	[ "$(psql_q "select count(*) from device_errors")" = 0 ]
 }
 
+# fleet_done N: gxp-sim ended well with N photos acknowledged, N stored;
+# the workers stopped; one object and one stored row each, each photo
+# assembled by its device's owner.
+fleet_done() {
+	local rc=0 want=$1
+	wait "$SIM_PID" || rc=$?
+	SIM_PID=
+	tail -1 "$BATS_TEST_TMPDIR/sim.out"
+	[ "$rc" = 0 ]
+	[ "$(tail -1 "$BATS_TEST_TMPDIR/sim.out" | jq -r .acknowledged)" = "$want" ]
+	wait_until 30 eval '[ "$(stored)" = "$want" ]'
+	for n in 1 2 3; do cl_stop "$n"; done
+	db_check "$want"
+	owner_check
+}
+
 @test "cluster: three workers, one SIGKILLed mid-run (its whole process group) and started again: every photo acknowledged and stored once, each device assembled by its owner" {
 	for n in 1 2 3; do cl_env "$n"; done
 	for n in 1 2 3; do cl_start "$n"; done
@@ -149,16 +165,7 @@ db_check() {
 	wait_until 60 eval '[ "$(stored)" -ge $((killed_at + 40)) ]'
 	cl_start 2
 	wait_until 10 sees 1 3 2
-	rc=0
-	wait "$SIM_PID" || rc=$?
-	SIM_PID=
-	tail -1 "$BATS_TEST_TMPDIR/sim.out"
-	[ "$rc" = 0 ]
-	[ "$(tail -1 "$BATS_TEST_TMPDIR/sim.out" | jq -r .acknowledged)" = 200 ]
-	wait_until 30 eval '[ "$(stored)" = 200 ]'
-	for n in 1 2 3; do cl_stop "$n"; done
-	db_check 200
-	owner_check
+	fleet_done 200
 	# the survivors dropped what was in flight for the devices that came back
 	grep -h "now belongs to worker" "$BATS_TEST_TMPDIR"/w[13].log | head -3
 }
@@ -178,16 +185,7 @@ db_check() {
 	[ -z "$(mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -t "gxp/workers/gxp-cl-$$-w3" -W 1 2>/dev/null || true)" ]
 	cl_start 3
 	wait_until 10 sees 1 3 2
-	rc=0
-	wait "$SIM_PID" || rc=$?
-	SIM_PID=
-	tail -1 "$BATS_TEST_TMPDIR/sim.out"
-	[ "$rc" = 0 ]
-	[ "$(tail -1 "$BATS_TEST_TMPDIR/sim.out" | jq -r .acknowledged)" = 100 ]
-	wait_until 30 eval '[ "$(stored)" = 100 ]'
-	for n in 1 2 3; do cl_stop "$n"; done
-	db_check 100
-	owner_check
+	fleet_done 100
 }
 
 @test "cluster: the ownership function: a third each, losing a worker moves only its share, the cache follows the set" {
