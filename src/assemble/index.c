@@ -256,17 +256,24 @@ asm_alloc(const char *dev, const char *name, int state)
 	return a;
 }
 
+/* What a capture or a marker of dev@name costs before any chunk. */
+static long long
+key_memory(const char *dev, const char *name)
+{
+	struct asm probe = { 0 };
+
+	probe.h.klen = (uint32_t)(strlen(dev) + 1 + strlen(name));
+	return asm_memory(&probe, 0, 0);
+}
+
 /* A capture in flight, started at started_us (wall clock), when the
  * budgets let it in: NULL, with refusal and refusal_cause, when they do not. */
 struct asm *
 asm_new(const char *dev, const char *name, int meta, int64_t started_us)
 {
 	struct device *d = device_get(dev, 1);
-	struct asm probe = { 0 }, *a;
-	long long mem;
-
-	probe.h.klen = (uint32_t)(strlen(dev) + 1 + strlen(name));
-	mem = asm_memory(&probe, 0, 0);
+	long long mem = key_memory(dev, name);
+	struct asm *a;
 	/* making room may end d's last capture: d stays */
 	d->held++;
 	if (budget_admit(d, NULL, B_CAPTURES, 1, meta) == -1 ||
@@ -355,11 +362,8 @@ struct asm *
 mark_done(const char *dev, const char *name)
 {
 	struct device *d = device_get(dev, 1);
-	struct asm probe = { 0 }, *a;
-	long long mem;
-
-	probe.h.klen = (uint32_t)(strlen(dev) + 1 + strlen(name));
-	mem = asm_memory(&probe, 0, 0);
+	long long mem = key_memory(dev, name);
+	struct asm *a;
 	d->held++;
 	if (budget_admit(d, NULL, B_MEMORY, mem, 0) == -1) {
 		d->held--;

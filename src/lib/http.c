@@ -235,31 +235,25 @@ http_retryable(const struct http_res *r)
 	}
 }
 
-/* The SQLSTATE of PostgREST's answer 500, when it is code (NULL: any). */
-static int
-db_code_is(const struct http_res *r, const char *want)
-{
-	cJSON *j;
-	const char *code;
-	int rc;
-
-	if (r->status != 500 || r->len == 0 || (j = gxp_json_parse(r->body, r->len)) == NULL)
-		return 0;
-	code = gxp_json_str(j, "code");
-	rc = code && strcmp(code, want) == 0;
-	cJSON_Delete(j);
-	return rc;
-}
-
-/* A statement cancelled by statement_timeout: final when the caller
- * splits its batch instead (HTTP_FINAL_TIMEOUT); 55000, a table's state
- * (e.g. a deferrable key as ON CONFLICT's arbiter), is the same at every
- * try. */
+/* A 500 from PostgREST that trying again cannot mend: 55000, a table's
+ * state (e.g. a deferrable key as ON CONFLICT's arbiter), and, when the
+ * caller splits its batch instead (HTTP_FINAL_TIMEOUT), 57014, a statement
+ * cancelled by statement_timeout. */
 static int
 final_db_error(const struct req *r, const struct http_res *res)
 {
-	return ((r->flags & HTTP_FINAL_TIMEOUT) && db_code_is(res, "57014")) ||
-	    db_code_is(res, "55000");
+	const char *code;
+	cJSON *j;
+	int rc;
+
+	if (res->status != 500 || res->len == 0 ||
+	    (j = gxp_json_parse(res->body, res->len)) == NULL)
+		return 0;
+	code = gxp_json_str(j, "code");
+	rc = code && (strcmp(code, "55000") == 0 ||
+	    ((r->flags & HTTP_FINAL_TIMEOUT) && strcmp(code, "57014") == 0));
+	cJSON_Delete(j);
+	return rc;
 }
 
 static int64_t

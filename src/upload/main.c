@@ -97,6 +97,19 @@ emit(cJSON *e)
 	cJSON_Delete(e);
 }
 
+/* A list of names, freed and emptied. */
+void
+names_free(struct name **list)
+{
+	while (*list) {
+		struct name *n = *list;
+
+		*list = n->next;
+		free(n->s);
+		free(n);
+	}
+}
+
 void
 set_fatal(const char *msg)
 {
@@ -242,13 +255,7 @@ leave(void)
 		rows_loaded_done(1);	/* what they held is written or in name */
 	}
 	free(path);
-	while (todo) {
-		struct name *n = todo;
-
-		todo = n->next;
-		free(n->s);
-		free(n);
-	}
+	names_free(&todo);
 }
 
 static void
@@ -355,13 +362,7 @@ main(int argc, char **argv)
 	close(spool_fd);
 	if (marks_fd != -1)
 		close(marks_fd);
-	while (marks) {
-		struct name *n = marks;
-
-		marks = n->next;
-		free(n->s);
-		free(n);
-	}
+	names_free(&marks);
 	gxp_config_free();
 	return rc;
 }

@@ -39,6 +39,7 @@ struct name {
 	struct name *next;
 	char *s;
 };
+void names_free(struct name **list);
 
 enum {
 	C_UPLOADS, C_BYTES, C_FAILED, C_RETRIES, C_REQUESTS, C_ROWS, C_ROWS_FAILED,
